@@ -1,0 +1,1 @@
+"""The log, the writer and the read side; :class:`~ripple.store.store.Store` composes them."""

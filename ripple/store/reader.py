@@ -1,0 +1,190 @@
+"""Reads on read-only connections (aiosqlite), so they never block the writer.
+
+Python's ``sqlite3`` does not begin a transaction on SELECT, so every read made of more than one statement runs
+inside an explicit ``BEGIN`` … ``COMMIT`` (DESIGN §13, "Read snapshots").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import builtins
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+
+from ripple.core.events import Entry, Event, KindFilter, Page
+from ripple.errors import BadRequestError
+from ripple.store.sqlite import EVENT_COLUMNS, decode_json, row_to_event, uri
+
+
+def encode_cursor(created_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"c{created_seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("c"):
+            raise ValueError(cursor)
+        value = int(text[1:])
+        if value < 0:
+            raise ValueError(cursor)
+        return value
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequestError(f"invalid cursor {cursor!r}", detail={"cursor": cursor}) from None
+
+
+def events_filter(
+    after: int,
+    *,
+    kind: KindFilter | None,
+    scopes: Sequence[str] | None,
+    keys: Sequence[str] | None,
+    upto: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause shared by every log read (API, catch-up, CLI)."""
+    where: list[str] = ["seq > ?"]
+    params: list[Any] = [after]
+    if upto is not None:
+        where.append("seq <= ?")
+        params.append(upto)
+    if kind is not None and kind != "all":
+        where.append("kind = ?")
+        params.append(kind)
+    if scopes:
+        where.append(f"scope IN ({','.join('?' * len(scopes))})")
+        params.extend(scopes)
+    if keys:
+        where.append(f"key IN ({','.join('?' * len(keys))})")
+        params.extend(keys)
+    return " AND ".join(where), params
+
+
+_LIST_AT = """
+SELECT e.key, e.new_value, e.version, e.seq,
+       (SELECT max(c.seq) FROM events c
+         WHERE c.scope = e.scope AND c.key = e.key AND c.kind = 'state' AND c.event_type = 'created'
+           AND c.seq <= e.seq) AS created
+  FROM events e
+ WHERE e.scope = ? AND e.kind = 'state' AND e.seq <= ? AND e.event_type != 'deleted'
+   AND e.seq = (SELECT max(m.seq) FROM events m
+                 WHERE m.scope = e.scope AND m.key = e.key AND m.kind = 'state' AND m.seq <= ?)
+"""
+
+
+class Reader:
+    """A pool of read-only connections and the queries that run on them."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int = 4) -> None:
+        self.path = path
+        self.size = size
+        self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all: list[aiosqlite.Connection] = []
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            conn = await aiosqlite.connect(uri(self.path, "ro"), uri=True, isolation_level=None)
+            await conn.execute("PRAGMA busy_timeout=10000")
+            await conn.execute("PRAGMA query_only=1")
+            self._all.append(conn)
+            self._pool.put_nowait(conn)
+
+    async def close(self) -> None:
+        for conn in self._all:
+            await conn.close()
+        self._all.clear()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        conn = await self._pool.get()
+        try:
+            yield conn
+        finally:
+            self._pool.put_nowait(conn)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection inside one read transaction: every statement sees the same snapshot."""
+        async with self.connection() as conn:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                await conn.execute("COMMIT")
+
+    # -- queries
+
+    async def entry(self, scope: str, key: str) -> Entry | None:
+        async with self.connection() as conn:
+            cur = await conn.execute(
+                "SELECT value, version, last_seq FROM state WHERE scope = ? AND key = ?", (scope, key)
+            )
+            row = await cur.fetchone()
+        return None if row is None else Entry(key, decode_json(row[0]), row[1], row[2])
+
+    async def entry_at(self, scope: str, key: str, at: int) -> Entry | None:
+        async with self.connection() as conn:
+            cur = await conn.execute(
+                "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? "
+                "AND kind = 'state' AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                (scope, key, at),
+            )
+            row = await cur.fetchone()
+        if row is None or row[3] == "deleted":
+            return None
+        return Entry(key, decode_json(row[0]), row[1], row[2])
+
+    async def list(self, scope: str, *, limit: int, cursor: str | None, at: int | None) -> Page:
+        after = decode_cursor(cursor) if cursor else 0
+        async with self.connection() as conn:
+            if at is None:
+                cur = await conn.execute(
+                    "SELECT key, value, version, last_seq, created_seq FROM state "
+                    "WHERE scope = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+                    (scope, after, limit + 1),
+                )
+            else:
+                cur = await conn.execute(
+                    f"SELECT * FROM ({_LIST_AT}) WHERE created > ? ORDER BY created LIMIT ?",
+                    (scope, at, at, after, limit + 1),
+                )
+            rows = list(await cur.fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [Entry(r[0], decode_json(r[1]), r[2], r[3]) for r in rows]
+        return Page(items, encode_cursor(rows[-1][4]) if more and rows else None)
+
+    async def list_groups(self) -> builtins.list[str]:
+        async with self.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT scope FROM state ORDER BY scope")
+            return [r[0] for r in await cur.fetchall()]
+
+    async def read_events(
+        self,
+        after: int,
+        limit: int,
+        *,
+        kind: KindFilter | None = None,
+        scopes: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        upto: int | None = None,
+    ) -> builtins.list[Event]:
+        where, params = events_filter(after, kind=kind, scopes=scopes, keys=keys, upto=upto)
+        async with self.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+            )
+            rows = await cur.fetchall()
+        return [row_to_event(r) for r in rows]
+
+    async def earliest(self) -> int:
+        """The first offset still in the log (1 when nothing was ever trimmed)."""
+        async with self.connection() as conn:
+            cur = await conn.execute("SELECT min(seq) FROM events")
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 1

@@ -1,0 +1,449 @@
+"""The embedded API (DESIGN §4, §12). A thin facade: validation at the edge, then the writer or the reader."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Awaitable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from ripple.core.events import (
+    EMPTY_META,
+    Delete,
+    DeleteResult,
+    Entry,
+    Event,
+    KindFilter,
+    Meta,
+    Page,
+    Send,
+    SendResult,
+    Set,
+    SetResult,
+    StateCommand,
+    Update,
+    UpdateResult,
+)
+from ripple.core.ops import UpdateOp
+from ripple.core.validate import (
+    DEFAULT_MAX_VALUE_BYTES,
+    encode_data,
+    encode_value,
+    validate_key,
+    validate_name,
+    validate_scope,
+)
+from ripple.errors import (
+    CascadeLimitError,
+    DatabaseFileError,
+    InvalidOpError,
+    RippleError,
+    StoreClosedError,
+    ValidationError,
+)
+from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
+from ripple.store.reader import Reader
+from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
+from ripple.store.writer import BatchJob, CommandJob, Writer
+
+log = logging.getLogger("ripple.store")
+
+MAX_BATCH_COMMANDS = 1000
+MAX_LIST_LIMIT = 1000
+MAX_EVENTS_LIMIT = 10_000
+
+
+def _check_offset(name: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"{name} must be an integer, not {type(value).__name__}", detail={name: repr(value)}
+        )
+    if value < minimum:
+        raise ValidationError(f"{name} must be >= {minimum}, got {value}", detail={name: value})
+    return value
+
+
+def parse_ops(ops: object) -> list[UpdateOp]:
+    """Accept op Structs or plain dicts (``{"type": "set", ...}``); anything else is an :class:`InvalidOpError`."""
+    if not isinstance(ops, list | tuple):
+        raise InvalidOpError(f"ops must be a list, not {type(ops).__name__}")
+    try:
+        return msgspec.convert(list(ops), list[UpdateOp], from_attributes=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidOpError(f"invalid update op: {exc}", detail={"reason": str(exc)}) from None
+
+
+class _Opener:
+    """``Store.open(...)`` is both awaitable and an async context manager."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __await__(self) -> Generator[Any, None, Store]:
+        return self._start().__await__()
+
+    async def _start(self) -> Store:
+        await self._store._start()
+        return self._store
+
+    async def __aenter__(self) -> Store:
+        return await self._start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._store.close()
+
+
+class Store:
+    """One ripple database file, open for reading and writing.
+
+    ``async with Store.open("app.db") as store: await store.set("todos", "a", {...})``
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "ripple.db",
+        *,
+        durability: Durability = "full",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        max_batch: int = 1000,
+        max_queue: int = 100_000,
+        readers: int = 4,
+        cascade_limit: int = DEFAULT_CASCADE_LIMIT,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = os.fspath(path)
+        self.durability: Durability = durability
+        self.max_value_bytes = max_value_bytes
+        self.cascade_limit = cascade_limit
+        self.writer = Writer(
+            self.path,
+            durability=durability,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            max_value_bytes=max_value_bytes,
+        )
+        self.reader = Reader(self.path, size=readers)
+        self.counters: dict[str, int] = {"refused_cascades": 0}
+        self._lock = WriterLock(self.path)
+        self._started = False
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._checkpoint_due = asyncio.Event()
+        self._close_callbacks: list[Any] = []
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-checkpoint")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = "ripple.db", **options: Any) -> _Opener:
+        """Open (creating if missing) a ripple file: ``async with Store.open("app.db", durability="full")``."""
+        return _Opener(cls(path, **options))
+
+    # -- lifecycle
+
+    async def _start(self) -> None:
+        if self._started:
+            raise RippleError("this store was already opened")
+        self._started = True
+        parent = Path(self.path).absolute().parent
+        if not parent.is_dir():
+            raise DatabaseFileError(f"cannot open {self.path}: the folder {parent} does not exist")
+        inspect_file(self.path)  # refuses foreign or newer files before anything is written
+        self._lock.acquire()
+        try:
+            await self.writer.start()
+            await self.reader.open()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.writer.close()
+            self._lock.release()
+            raise
+        self.writer.listeners.append(lambda _events: self._checkpoint_due.set())
+        self.spawn(self._checkpointer(), name="ripple-checkpointer")
+
+    async def close(self) -> None:
+        """Commit or reject everything queued, stop background work and close the file. Idempotent."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        for callback in reversed(self._close_callbacks):
+            try:
+                await callback()
+            except Exception:
+                log.exception("close callback failed")
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        # The checkpoint thread may still be inside a checkpoint: close its connection in that same thread.
+        await asyncio.get_running_loop().run_in_executor(self._checkpoint_thread, self._close_checkpointer)
+        self._checkpoint_thread.shutdown(wait=True)
+        await self.reader.close()
+        await self.writer.close(final=lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        self._lock.release()
+
+    async def __aenter__(self) -> Store:
+        if not self._started:
+            await self._start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def on_close(self, callback: Any) -> None:
+        """Run ``await callback()`` first thing in :meth:`close` (later registrations run first)."""
+        self._close_callbacks.append(callback)
+
+    def spawn(self, coro: Awaitable[Any], *, name: str) -> asyncio.Task[Any]:
+        """Start a background task that the store keeps a reference to and cancels on close."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def head(self) -> int:
+        """The last committed offset (no I/O)."""
+        return self.writer.head
+
+    def _check_open(self) -> None:
+        if self._closed or not self._started:
+            raise StoreClosedError("the store is closed" if self._closed else "the store is not open yet")
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = connect_checkpointer(self.path)
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("background checkpoint failed: %s", exc)
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
+
+    async def _checkpointer(self) -> None:
+        # PASSIVE checkpoints off the writer's connection: auto-checkpoint is off there (DESIGN §13).
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            await asyncio.get_running_loop().run_in_executor(self._checkpoint_thread, self._checkpoint)
+            await asyncio.sleep(0.5)  # at most two checkpoints a second
+
+    # -- writes
+
+    def _meta(self, idempotency_key: str | None) -> Meta:
+        origin = current_origin.get()
+        if origin is None:
+            return EMPTY_META if idempotency_key is None else Meta(idempotency_key=idempotency_key)
+        depth = origin.depth or 0
+        if depth > self.cascade_limit:
+            self.counters["refused_cascades"] += 1
+            log.error(
+                "refused a write at cascade depth %d (limit %d), caused by offset %s",
+                depth,
+                self.cascade_limit,
+                origin.cause,
+            )
+            raise CascadeLimitError(
+                f"write refused: cascade depth {depth} exceeds the limit of {self.cascade_limit} "
+                f"(caused by offset {origin.cause})",
+                detail={"cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
+            )
+        return msgspec.structs.replace(origin, idempotency_key=idempotency_key)
+
+    def _submit(self, job: CommandJob | BatchJob) -> asyncio.Future[Any]:
+        self._check_open()
+        return self.writer.submit(job)
+
+    def prepare(self, cmd: StateCommand) -> tuple[StateCommand, bytes | None]:
+        """Validate a command at the edge; returns it (ops parsed) with a Set's value encoded."""
+        validate_scope(cmd.scope)
+        validate_key(cmd.key)
+        if cmd.expected_offset is not None:
+            _check_offset("expected_offset", cmd.expected_offset)
+        if isinstance(cmd, Set):
+            return cmd, encode_value(cmd.value, self.max_value_bytes)
+        if isinstance(cmd, Update):
+            ops = parse_ops(cmd.ops)
+            return (cmd if ops is cmd.ops else msgspec.structs.replace(cmd, ops=ops)), None
+        if isinstance(cmd, Delete):
+            return cmd, None
+        raise ValidationError(f"not a state command: {cmd!r}")
+
+    async def set(
+        self,
+        scope: str,
+        key: str,
+        value: Any,
+        *,
+        expected_offset: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> SetResult:
+        cmd, raw = self.prepare(Set(scope, key, value, expected_offset))
+        result: SetResult = await self._submit(
+            CommandJob(cmd, raw, self._meta(idempotency_key), idempotency_key)
+        )
+        return result
+
+    async def update(
+        self,
+        scope: str,
+        key: str,
+        ops: Sequence[UpdateOp | dict[str, Any]],
+        *,
+        expected_offset: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> UpdateResult:
+        cmd, _ = self.prepare(Update(scope, key, parse_ops(ops), expected_offset))
+        result: UpdateResult = await self._submit(
+            CommandJob(cmd, None, self._meta(idempotency_key), idempotency_key)
+        )
+        return result
+
+    async def delete(
+        self, scope: str, key: str, *, expected_offset: int | None = None, idempotency_key: str | None = None
+    ) -> DeleteResult | None:
+        """Delete a key; a missing key appends nothing and returns ``None``."""
+        cmd, _ = self.prepare(Delete(scope, key, expected_offset))
+        result: DeleteResult | None = await self._submit(
+            CommandJob(cmd, None, self._meta(idempotency_key), idempotency_key)
+        )
+        return result
+
+    async def batch(
+        self, commands: Sequence[StateCommand], *, idempotency_key: str | None = None
+    ) -> list[SetResult | UpdateResult | DeleteResult | None]:
+        """Apply up to 1000 commands all-or-nothing, with consecutive offsets, one result per command."""
+        if not isinstance(commands, list | tuple):
+            raise ValidationError("batch takes a list of Set, Update and Delete commands")
+        if len(commands) > MAX_BATCH_COMMANDS:
+            raise ValidationError(f"a batch holds at most {MAX_BATCH_COMMANDS} commands, got {len(commands)}")
+        prepared, raws = [], []
+        for index, cmd in enumerate(commands):
+            try:
+                if not isinstance(cmd, Set | Update | Delete):
+                    raise ValidationError(f"not a Set, Update or Delete command: {type(cmd).__name__}")
+                p, raw = self.prepare(cmd)
+            except RippleError as exc:
+                exc.message = f"batch command {index}: {exc.message}"
+                exc.args = (exc.message,)
+                exc.detail = {**(exc.detail if isinstance(exc.detail, dict) else {}), "index": index}
+                raise
+            prepared.append(p)
+            raws.append(raw)
+        if not prepared:
+            return []
+        result: list[Any] = await self._submit(
+            BatchJob(prepared, raws, self._meta(idempotency_key), idempotency_key)
+        )
+        return result
+
+    async def send(
+        self, stream: str, group: str, type: str, data: Any, *, id: str | None = None
+    ) -> SendResult:
+        """Append a stream message (kind ``stream``): logged so stream clients can resume; changes no state."""
+        validate_name("stream", stream, 256, allow_slash=False)
+        validate_name("group", group, 1024, allow_slash=True)
+        validate_name("type", type, 256, allow_slash=True)
+        if id is not None:
+            validate_name("id", id, 1024, allow_slash=True)
+        raw = encode_data(data, self.max_value_bytes)
+        result: SendResult = await self._submit(
+            CommandJob(Send(stream, group, type, data, id), raw, self._meta(None), None)
+        )
+        return result
+
+    # -- reads
+
+    def _check_at(self, at: int | None) -> int | None:
+        if at is None:
+            return None
+        _check_offset("at", at)
+        if at > self.head:
+            raise ValidationError(
+                f"at={at} is beyond the head ({self.head})", detail={"at": at, "head": self.head}
+            )
+        return at
+
+    async def entry(self, scope: str, key: str, *, at: int | None = None) -> Entry | None:
+        """A key's value with its version and last offset (as of offset ``at``), or ``None``."""
+        self._check_open()
+        validate_scope(scope)
+        validate_key(key)
+        at = self._check_at(at)
+        if at is None:
+            return await self.reader.entry(scope, key)
+        return await self.reader.entry_at(scope, key, at)
+
+    async def get(self, scope: str, key: str, *, at: int | None = None) -> Any:
+        """A key's value (as of offset ``at``), or ``None`` when missing."""
+        found = await self.entry(scope, key, at=at)
+        return None if found is None else found.value
+
+    async def list(
+        self, scope: str, *, limit: int = 100, cursor: str | None = None, at: int | None = None
+    ) -> Page:
+        """Entries of a scope in first-insertion order, ``limit`` at a time; pass ``next_cursor`` back for more."""
+        self._check_open()
+        validate_scope(scope)
+        _check_offset("limit", limit, minimum=1)
+        if limit > MAX_LIST_LIMIT:
+            raise ValidationError(
+                f"limit must be at most {MAX_LIST_LIMIT}, got {limit}", detail={"limit": limit}
+            )
+        at = self._check_at(at)
+        return await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
+
+    async def list_groups(self) -> builtins.list[str]:
+        """Scopes that hold at least one key, sorted."""
+        self._check_open()
+        return await self.reader.list_groups()
+
+    async def read_events(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        scopes: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        kind: KindFilter = "all",
+    ) -> builtins.list[Event]:
+        """One page of the log: events with offset > ``after``, in offset order."""
+        self._check_open()
+        _check_offset("after", after)
+        _check_offset("limit", limit, minimum=1)
+        if limit > MAX_EVENTS_LIMIT:
+            raise ValidationError(f"limit must be at most {MAX_EVENTS_LIMIT}, got {limit}")
+        if kind not in ("state", "stream", "all"):
+            raise ValidationError(f"kind must be 'state', 'stream' or 'all', not {kind!r}")
+        for s in scopes or ():
+            validate_scope(s)
+        for k in keys or ():
+            validate_key(k)
+        return await self.reader.read_events(
+            after, limit, kind=kind, scopes=scopes, keys=keys, upto=self.head
+        )
+
+    async def earliest(self) -> int:
+        self._check_open()
+        return await self.reader.earliest()

@@ -1,0 +1,568 @@
+"""The one writer: a task that owns the write connection, drains a bounded queue and commits in groups.
+
+Group commit: take what is queued (up to ``max_batch`` jobs), ``BEGIN IMMEDIATE``, run every job, ``COMMIT``, then —
+back on the event loop — advance ``head``, publish the committed events to the listeners (hub, reactions, async
+projections), and only then resolve the callers' futures ("acknowledge last", DESIGN §13).
+
+Every SQL statement runs in one dedicated thread, like aiosqlite's connection thread, but a whole group is one hop.
+A command is decided by the pure core against the key's current row before any SQL is written, so a rejected
+command costs no offset and never rolls back its neighbours. If SQL itself fails (disk full, I/O error) the group is
+rolled back and its jobs are retried one by one, so only the job that cannot be written fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import msgspec
+
+from ripple.core.decide import Change, KeyState, decide_delete, decide_set, decide_update
+from ripple.core.events import (
+    EMPTY_META,
+    Delete,
+    DeleteResult,
+    Event,
+    Meta,
+    Send,
+    SendResult,
+    Set,
+    SetResult,
+    StateCommand,
+    Update,
+    UpdateResult,
+)
+from ripple.errors import (
+    ConflictError,
+    DatabaseFullError,
+    OverloadedError,
+    RippleError,
+    StorageError,
+    StoreClosedError,
+)
+from ripple.migrations import migrate
+from ripple.store.sqlite import Durability, connect_writer
+
+log = logging.getLogger("ripple.writer")
+T = TypeVar("T")
+
+_encode = msgspec.json.Encoder().encode
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_STATE = "SELECT value, version, last_seq, created_seq FROM state WHERE scope = ? AND key = ?"
+_UPSERT_STATE = (
+    "INSERT OR REPLACE INTO state (scope, key, value, version, last_seq, created_seq) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_DELETE_STATE = "DELETE FROM state WHERE scope = ? AND key = ?"
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+
+
+def _text(raw: str | bytes | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def command_hash(payload: Any) -> str:
+    return hashlib.sha256(_encode(payload)).hexdigest()
+
+
+class WriteTxn:
+    """What a job sees inside the writer's transaction. Used only in the writer thread."""
+
+    def __init__(self, conn: sqlite3.Connection, head: int, ts: int, max_value_bytes: int) -> None:
+        self.conn = conn
+        self.head = head
+        self.ts = ts
+        self.max_value_bytes = max_value_bytes
+        self.events: list[Event] = []
+
+    def key_state(self, scope: str, key: str) -> KeyState | None:
+        row = self.conn.execute(_SELECT_STATE, (scope, key)).fetchone()
+        return None if row is None else KeyState(row[0], row[1], row[2], row[3])
+
+    def _append(
+        self,
+        kind: str,
+        scope: str,
+        key: str,
+        op: str,
+        event_type: str,
+        version: int,
+        old: str | None,
+        new: str | None,
+        old_value: Any,
+        new_value: Any,
+        meta: Meta,
+    ) -> int:
+        seq = self.head + 1
+        meta_text = "{}" if meta is EMPTY_META else _encode(meta).decode()
+        self.conn.execute(
+            _INSERT_EVENT, (seq, self.ts, kind, scope, key, op, event_type, version, old, new, meta_text)
+        )
+        self.head = seq
+        self.events.append(
+            Event(
+                seq,
+                self.ts,
+                kind,
+                scope,
+                key,
+                op,
+                event_type,
+                version,  # type: ignore[arg-type]
+                old_value,
+                new_value,
+                meta,
+            )
+        )
+        return seq
+
+    def _write_change(self, change: Change, current: KeyState | None, meta: Meta) -> int:
+        new_text = _text(change.new_raw)
+        seq = self._append(
+            "state",
+            change.scope,
+            change.key,
+            change.op,
+            change.event_type,
+            change.version,
+            _text(change.old_raw),
+            new_text,
+            change.old_value,
+            change.new_value,
+            meta,
+        )
+        if change.event_type == "deleted":
+            self.conn.execute(_DELETE_STATE, (change.scope, change.key))
+        else:
+            created = seq if current is None else current.created_seq
+            self.conn.execute(
+                _UPSERT_STATE, (change.scope, change.key, new_text, change.version, seq, created)
+            )
+        return seq
+
+    def apply(self, cmd: StateCommand, raw: bytes | None = None, meta: Meta = EMPTY_META) -> Any:
+        """Decide and write one state command; raise a RippleError (and write nothing) if it is rejected.
+
+        ``raw`` is a ``Set``'s value as validated compact JSON; ``None`` means encode it here.
+        """
+        current = self.key_state(cmd.scope, cmd.key)
+        if isinstance(cmd, Set):
+            if raw is None:
+                from ripple.core.validate import encode_value
+
+                raw = encode_value(cmd.value, self.max_value_bytes)
+            change = decide_set(cmd, raw, current)
+            seq = self._write_change(change, current, meta)
+            return SetResult(change.old_value, change.new_value, change.version, seq)
+        if isinstance(cmd, Update):
+            change = decide_update(cmd, current, self.max_value_bytes)
+            seq = self._write_change(change, current, meta)
+            return UpdateResult(change.old_value, change.new_value, change.version, seq, change.errors)
+        maybe = decide_delete(cmd, current)
+        if maybe is None:
+            return None
+        seq = self._write_change(maybe, current, meta)
+        return DeleteResult(maybe.old_value, seq)
+
+    def send(self, cmd: Send, raw: bytes, meta: Meta = EMPTY_META) -> SendResult:
+        if cmd.id is not None and meta.id != cmd.id:
+            meta = msgspec.structs.replace(meta, id=cmd.id)
+        seq = self._append(
+            "stream",
+            cmd.stream,
+            cmd.group,
+            "send",
+            cmd.type,
+            0,
+            None,
+            raw.decode(),
+            None,
+            msgspec.json.decode(raw),
+            meta,
+        )
+        return SendResult(seq)
+
+    def savepoint(self) -> _Savepoint:
+        return _Savepoint(self)
+
+
+class _Savepoint:
+    """Roll back SQL *and* the transaction's head and event list together."""
+
+    def __init__(self, txn: WriteTxn) -> None:
+        self.txn = txn
+
+    def __enter__(self) -> None:
+        self.head, self.n_events = self.txn.head, len(self.txn.events)
+        self.txn.conn.execute("SAVEPOINT job")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        conn = self.txn.conn
+        if exc_type is None:
+            conn.execute("RELEASE job")
+            return
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        self.txn.head = self.head
+        del self.txn.events[self.n_events :]
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------------
+
+
+class Job:
+    """A unit of work for the writer. ``run`` executes in the writer thread inside the group's transaction."""
+
+    __slots__ = ("failed", "fut", "outcome")
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future[Any] | None = None
+        self.outcome: Any = None
+        self.failed = False
+
+    def run(self, txn: WriteTxn) -> Any:
+        raise NotImplementedError
+
+
+class CommandJob(Job):
+    """One state command or a stream send, optionally idempotent."""
+
+    __slots__ = ("cmd", "idempotency_key", "meta", "raw")
+
+    def __init__(
+        self, cmd: StateCommand | Send, raw: bytes | None, meta: Meta, idempotency_key: str | None
+    ) -> None:
+        super().__init__()
+        self.cmd, self.raw, self.meta, self.idempotency_key = cmd, raw, meta, idempotency_key
+
+    def run(self, txn: WriteTxn) -> Any:
+        if self.idempotency_key is None:
+            return self._apply(txn)
+        return idempotent(txn, self.idempotency_key, self.cmd, self._result_type(), self._apply)
+
+    def _result_type(self) -> Any:
+        return {Set: SetResult, Update: UpdateResult, Delete: DeleteResult, Send: SendResult}[type(self.cmd)]
+
+    def _apply(self, txn: WriteTxn) -> Any:
+        if isinstance(self.cmd, Send):
+            assert self.raw is not None
+            return txn.send(self.cmd, self.raw, self.meta)
+        return txn.apply(self.cmd, self.raw, self.meta)
+
+
+class BatchJob(Job):
+    """All-or-nothing: the commands get consecutive offsets or none does."""
+
+    __slots__ = ("cmds", "idempotency_key", "meta", "raws")
+
+    def __init__(
+        self,
+        cmds: Sequence[StateCommand],
+        raws: Sequence[bytes | None],
+        meta: Meta,
+        idempotency_key: str | None,
+    ) -> None:
+        super().__init__()
+        self.cmds, self.raws, self.meta, self.idempotency_key = list(cmds), list(raws), meta, idempotency_key
+
+    def run(self, txn: WriteTxn) -> Any:
+        if self.idempotency_key is None:
+            return self._apply(txn)
+        return idempotent(txn, self.idempotency_key, self.cmds, None, self._apply)
+
+    def _apply(self, txn: WriteTxn) -> list[Any]:
+        with txn.savepoint():
+            results = []
+            for index, (cmd, raw) in enumerate(zip(self.cmds, self.raws, strict=True)):
+                try:
+                    results.append(txn.apply(cmd, raw, self.meta))
+                except RippleError as exc:
+                    exc.detail = {**(exc.detail if isinstance(exc.detail, dict) else {}), "index": index}
+                    exc.message = f"batch command {index}: {exc.message}"
+                    exc.args = (exc.message,)
+                    if exc.code == "precondition_failed":
+                        raise ConflictError(exc.message, detail=exc.detail) from None
+                    raise
+            return results
+
+
+class TxnJob(Job):
+    """Custom work inside the writer's transaction (cursor advances, projection statements), in a SAVEPOINT."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[WriteTxn], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def run(self, txn: WriteTxn) -> Any:
+        with txn.savepoint():
+            return self.fn(txn)
+
+
+def idempotent(
+    txn: WriteTxn, key: str, payload: Any, result_type: Any, apply: Callable[[WriteTxn], Any]
+) -> Any:
+    """Run ``apply`` once per idempotency key; a repeat returns the stored result and appends nothing."""
+    digest = command_hash(payload)
+    row = txn.conn.execute("SELECT request_hash, result FROM idempotency WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        if row[0] != digest:
+            raise ConflictError(
+                f"idempotency key {key!r} was already used for a different command",
+                code="idempotency_key_reused",
+                detail={"idempotency_key": key},
+            )
+        return _decode_stored_result(row[1], payload, result_type)
+    result = apply(txn)
+    seq = getattr(result, "offset", None)
+    txn.conn.execute(
+        "INSERT INTO idempotency (key, request_hash, seq, result, created_ts) VALUES (?, ?, ?, ?, ?)",
+        (key, digest, seq, _encode(result).decode(), txn.ts),
+    )
+    return result
+
+
+_RESULT_OF: dict[type, type] = {Set: SetResult, Update: UpdateResult, Delete: DeleteResult}
+
+
+def _decode_stored_result(text: str, payload: Any, result_type: Any) -> Any:
+    if isinstance(payload, list):  # a batch: decode each result by its command's type
+        items = msgspec.json.decode(text)
+        return [
+            None if item is None else msgspec.convert(item, _RESULT_OF[type(cmd)])
+            for cmd, item in zip(payload, items, strict=True)
+        ]
+    return msgspec.json.decode(text, type=result_type | None)
+
+
+# ---- the writer -----------------------------------------------------------------------------------------------
+
+TxnHook = Callable[[WriteTxn, list[Event]], None]
+CommitListener = Callable[[list[Event]], None]
+
+
+class Writer:
+    """Owns the write connection. Create with :meth:`start`; stop with :meth:`close`."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: Durability = "full",
+        max_batch: int = 1000,
+        max_queue: int = 100_000,
+        max_value_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.path = path
+        self.durability = durability
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.max_value_bytes = max_value_bytes
+        self.head = 0
+        self._txn_head = 0
+        self.schema_version_found: int = 0
+        self.commits = 0
+        self.txn_hooks: list[TxnHook] = []
+        self.listeners: list[CommitListener] = []
+        self._queue: collections.deque[Job | None] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread_ident: int | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.schema_version_found, self.head = await loop.run_in_executor(self._thread, self._open)
+        self._txn_head = self.head
+        self._task = asyncio.create_task(self._run(), name="ripple-writer")
+
+    def _open(self) -> tuple[int, int]:
+        self._thread_ident = threading.get_ident()
+        self._conn = connect_writer(self.path, self.durability)
+        found = migrate(self._conn, self.path)
+        head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        self._conn.execute(
+            "DELETE FROM idempotency WHERE created_ts < ?", (int(time.time() * 1000) - IDEMPOTENCY_TTL_MS,)
+        )
+        return found, int(head)
+
+    async def close(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
+        """Commit (or fail) everything queued, run ``final`` on the connection, then close it. Idempotent."""
+        if self._closing:
+            if self._task is not None:
+                await asyncio.shield(self._task)
+            return
+        self._closing = True
+        self._queue.append(None)
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._close_conn, final)
+        self._thread.shutdown(wait=True)
+
+    def _close_conn(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
+        if self._conn is not None:
+            if final is not None:
+                try:
+                    final(self._conn)
+                except sqlite3.Error as exc:
+                    log.warning("final step on close failed: %s", exc)
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- submitting
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+        if len(self._queue) >= self.max_queue:
+            raise OverloadedError(f"the write queue is full ({self.max_queue} commands); retry later")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        job.fut = fut
+        self._queue.append(job)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return fut
+
+    async def run_in_txn(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` inside the next group commit (in a SAVEPOINT) and return its result after COMMIT."""
+        result: T = await self.submit(TxnJob(fn))
+        return result
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the write connection in the writer thread, outside any group (maintenance)."""
+        assert self._conn is not None
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
+
+    # -- the loop
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        try:
+            while not stop:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                jobs: list[Job] = []
+                while self._queue and len(jobs) < self.max_batch:
+                    job = self._queue.popleft()
+                    if job is None:
+                        stop = True
+                        break
+                    jobs.append(job)
+                if not jobs:
+                    continue
+                events = await loop.run_in_executor(self._thread, self._commit_group, jobs)
+                self._after_commit(jobs, events)
+        except BaseException as exc:  # a bug or cancellation: fail what is left, never drop it silently
+            log.exception("writer stopped unexpectedly")
+            self._closing = True
+            self._fail_pending(StorageError(f"the writer stopped: {exc!r}"))
+            raise
+        finally:
+            self._fail_pending(StoreClosedError("the store closed before this command was written"))
+
+    def _fail_pending(self, error: RippleError) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            if job is not None and job.fut is not None and not job.fut.done():
+                job.fut.set_exception(error)
+
+    def _after_commit(self, jobs: list[Job], events: list[Event]) -> None:
+        if events:
+            self.head = events[-1].offset
+            self.commits += 1
+            for listener in self.listeners:
+                try:
+                    listener(events)
+                except Exception:
+                    log.exception("commit listener %r failed", listener)
+        for job in jobs:
+            fut = job.fut
+            # A cancelled caller: its command may still be committed (DESIGN §12).
+            if fut is None or fut.done():
+                continue
+            if job.failed:
+                fut.set_exception(job.outcome)
+            else:
+                fut.set_result(job.outcome)
+
+    # -- in the writer thread
+
+    def _commit_group(self, jobs: list[Job]) -> list[Event]:
+        assert self._conn is not None
+        try:
+            return self._try_group(jobs)
+        except sqlite3.Error as exc:
+            if len(jobs) == 1:
+                self._fail_job(jobs[0], exc)
+                return []
+            log.warning("group of %d commands failed (%s); retrying them one by one", len(jobs), exc)
+            events: list[Event] = []
+            for job in jobs:
+                try:
+                    events.extend(self._try_group([job]))
+                except sqlite3.Error as single:
+                    self._fail_job(job, single)
+            return events
+
+    def _try_group(self, jobs: list[Job]) -> list[Event]:
+        conn = self._conn
+        assert conn is not None
+        txn = WriteTxn(conn, self._txn_head, int(time.time() * 1000), self.max_value_bytes)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in jobs:
+                try:
+                    job.outcome, job.failed = job.run(txn), False
+                except RippleError as exc:
+                    job.outcome, job.failed = exc, True
+            if txn.events:
+                for hook in self.txn_hooks:
+                    hook(txn, txn.events)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._txn_head = txn.head  # the public head moves on the loop, in _after_commit (acknowledge last)
+        return txn.events
+
+    def _fail_job(self, job: Job, exc: sqlite3.Error) -> None:
+        job.failed = True
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc).lower():
+            job.outcome = DatabaseFullError(f"the database is full: {exc}")
+            return
+        job.outcome = StorageError(f"the database could not write this command: {exc}")
+        if isinstance(exc, sqlite3.OperationalError) and "disk i/o" in str(exc).lower():
+            # After an I/O error SQLite's state is suspect: reopen rather than retry on the same connection.
+            log.error("I/O error on the write connection; reopening it")
+            self._close_conn()
+            self._conn = connect_writer(self.path, self.durability)
