@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,3 +30,17 @@ def db_path(tmp_path: Path) -> Path:
 async def store(db_path: Path) -> AsyncIterator[Store]:
     async with Store.open(db_path) as s:
         yield s
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ripple_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m ripple`` child: this checkout first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+RIPPLE = [sys.executable, "-m", "ripple"]
