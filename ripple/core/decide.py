@@ -21,7 +21,7 @@ _decode = msgspec.json.Decoder().decode
 class KeyState(msgspec.Struct):
     """A key's current row in the ``state`` table."""
 
-    raw: bytes
+    raw: str | bytes
     version: int
     last_seq: int
     created_seq: int
@@ -38,8 +38,8 @@ class Change(msgspec.Struct):
     op: str
     event_type: str
     version: int
-    old_raw: bytes | None
-    new_raw: bytes | None
+    old_raw: str | bytes | None
+    new_raw: str | bytes | None
     old_value: Any
     new_value: Any
     errors: list[OpError] = []

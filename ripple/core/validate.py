@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -15,16 +16,17 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 def _bad_char(name: str) -> str | None:
-    for ch in name:
-        code = ord(ch)
-        if code < 0x20 or 0x7F <= code <= 0x9F:
-            return f"U+{code:04X}"
-        if 0xD800 <= code <= 0xDFFF:
-            return f"lone surrogate U+{code:04X}"
-    return None
+    found = _CONTROL.search(name)
+    if found is None:
+        return None
+    code = ord(found.group())
+    return f"lone surrogate U+{code:04X}" if 0xD800 <= code <= 0xDFFF else f"U+{code:04X}"
 
 
 def validate_name(what: str, name: object, max_chars: int, *, allow_slash: bool) -> str:
@@ -88,11 +90,16 @@ def encode_value(value: Any, max_bytes: int = DEFAULT_MAX_VALUE_BYTES, *, what: 
     """Validate a stored value and return its compact JSON. A top-level ``null`` is refused (use delete)."""
     if value is None:
         raise InvalidValueError(f"{what} must not be null (use delete to remove a key)")
-    _check_json(value, "$")
     try:
         raw = _encode(value)
     except (UnicodeEncodeError, TypeError, OverflowError) as exc:
+        _check_json(value, "$")  # names the offending path when it can
         raise InvalidValueError(f"{what} is not valid JSON: {exc}") from None
+    # Fast path: a value that survives a JSON round trip unchanged and holds no huge integer is plain JSON.
+    # msgspec would silently turn NaN into null, int keys into strings and datetimes into strings: the round
+    # trip catches those, and the walk then names the problem.
+    if _LONG_NUMBER.search(raw) is not None or _decode(raw) != value:
+        _check_json(value, "$")
     if len(raw) > max_bytes:
         raise ValueTooLargeError(
             f"{what} is {len(raw)} bytes of JSON, over the limit of {max_bytes}",

@@ -40,6 +40,7 @@ from ripple.core.events import (
     Update,
     UpdateResult,
 )
+from ripple.core.validate import encode_value
 from ripple.errors import (
     ConflictError,
     DatabaseFullError,
@@ -64,6 +65,8 @@ _UPSERT_STATE = (
     "INSERT OR REPLACE INTO state (scope, key, value, version, last_seq, created_seq) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _DELETE_STATE = "DELETE FROM state WHERE scope = ? AND key = ?"
+_SELECT_MANY = "SELECT key, value, version, last_seq, created_seq FROM state WHERE scope = ? AND key IN ({})"
+_decode = msgspec.json.Decoder().decode
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
 
@@ -76,7 +79,12 @@ def command_hash(payload: Any) -> str:
 
 
 class WriteTxn:
-    """What a job sees inside the writer's transaction. Used only in the writer thread."""
+    """What a job sees inside the writer's transaction. Used only in the writer thread.
+
+    Writes are deferred: decisions run against ``_known`` (rows prefetched for the whole group in one query, then
+    updated in memory), and events and final state rows go to SQLite with ``executemany`` in :meth:`flush`. Anything
+    that reads ripple's tables through ``conn`` must call :meth:`flush` first; savepoints and the pre-COMMIT hooks do.
+    """
 
     def __init__(self, conn: sqlite3.Connection, head: int, ts: int, max_value_bytes: int) -> None:
         self.conn = conn
@@ -84,70 +92,79 @@ class WriteTxn:
         self.ts = ts
         self.max_value_bytes = max_value_bytes
         self.events: list[Event] = []
+        self._known: dict[tuple[str, str], KeyState | None] = {}
+        self._rows: list[tuple[Any, ...]] = []
+        self._dirty: set[tuple[str, str]] = set()
+
+    def prefetch(self, keys: set[tuple[str, str]]) -> None:
+        """Load the current rows of ``keys`` with one query per scope instead of one per command."""
+        by_scope: dict[str, list[str]] = {}
+        for scope, key in keys:
+            if (scope, key) not in self._known:
+                by_scope.setdefault(scope, []).append(key)
+                self._known[(scope, key)] = None
+        for scope, names in by_scope.items():
+            for i in range(0, len(names), 500):
+                chunk = names[i : i + 500]
+                sql = _SELECT_MANY.format(",".join("?" * len(chunk)))
+                for key, value, version, last, created in self.conn.execute(sql, (scope, *chunk)):
+                    self._known[(scope, key)] = KeyState(value, version, last, created)
 
     def key_state(self, scope: str, key: str) -> KeyState | None:
-        row = self.conn.execute(_SELECT_STATE, (scope, key)).fetchone()
-        return None if row is None else KeyState(row[0], row[1], row[2], row[3])
+        k = (scope, key)
+        if k in self._known:
+            return self._known[k]
+        row = self.conn.execute(_SELECT_STATE, k).fetchone()
+        found = None if row is None else KeyState(row[0], row[1], row[2], row[3])
+        self._known[k] = found
+        return found
 
-    def _append(
-        self,
-        kind: str,
-        scope: str,
-        key: str,
-        op: str,
-        event_type: str,
-        version: int,
-        old: str | None,
-        new: str | None,
-        old_value: Any,
-        new_value: Any,
-        meta: Meta,
-    ) -> int:
+    def flush(self) -> None:
+        """Write the pending events and the final row of every changed key."""
+        if self._rows:
+            self.conn.executemany(_INSERT_EVENT, self._rows)
+            self._rows.clear()
+        if self._dirty:
+            upserts, deletes = [], []
+            for k in self._dirty:
+                st = self._known[k]
+                if st is None:
+                    deletes.append(k)
+                else:
+                    upserts.append((k[0], k[1], st.raw, st.version, st.last_seq, st.created_seq))
+            if deletes:
+                self.conn.executemany(_DELETE_STATE, deletes)
+            if upserts:
+                self.conn.executemany(_UPSERT_STATE, upserts)
+            self._dirty.clear()
+
+    def forget(self) -> None:
+        """Drop what is known in memory (after a rollback to a savepoint, SQLite is the truth again)."""
+        self._known.clear()
+        self._rows.clear()
+        self._dirty.clear()
+
+    def _append(self, kind: str, scope: str, key: str, op: str, event_type: str, version: int,
+                old: str | None, new: str | None, old_value: Any, new_value: Any, meta: Meta) -> int:
         seq = self.head + 1
         meta_text = "{}" if meta is EMPTY_META else _encode(meta).decode()
-        self.conn.execute(
-            _INSERT_EVENT, (seq, self.ts, kind, scope, key, op, event_type, version, old, new, meta_text)
-        )
+        self._rows.append((seq, self.ts, kind, scope, key, op, event_type, version, old, new, meta_text))
         self.head = seq
-        self.events.append(
-            Event(
-                seq,
-                self.ts,
-                kind,
-                scope,
-                key,
-                op,
-                event_type,
-                version,  # type: ignore[arg-type]
-                old_value,
-                new_value,
-                meta,
-            )
-        )
+        self.events.append(Event(seq, self.ts, kind, scope, key, op,  # type: ignore[arg-type]
+                                 event_type, version, old_value, new_value, meta))
         return seq
 
     def _write_change(self, change: Change, current: KeyState | None, meta: Meta) -> int:
         new_text = _text(change.new_raw)
-        seq = self._append(
-            "state",
-            change.scope,
-            change.key,
-            change.op,
-            change.event_type,
-            change.version,
-            _text(change.old_raw),
-            new_text,
-            change.old_value,
-            change.new_value,
-            meta,
-        )
-        if change.event_type == "deleted":
-            self.conn.execute(_DELETE_STATE, (change.scope, change.key))
+        seq = self._append("state", change.scope, change.key, change.op, change.event_type, change.version,
+                           _text(change.old_raw), new_text, change.old_value, change.new_value, meta)
+        k = (change.scope, change.key)
+        if new_text is None:
+            self._known[k] = None
         else:
             created = seq if current is None else current.created_seq
-            self.conn.execute(
-                _UPSERT_STATE, (change.scope, change.key, new_text, change.version, seq, created)
-            )
+            self._known[k] = KeyState(new_text, change.version, seq, created)
+        self._dirty.add(k)
         return seq
 
     def apply(self, cmd: StateCommand, raw: bytes | None = None, meta: Meta = EMPTY_META) -> Any:
@@ -158,8 +175,6 @@ class WriteTxn:
         current = self.key_state(cmd.scope, cmd.key)
         if isinstance(cmd, Set):
             if raw is None:
-                from ripple.core.validate import encode_value
-
                 raw = encode_value(cmd.value, self.max_value_bytes)
             change = decide_set(cmd, raw, current)
             seq = self._write_change(change, current, meta)
@@ -177,19 +192,8 @@ class WriteTxn:
     def send(self, cmd: Send, raw: bytes, meta: Meta = EMPTY_META) -> SendResult:
         if cmd.id is not None and meta.id != cmd.id:
             meta = msgspec.structs.replace(meta, id=cmd.id)
-        seq = self._append(
-            "stream",
-            cmd.stream,
-            cmd.group,
-            "send",
-            cmd.type,
-            0,
-            None,
-            raw.decode(),
-            None,
-            msgspec.json.decode(raw),
-            meta,
-        )
+        seq = self._append("stream", cmd.stream, cmd.group, "send", cmd.type, 0, None, raw.decode(), None,
+                           _decode(raw), meta)
         return SendResult(seq)
 
     def savepoint(self) -> _Savepoint:
@@ -197,23 +201,26 @@ class WriteTxn:
 
 
 class _Savepoint:
-    """Roll back SQL *and* the transaction's head and event list together."""
+    """Roll back SQL *and* the transaction's head, event list and in-memory rows together."""
 
     def __init__(self, txn: WriteTxn) -> None:
         self.txn = txn
 
     def __enter__(self) -> None:
+        self.txn.flush()
         self.head, self.n_events = self.txn.head, len(self.txn.events)
         self.txn.conn.execute("SAVEPOINT job")
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         conn = self.txn.conn
         if exc_type is None:
+            self.txn.flush()
             conn.execute("RELEASE job")
             return
         if conn.in_transaction:
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
+        self.txn.forget()
         self.txn.head = self.head
         del self.txn.events[self.n_events :]
 
@@ -234,6 +241,10 @@ class Job:
     def run(self, txn: WriteTxn) -> Any:
         raise NotImplementedError
 
+    def keys(self) -> list[tuple[str, str]]:
+        """The state keys this job will read, so the group can load them in one query."""
+        return []
+
 
 class CommandJob(Job):
     """One state command or a stream send, optionally idempotent."""
@@ -250,6 +261,9 @@ class CommandJob(Job):
         if self.idempotency_key is None:
             return self._apply(txn)
         return idempotent(txn, self.idempotency_key, self.cmd, self._result_type(), self._apply)
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [] if isinstance(self.cmd, Send) else [(self.cmd.scope, self.cmd.key)]
 
     def _result_type(self) -> Any:
         return {Set: SetResult, Update: UpdateResult, Delete: DeleteResult, Send: SendResult}[type(self.cmd)]
@@ -280,6 +294,9 @@ class BatchJob(Job):
         if self.idempotency_key is None:
             return self._apply(txn)
         return idempotent(txn, self.idempotency_key, self.cmds, None, self._apply)
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [(c.scope, c.key) for c in self.cmds]
 
     def _apply(self, txn: WriteTxn) -> list[Any]:
         with txn.savepoint():
@@ -539,11 +556,13 @@ class Writer:
         txn = WriteTxn(conn, self._txn_head, int(time.time() * 1000), self.max_value_bytes)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            txn.prefetch({k for job in jobs for k in job.keys()})
             for job in jobs:
                 try:
                     job.outcome, job.failed = job.run(txn), False
                 except RippleError as exc:
                     job.outcome, job.failed = exc, True
+            txn.flush()
             if txn.events:
                 for hook in self.txn_hooks:
                     hook(txn, txn.events)

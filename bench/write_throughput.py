@@ -1,0 +1,153 @@
+"""Write throughput, side by side in one run (issue 3).
+
+(a) raw sqlite3: the same event rows plus state upserts, all in one transaction — the limit;
+(b) raw sqlite3: one transaction per row, synchronous=FULL;
+(c) ripple embedded, 1 / 10 / 200 concurrent producers, durability full and normal;
+(d) the `eventsourcing` package (SQLite module), one new aggregate saved per event.
+
+Prints events/s and the ratios (c)/(a) and (c)/(d). Usage: python bench/write_throughput.py [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ripple import Store
+from ripple.migrations import migrate
+
+VALUE = {"title": "buy milk", "completed": False, "n": 0}
+
+
+PRODUCERS = 200
+
+
+def raw_rows(n: int) -> list[tuple[object, ...]]:
+    """The rows ripple writes with 200 producers: keys p{p}-{i}, interleaved across producers."""
+    ts = int(time.time() * 1000)
+    rows = []
+    for seq in range(n):
+        p, i = seq % PRODUCERS, seq // PRODUCERS
+        value = msgspec.json.encode({**VALUE, "n": i}).decode()
+        rows.append((seq + 1, ts, "state", "bench", f"p{p}-{i}", "set", "created", 1, None, value, "{}"))
+    return rows
+
+
+def fresh_db(folder: Path, name: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(folder / name, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    migrate(conn, str(folder / name))
+    return conn
+
+
+INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT = "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def bench_raw_one_txn(folder: Path, n: int) -> float:
+    conn = fresh_db(folder, "a.db", "FULL")
+    rows = raw_rows(n)
+    t = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(INSERT, rows)
+    conn.executemany(UPSERT, [(r[3], r[4], r[9], 1, r[0], r[0]) for r in rows])
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return n / elapsed
+
+
+def bench_raw_txn_per_row(folder: Path, n: int) -> float:
+    conn = fresh_db(folder, "b.db", "FULL")
+    rows = raw_rows(n)
+    t = time.perf_counter()
+    for r in rows:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(INSERT, r)
+        conn.execute(UPSERT, (r[3], r[4], r[9], 1, r[0], r[0]))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return n / elapsed
+
+
+async def bench_ripple(folder: Path, n: int, producers: int, durability: str) -> float:
+    path = folder / f"c-{producers}-{durability}.db"
+    async with Store.open(path, durability=durability) as store:
+        per = n // producers
+
+        async def produce(p: int) -> None:
+            for i in range(per):
+                await store.set("bench", f"p{p}-{i}", {**VALUE, "n": i})
+
+        t = time.perf_counter()
+        await asyncio.gather(*[produce(p) for p in range(producers)])
+        elapsed = time.perf_counter() - t
+        assert store.head == per * producers
+    return per * producers / elapsed
+
+
+def bench_eventsourcing(folder: Path, n: int) -> float:
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Todo(Aggregate):
+        @event("Created")
+        def __init__(self, title: str, n: int) -> None:
+            self.title = title
+            self.n = n
+
+    class Todos(Application[object]):
+        pass
+
+    os.environ["PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
+    os.environ["SQLITE_DBNAME"] = str(folder / "d.db")
+    app = Todos()
+    t = time.perf_counter()
+    for i in range(n):
+        app.save(Todo(title="buy milk", n=i))
+    elapsed = time.perf_counter() - t
+    app.close()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000, help="events per ripple run (default 20000)")
+    args = parser.parse_args()
+    n = args.events
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        a = bench_raw_one_txn(folder, n)
+        b = bench_raw_txn_per_row(folder, min(n, 2_000))
+        d = bench_eventsourcing(folder, min(n, 2_000))
+        rows = []
+        for durability in ("full", "normal"):
+            for producers in (1, 10, 200):
+                count = min(n, 2_000) if producers == 1 and durability == "full" else n
+                rows.append((producers, durability, asyncio.run(bench_ripple(folder, count, producers, durability))))
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    print(f"(a) raw sqlite3, one transaction, FULL           {a:>10,.0f} events/s")
+    print(f"(b) raw sqlite3, one transaction per row, FULL   {b:>10,.0f} events/s")
+    print(f"(d) eventsourcing (sqlite), one aggregate each   {d:>10,.0f} events/s")
+    print()
+    print("| ripple producers | durability | events/s | vs (a) raw one txn | vs (b) raw txn/row "
+          "| vs (d) eventsourcing |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for producers, durability, rate in rows:
+        print(f"| {producers} | {durability} | {rate:,.0f} | {rate / a:.2f}x | {rate / b:.1f}x | {rate / d:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
