@@ -127,14 +127,14 @@ class Store:
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
         self.cascade_limit = cascade_limit
-        self.writer = Writer(
+        self.writer: Writer = Writer(
             self.path,
             durability=durability,
             max_batch=max_batch,
             max_queue=max_queue,
             max_value_bytes=max_value_bytes,
         )
-        self.reader = Reader(self.path, size=readers)
+        self.reader: Reader = Reader(self.path, size=readers)
         self.counters: dict[str, int] = {"refused_cascades": 0}
         self._lock = WriterLock(self.path)
         self._started = False
