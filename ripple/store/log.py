@@ -9,7 +9,6 @@ return an offset beyond the acknowledged head.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
