@@ -62,6 +62,9 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     try:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         check_version(current, path)
+        if current == LATEST_VERSION and conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+            conn.execute("ROLLBACK")  # nothing to do: write nothing, not even the header
+            return int(current)
         for number, _name, sql in migrations():
             if number <= current:
                 continue

@@ -1,0 +1,561 @@
+"""The offline tool's engine: read, verify, export, import and replay a ripple file with no server (DESIGN §10).
+
+Synchronous, on plain ``sqlite3`` connections. Read-only work opens the file with ``mode=ro`` and reads in pages, each
+in its own short read transaction, so it runs beside a live server without blocking it or growing its WAL. Work that
+writes (``import``, ``rebuild``, ``replay``'s target) takes the writer lock first and refuses while a server holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import msgspec
+
+from ripple.core.events import KindFilter, Meta
+from ripple.core.validate import validate_key, validate_name, validate_scope
+from ripple.errors import DatabaseFileError, RippleError, ValidationError
+from ripple.migrations import LATEST_VERSION, migrate
+from ripple.store.reader import events_filter
+from ripple.store.sqlite import (
+    EVENT_COLUMNS,
+    WriterLock,
+    connect_reader,
+    connect_writer,
+    inspect_file,
+)
+
+PAGE = 2000
+Progress = Callable[[int], None]
+
+
+class EventRecord(msgspec.Struct, frozen=True):
+    """One event as exported (the fields of DESIGN §2), with its stored JSON spliced in, not re-encoded."""
+
+    offset: int
+    ts: int
+    kind: Literal["state", "stream"]
+    scope: str
+    key: str
+    op: Literal["set", "update", "delete", "send"]
+    event_type: str
+    version: int
+    old_value: msgspec.Raw | None
+    new_value: msgspec.Raw | None
+    meta: msgspec.Raw
+
+
+class ImportedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One line of an import file, strictly typed."""
+
+    offset: int
+    ts: int
+    kind: Literal["state", "stream"]
+    scope: str
+    key: str
+    op: Literal["set", "update", "delete", "send"]
+    event_type: str
+    version: int
+    old_value: Any = None
+    new_value: Any = None
+    meta: Meta = Meta()
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_decode_import = msgspec.json.Decoder(ImportedEvent).decode
+
+
+# ---- opening ---------------------------------------------------------------------------------------------------
+
+
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection to an existing ripple file; a clear error for anything else."""
+    if not Path(path).exists():
+        raise DatabaseFileError(f"{path}: no such file")
+    if inspect_file(path) is None:
+        raise DatabaseFileError(f"{path} is empty: not a ripple database yet")
+    return connect_reader(path)
+
+
+def head_of(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+def _raw(text: str | None) -> msgspec.Raw | None:
+    return None if text is None else msgspec.Raw(text.encode())
+
+
+def _record(row: tuple[Any, ...]) -> EventRecord:
+    seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
+    return EventRecord(seq, ts, kind, scope, key, op, event_type, version, _raw(old), _raw(new),
+                       msgspec.Raw(meta.encode()))
+
+
+def iter_rows(conn: sqlite3.Connection, *, after: int = 0, upto: int | None = None, kind: KindFilter | None = None,
+              scopes: Sequence[str] | None = None, keys: Sequence[str] | None = None,
+              page: int = PAGE) -> Iterator[tuple[Any, ...]]:
+    """Event rows after ``after`` in offset order, a page per short read transaction."""
+    if upto is None:
+        upto = head_of(conn)
+    while after < upto:
+        where, params = events_filter(after, kind=kind, scopes=scopes, keys=keys, upto=upto)
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
+                                (*params, page)).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def event_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
+    for row in rows:
+        yield _encode(_record(row))
+
+
+# ---- get -------------------------------------------------------------------------------------------------------
+
+
+def get_value(conn: sqlite3.Connection, scope: str, key: str, at: int | None) -> tuple[bool, bytes]:
+    """``(found, value JSON)`` of a key now or as of offset ``at``."""
+    validate_scope(scope)
+    validate_key(key)
+    if at is None:
+        row = conn.execute("SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+        return (False, b"null") if row is None else (True, row[0].encode())
+    check_at(conn, at)
+    row = conn.execute("SELECT new_value, event_type FROM events WHERE scope = ? AND key = ? AND kind = 'state' "
+                       "AND seq <= ? ORDER BY seq DESC LIMIT 1", (scope, key, at)).fetchone()
+    if row is None or row[1] == "deleted":
+        return False, b"null"
+    return True, row[0].encode()
+
+
+def check_at(conn: sqlite3.Connection, at: int) -> None:
+    head = head_of(conn)
+    if at < 0 or at > head:
+        raise ValidationError(f"--at {at} is outside the log (0..{head})")
+
+
+class EntryRecord(msgspec.Struct, frozen=True):
+    key: str
+    value: msgspec.Raw
+    version: int
+    offset: int
+
+
+def scope_lines(conn: sqlite3.Connection, scope: str, at: int | None) -> Iterator[bytes]:
+    """Every entry of a scope, in first-insertion order, as JSON lines."""
+    validate_scope(scope)
+    if at is None:
+        sql = ("SELECT created_seq, key, value, version, last_seq FROM state WHERE scope = ? AND created_seq > ? "
+               "ORDER BY created_seq LIMIT ?")
+        last = 0
+        while True:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(sql, (scope, last, PAGE)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            for created, key, value, version, seq in rows:
+                yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
+                last = created
+            if len(rows) < PAGE:
+                return
+    check_at(conn, at)
+    for key, value, version, seq in conn.execute(
+        f"SELECT key, value, version, last_seq FROM ({STATE_AT}) WHERE scope = ? ORDER BY created", (at, scope)
+    ).fetchall():
+        yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
+
+
+# The current state as of offset ?, derived from the log with one query (an independent path from the writer's
+# incremental upserts, which is what `verify` compares it with).
+STATE_AT = """
+SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
+  SELECT scope, key, new_value, version, seq, event_type,
+         max(CASE WHEN event_type = 'created' THEN seq END)
+             OVER (PARTITION BY scope, key ORDER BY seq ROWS UNBOUNDED PRECEDING) AS created,
+         row_number() OVER (PARTITION BY scope, key ORDER BY seq DESC) AS rn
+    FROM events WHERE kind = 'state' AND seq <= ?)
+ WHERE rn = 1 AND event_type != 'deleted'
+"""
+
+
+# ---- verify ----------------------------------------------------------------------------------------------------
+
+
+class Fault(msgspec.Struct, frozen=True):
+    check: str
+    message: str
+    offset: int | None = None
+
+
+class VerifyReport(msgspec.Struct):
+    head: int = 0
+    events: int = 0
+    keys: int = 0
+    state_hash: str = ""
+    faults: list[Fault] = []
+    checked: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted object keys, no spaces, non-ASCII unescaped (DESIGN §10)."""
+    return msgspec.json.encode(value, order="sorted")
+
+
+def state_hash(rows: Iterator[tuple[str, str, str]]) -> tuple[str, int]:
+    """sha256 of ``scope\\tkey\\t<canonical JSON>`` lines sorted by scope then key, joined by ``\\n``."""
+    h = hashlib.sha256()
+    n = 0
+    for scope, key, value in rows:
+        if n:
+            h.update(b"\n")
+        h.update(f"{scope}\t{key}\t".encode() + canonical_json(_decode(value)))
+        n += 1
+    return h.hexdigest(), n
+
+
+MAX_FAULTS = 100
+
+
+def verify(conn: sqlite3.Connection, *, progress: Progress | None = None,
+           extra: Sequence[Callable[[sqlite3.Connection, int], list[Fault]]] = ()) -> VerifyReport:
+    """Run every check on one consistent snapshot of the file and return what it found."""
+    report = VerifyReport()
+    integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    report.checked.append("integrity")
+    if integrity != ["ok"]:
+        report.faults.append(Fault("integrity", "; ".join(integrity[:5])))
+        return report
+    conn.execute("BEGIN")
+    try:
+        report.head = head_of(conn)
+        report.events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        _check_gapless(conn, report)
+        _check_chain(conn, report, progress)
+        _check_state(conn, report)
+        for check in extra:
+            report.faults.extend(check(conn, report.head))
+        report.state_hash, report.keys = state_hash(
+            iter(conn.execute("SELECT scope, key, value FROM state ORDER BY scope, key"))
+        )
+    finally:
+        conn.execute("COMMIT")
+    del report.faults[MAX_FAULTS:]
+    return report
+
+
+def _check_gapless(conn: sqlite3.Connection, report: VerifyReport) -> None:
+    report.checked.append("offsets")
+    first = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+    if first is not None and first != 1:
+        report.faults.append(Fault("offsets", f"the log starts at offset {first}, not 1", first))
+    for prev, seq in conn.execute(
+        "SELECT prev, seq FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev FROM events) WHERE seq != prev + 1"
+    ):
+        missing = f"{prev + 1}" if seq == prev + 2 else f"{prev + 1}..{seq - 1}"
+        report.faults.append(Fault("offsets", f"gap: offset {missing} is missing (between {prev} and {seq})",
+                                   prev + 1))
+
+
+def _check_chain(conn: sqlite3.Connection, report: VerifyReport, progress: Progress | None) -> None:
+    """Per key in offset order: old_value == the previous new_value; event types and versions follow."""
+    report.checked.append("chain")
+    last_key: tuple[str, str] | None = None
+    prev_value: Any = None
+    prev_version = 0
+    prev_seq = 0
+    n = 0
+    rows = conn.execute("SELECT scope, key, seq, event_type, version, old_value, new_value FROM events "
+                        "WHERE kind = 'state' ORDER BY scope, key, seq")
+    for scope, key, seq, event_type, version, old_text, new_text in rows:
+        n += 1
+        if progress is not None and n % 10_000 == 0:
+            progress(10_000)
+        if (scope, key) != last_key:
+            last_key, prev_value, prev_version, prev_seq = (scope, key), None, 0, 0
+        fault = _chain_fault(seq, event_type, version, old_text, new_text, prev_value, prev_version, prev_seq)
+        if fault is not None:
+            report.faults.append(Fault("chain", f"{scope}/{key}: {fault}", seq))
+            if len(report.faults) > MAX_FAULTS:
+                return
+        try:
+            prev_value = None if new_text is None else _decode(new_text)
+        except msgspec.DecodeError:
+            prev_value = None
+        prev_version, prev_seq = version, seq
+
+
+def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, new_text: str | None,
+                 prev_value: Any, prev_version: int, prev_seq: int) -> str | None:
+    try:
+        old = None if old_text is None else _decode(old_text)
+        new = None if new_text is None else _decode(new_text)
+    except msgspec.DecodeError as exc:
+        return f"offset {seq} holds invalid JSON ({exc})"
+    if old != prev_value:
+        where = f"offset {prev_seq}" if prev_seq else "nothing (the key did not exist)"
+        return f"offset {seq}: old_value does not equal the new_value of {where}"
+    expected = {"created": (prev_value is None, 1), "updated": (prev_value is not None, prev_version + 1),
+                "deleted": (prev_value is not None, 0)}.get(event_type)
+    if expected is None:
+        return f"offset {seq}: unknown event_type {event_type!r}"
+    allowed, want_version = expected
+    if not allowed:
+        return f"offset {seq}: {event_type} does not follow from the key's previous state"
+    if version != want_version:
+        return f"offset {seq}: version {version}, expected {want_version}"
+    if (new is None) != (event_type == "deleted"):
+        return f"offset {seq}: new_value is {'missing' if new is None else 'present'} on a {event_type} event"
+    return None
+
+
+def _check_state(conn: sqlite3.Connection, report: VerifyReport) -> None:
+    """The state table equals a fresh fold of the log (compared in sorted order, streaming)."""
+    report.checked.append("state")
+    table = conn.execute("SELECT scope, key, value, version, last_seq, created_seq FROM state ORDER BY scope, key")
+    fold = conn.execute(f"SELECT scope, key, value, version, last_seq, created FROM ({STATE_AT}) "
+                        "ORDER BY scope, key", (report.head,))
+    a, b = next(table, None), next(fold, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and (a[0], a[1]) < (b[0], b[1])):
+            assert a is not None
+            report.faults.append(Fault("state", f"{a[0]}/{a[1]}: in the state table but not in the log "
+                                       f"(last offset {a[4]})", a[4]))
+            a = next(table, None)
+        elif a is None or (b[0], b[1]) < (a[0], a[1]):
+            report.faults.append(Fault("state", f"{b[0]}/{b[1]}: missing from the state table (last offset "
+                                       f"{b[4]})", b[4]))
+            b = next(fold, None)
+        else:
+            if _decode(a[2]) != _decode(b[2]) or tuple(a[3:]) != tuple(b[3:]):
+                report.faults.append(Fault("state", f"{a[0]}/{a[1]}: the state table holds {a[2][:80]} "
+                                           f"(version {a[3]}, offset {a[4]}) but the log says {b[2][:80]} "
+                                           f"(version {b[3]}, offset {b[4]})", b[4]))
+            a, b = next(table, None), next(fold, None)
+        if len(report.faults) > MAX_FAULTS:
+            return
+
+
+# ---- import ----------------------------------------------------------------------------------------------------
+
+
+class ImportError_(ValidationError):
+    code = "import_error"
+
+
+def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: bool = False,
+                  progress: Progress | None = None,
+                  after_import: Callable[[sqlite3.Connection], None] | None = None) -> int:
+    """Import JSON lines into ``path`` all-or-nothing; returns the number of events. Takes the writer lock."""
+    existed = Path(path).exists() and Path(path).stat().st_size > 0
+    inspect_file(path)
+    lock = WriterLock(path)
+    lock.acquire()
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect_writer(path, "full")
+        migrate(conn, str(path))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = _import_into(conn, lines, append, progress)
+            _rebuild_state_table(conn)
+            if after_import is not None:
+                after_import(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+    except BaseException:
+        if conn is not None:
+            conn.close()
+            conn = None
+        if not existed:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{os.fspath(path)}{suffix}").unlink(missing_ok=True)
+        raise
+    finally:
+        if conn is not None:
+            conn.close()
+        lock.release()
+
+
+def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progress: Progress | None) -> int:
+    head = head_of(conn)
+    if head and not append:
+        raise ImportError_(f"the database is not empty (head {head}); use --append to continue its offsets")
+    current: dict[tuple[str, str], tuple[Any, int]] = {}
+    insert = ("INSERT INTO events (seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    batch: list[tuple[Any, ...]] = []
+    n = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = _decode_import(line)
+            _validate_imported(conn, event, head + n + 1, current)
+        except (msgspec.DecodeError, msgspec.ValidationError, RippleError) as exc:
+            message = exc.message if isinstance(exc, RippleError) else str(exc)
+            raise ImportError_(f"line {number}: {message}", detail={"line": number}) from None
+        batch.append((event.offset, event.ts, event.kind, event.scope, event.key, event.op, event.event_type,
+                      event.version, None if event.old_value is None else _encode(event.old_value).decode(),
+                      None if event.new_value is None and event.kind == "state" else
+                      _encode(event.new_value).decode(), _encode(event.meta).decode()))
+        n += 1
+        if len(batch) >= PAGE:
+            conn.executemany(insert, batch)
+            batch.clear()
+            if progress is not None:
+                progress(PAGE)
+    conn.executemany(insert, batch)
+    return n
+
+
+def _validate_imported(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: int,
+                       current: dict[tuple[str, str], tuple[Any, int]]) -> None:
+    if e.offset != expected_offset:
+        raise ValidationError(f"offset {e.offset} does not continue the log (expected {expected_offset})")
+    if e.kind == "stream":
+        validate_name("stream", e.scope, 256, allow_slash=False)
+        validate_name("group", e.key, 1024, allow_slash=True)
+        if e.op != "send" or e.old_value is not None or e.version != 0:
+            raise ValidationError("a stream event has op 'send', no old_value and version 0")
+        return
+    validate_scope(e.scope)
+    validate_key(e.key)
+    k = (e.scope, e.key)
+    if k not in current:
+        row = conn.execute("SELECT value, version FROM state WHERE scope = ? AND key = ?", k).fetchone()
+        current[k] = (None, 0) if row is None else (_decode(row[0]), row[1])
+    value, version = current[k]
+    fault = _chain_fault(e.offset, e.event_type, e.version,
+                         None if e.old_value is None else _encode(e.old_value).decode(),
+                         None if e.new_value is None else _encode(e.new_value).decode(), value, version, 1)
+    if fault is not None:
+        raise ValidationError(fault.replace("the new_value of offset 1", "the key's current value"))
+    if (e.op, e.event_type) not in {("set", "created"), ("set", "updated"), ("update", "created"),
+                                    ("update", "updated"), ("delete", "deleted")}:
+        raise ValidationError(f"op {e.op!r} cannot give a {e.event_type!r} event")
+    current[k] = (e.new_value, e.version)
+
+
+def _rebuild_state_table(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM state")
+    conn.execute("INSERT INTO state (scope, key, value, version, last_seq, created_seq) "
+                 f"SELECT scope, key, value, version, last_seq, created FROM ({STATE_AT})", (head_of(conn),))
+
+
+# ---- replay ----------------------------------------------------------------------------------------------------
+
+
+def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str],
+           after_copy: Callable[[sqlite3.Connection], None] | None = None) -> int:
+    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head."""
+    if Path(into).exists():
+        raise DatabaseFileError(f"{into} already exists; replay writes only a new file")
+    src = open_readonly(source)
+    try:
+        check_at(src, to)
+    finally:
+        src.close()
+    lock = WriterLock(into)
+    lock.acquire()
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect_writer(into, "full")
+        migrate(conn, str(into))
+        conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
+                     "WHERE seq <= ?", (to,))
+        _rebuild_state_table(conn)
+        if after_copy is not None:
+            after_copy(conn)
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE src")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return head_of(conn)
+    except BaseException:
+        if conn is not None:
+            conn.close()
+            conn = None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{os.fspath(into)}{suffix}").unlink(missing_ok=True)
+        raise
+    finally:
+        if conn is not None:
+            conn.close()
+        lock.release()
+        Path(f"{os.fspath(into)}.lock").unlink(missing_ok=True)
+
+
+# ---- projections ---------------------------------------------------------------------------------------------
+
+
+def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str | None, hook: Any) -> list[str]:
+    """Rebuild projections offline under the writer lock (filled in with the projection runner)."""
+    inspect_file(db)
+    lock = WriterLock(db)
+    lock.acquire()
+    try:
+        if hook is None:
+            raise RippleError("this ripple has no projections to rebuild")
+        result: list[str] = hook(db, name, app)
+        return result
+    finally:
+        lock.release()
+
+
+# ---- stats -----------------------------------------------------------------------------------------------------
+
+
+def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, Any]:
+    conn.execute("BEGIN")
+    try:
+        per_scope: dict[str, dict[str, int]] = {}
+        for kind, scope, op, n in conn.execute(
+            "SELECT kind, scope, op, count(*) FROM events GROUP BY kind, scope, op ORDER BY kind, scope, op"
+        ):
+            per_scope.setdefault(f"{kind}:{scope}", {})[op] = n
+        projections = [
+            {"name": n, "version": v, "checkpoint": c, "status": s, "error": e}
+            for n, v, c, s, e in conn.execute("SELECT name, version, checkpoint, status, error FROM projections")
+        ]
+        reactions = [{"name": n, "cursor": c} for n, c in conn.execute("SELECT name, cursor FROM reactions")]
+        head = head_of(conn)
+        earliest = conn.execute("SELECT min(seq) FROM events").fetchone()[0] or 1
+        keys = conn.execute("SELECT count(*) FROM state").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    p = Path(path)
+    wal = Path(f"{os.fspath(path)}-wal")
+    return {
+        "file": str(p.absolute()),
+        "file_bytes": p.stat().st_size,
+        "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+        "schema_version": version,
+        "supported_schema_version": LATEST_VERSION,
+        "head": head,
+        "earliest": earliest,
+        "keys": keys,
+        "events": per_scope,
+        "projections": projections,
+        "reactions": reactions,
+    }
