@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,10 @@ class RippleGroup(click.Group):
             fail("aborted", 130)
         except RippleError as exc:
             fail(exc.message)
+        except sqlite3.Error as exc:
+            fail(f"SQLite error: {exc}")
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except BrokenPipeError:
             # The reader went away (`ripple log | head`): silence the final flush and exit quietly.
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -236,18 +236,29 @@ def verify(conn: sqlite3.Connection, *, progress: Progress | None = None,
            extra: Sequence[Callable[[sqlite3.Connection, int], list[Fault]]] = ()) -> VerifyReport:
     """Run every check on one consistent snapshot of the file and return what it found."""
     report = VerifyReport()
-    integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     report.checked.append("integrity")
+    try:
+        integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    except sqlite3.DatabaseError as exc:  # some damage makes SQLite raise rather than report
+        integrity = [str(exc)]
     if integrity != ["ok"]:
         report.faults.append(Fault("integrity", "; ".join(integrity[:5])))
         return report
+    try:
+        return _verify_snapshot(conn, report, progress, extra)
+    except sqlite3.DatabaseError as exc:
+        report.faults.append(Fault("integrity", f"SQLite could not read the file: {exc}"))
+        return report
+
+
+def _verify_snapshot(conn: sqlite3.Connection, report: VerifyReport, progress: Progress | None,
+                     extra: Sequence[Callable[[sqlite3.Connection, int], list[Fault]]]) -> VerifyReport:
     conn.execute("BEGIN")
     try:
         report.head = head_of(conn)
         report.events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         _check_gapless(conn, report)
-        _check_chain(conn, report, progress)
-        _check_state(conn, report)
+        _check_chain_and_state(conn, report, progress)
         for check in extra:
             report.faults.extend(check(conn, report.head))
         report.state_hash, report.keys = state_hash(
@@ -272,83 +283,104 @@ def _check_gapless(conn: sqlite3.Connection, report: VerifyReport) -> None:
                                    prev + 1))
 
 
-def _check_chain(conn: sqlite3.Connection, report: VerifyReport, progress: Progress | None) -> None:
-    """Per key in offset order: old_value == the previous new_value; event types and versions follow."""
-    report.checked.append("chain")
-    last_key: tuple[str, str] | None = None
-    prev_value: Any = None
-    prev_version = 0
-    prev_seq = 0
+def _same_json(a: str | None, b: str | None) -> bool:
+    """Equal stored JSON: the writer copies text, so compare text first and decode only on a difference."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        return bool(_decode(a) == _decode(b))
+    except msgspec.DecodeError:
+        return False
+
+
+def _check_chain_and_state(conn: sqlite3.Connection, report: VerifyReport, progress: Progress | None) -> None:
+    """One pass over the state events in (scope, key, offset) order — the order of an index — checks each key's
+    chain (old_value == the previous new_value, event types, versions) and folds it; the fold is merged with the
+    state table, which is in the same order, so memory stays flat whatever the size of the file."""
+    report.checked += ["chain", "state"]
+    table = conn.execute("SELECT scope, key, value, version, last_seq, created_seq FROM state ORDER BY scope, key")
+    row = next(table, None)
+    events = conn.execute("SELECT scope, key, seq, event_type, version, old_value, new_value FROM events "
+                          "WHERE kind = 'state' ORDER BY scope, key, seq")
+    current: tuple[str, str] | None = None
+    folded: tuple[str | None, int, int, int] = (None, 0, 0, 0)  # value text, version, last seq, created seq
     n = 0
-    rows = conn.execute("SELECT scope, key, seq, event_type, version, old_value, new_value FROM events "
-                        "WHERE kind = 'state' ORDER BY scope, key, seq")
-    for scope, key, seq, event_type, version, old_text, new_text in rows:
+
+    def close_key(final: bool = False) -> None:
+        """Compare the fold of ``current`` with its state row; rows before it (or all left, when final) are extra."""
+        nonlocal row
+        while row is not None and (final or (current is not None and (row[0], row[1]) < current)):
+            _fault(report, "state", f"{row[0]}/{row[1]}: in the state table but not in the log", row[4])
+            row = next(table, None)
+        if current is None:
+            return
+        value, version, last, created = folded
+        here = row is not None and (row[0], row[1]) == current
+        if value is None and here:
+            assert row is not None
+            _fault(report, "state", f"{current[0]}/{current[1]}: in the state table but deleted in the log at "
+                   f"offset {last}", last)
+        elif value is not None and not here:
+            _fault(report, "state", f"{current[0]}/{current[1]}: missing from the state table (last offset {last})",
+                   last)
+        elif value is not None and row is not None and (
+            not _same_json(row[2], value) or (row[3], row[4], row[5]) != (version, last, created)
+        ):
+            _fault(report, "state", f"{current[0]}/{current[1]}: the state table holds {row[2][:80]} (version "
+                   f"{row[3]}, offset {row[4]}) but the log says {value[:80]} (version {version}, offset {last})",
+                   last)
+        if here:
+            row = next(table, None)
+
+    for scope, key, seq, event_type, version, old_text, new_text in events:
+        if (scope, key) != current:
+            close_key()
+            current, folded = (scope, key), (None, 0, 0, 0)
+        prev_text, prev_version, prev_seq, created = folded
+        fault = _chain_fault(seq, event_type, version, old_text, new_text, prev_text, prev_version, prev_seq)
+        if fault is not None:
+            _fault(report, "chain", f"{scope}/{key}: {fault}", seq)
+        created = seq if event_type == "created" else created
+        folded = (new_text, version, seq, created)
         n += 1
         if progress is not None and n % 10_000 == 0:
             progress(10_000)
-        if (scope, key) != last_key:
-            last_key, prev_value, prev_version, prev_seq = (scope, key), None, 0, 0
-        fault = _chain_fault(seq, event_type, version, old_text, new_text, prev_value, prev_version, prev_seq)
-        if fault is not None:
-            report.faults.append(Fault("chain", f"{scope}/{key}: {fault}", seq))
-            if len(report.faults) > MAX_FAULTS:
-                return
-        try:
-            prev_value = None if new_text is None else _decode(new_text)
-        except msgspec.DecodeError:
-            prev_value = None
-        prev_version, prev_seq = version, seq
+    close_key()
+    current = None
+    close_key(final=True)
+
+
+def _fault(report: VerifyReport, check: str, message: str, offset: int | None) -> None:
+    if len(report.faults) <= MAX_FAULTS:
+        report.faults.append(Fault(check, message, offset))
 
 
 def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, new_text: str | None,
-                 prev_value: Any, prev_version: int, prev_seq: int) -> str | None:
-    try:
-        old = None if old_text is None else _decode(old_text)
-        new = None if new_text is None else _decode(new_text)
-    except msgspec.DecodeError as exc:
-        return f"offset {seq} holds invalid JSON ({exc})"
-    if old != prev_value:
+                 prev_text: str | None, prev_version: int, prev_seq: int) -> str | None:
+    """What is wrong with one event given the key's previous new_value (as stored JSON text), or None."""
+    if not _same_json(old_text, prev_text):
+        try:
+            for text in (old_text, new_text):
+                if text is not None:
+                    _decode(text)
+        except msgspec.DecodeError as exc:
+            return f"offset {seq} holds invalid JSON ({exc})"
         where = f"offset {prev_seq}" if prev_seq else "nothing (the key did not exist)"
         return f"offset {seq}: old_value does not equal the new_value of {where}"
-    expected = {"created": (prev_value is None, 1), "updated": (prev_value is not None, prev_version + 1),
-                "deleted": (prev_value is not None, 0)}.get(event_type)
-    if expected is None:
+    exists = prev_text is not None
+    expected = {"created": (not exists, 1), "updated": (exists, prev_version + 1), "deleted": (exists, 0)}
+    if event_type not in expected:
         return f"offset {seq}: unknown event_type {event_type!r}"
-    allowed, want_version = expected
+    allowed, want_version = expected[event_type]
     if not allowed:
         return f"offset {seq}: {event_type} does not follow from the key's previous state"
     if version != want_version:
         return f"offset {seq}: version {version}, expected {want_version}"
-    if (new is None) != (event_type == "deleted"):
-        return f"offset {seq}: new_value is {'missing' if new is None else 'present'} on a {event_type} event"
+    if (new_text is None) != (event_type == "deleted"):
+        return f"offset {seq}: new_value is {'missing' if new_text is None else 'present'} on a {event_type} event"
     return None
-
-
-def _check_state(conn: sqlite3.Connection, report: VerifyReport) -> None:
-    """The state table equals a fresh fold of the log (compared in sorted order, streaming)."""
-    report.checked.append("state")
-    table = conn.execute("SELECT scope, key, value, version, last_seq, created_seq FROM state ORDER BY scope, key")
-    fold = conn.execute(f"SELECT scope, key, value, version, last_seq, created FROM ({STATE_AT}) "
-                        "ORDER BY scope, key", (report.head,))
-    a, b = next(table, None), next(fold, None)
-    while a is not None or b is not None:
-        if b is None or (a is not None and (a[0], a[1]) < (b[0], b[1])):
-            assert a is not None
-            report.faults.append(Fault("state", f"{a[0]}/{a[1]}: in the state table but not in the log "
-                                       f"(last offset {a[4]})", a[4]))
-            a = next(table, None)
-        elif a is None or (b[0], b[1]) < (a[0], a[1]):
-            report.faults.append(Fault("state", f"{b[0]}/{b[1]}: missing from the state table (last offset "
-                                       f"{b[4]})", b[4]))
-            b = next(fold, None)
-        else:
-            if _decode(a[2]) != _decode(b[2]) or tuple(a[3:]) != tuple(b[3:]):
-                report.faults.append(Fault("state", f"{a[0]}/{a[1]}: the state table holds {a[2][:80]} "
-                                           f"(version {a[3]}, offset {a[4]}) but the log says {b[2][:80]} "
-                                           f"(version {b[3]}, offset {b[4]})", b[4]))
-            a, b = next(table, None), next(fold, None)
-        if len(report.faults) > MAX_FAULTS:
-            return
 
 
 # ---- import ----------------------------------------------------------------------------------------------------
@@ -373,7 +405,6 @@ def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: boo
         conn.execute("BEGIN IMMEDIATE")
         try:
             n = _import_into(conn, lines, append, progress)
-            _rebuild_state_table(conn)
             if after_import is not None:
                 after_import(conn)
             conn.execute("COMMIT")
@@ -395,11 +426,32 @@ def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: boo
         lock.release()
 
 
+class _KeyFold(msgspec.Struct):
+    """A key's state while importing: stored JSON text (None = absent), version, last and created offsets."""
+
+    text: str | None
+    version: int
+    last_seq: int
+    created_seq: int
+
+
+_STATE_TRANSITIONS = {("set", "created"), ("set", "updated"), ("update", "created"), ("update", "updated"),
+                      ("delete", "deleted")}
+
+
 def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progress: Progress | None) -> int:
     head = head_of(conn)
     if head and not append:
         raise ImportError_(f"the database is not empty (head {head}); use --append to continue its offsets")
-    current: dict[tuple[str, str], tuple[Any, int]] = {}
+    keys: dict[tuple[str, str], _KeyFold] = {}
+    names: set[tuple[str, str]] = set()
+    # A bulk load builds the events indexes faster once, sorted, at the end (same DDL, read back from the file).
+    indexes = [sql for name, sql in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")]
+    for name, in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL"
+    ).fetchall():
+        conn.execute(f'DROP INDEX "{name}"')
     insert = ("INSERT INTO events (seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     batch: list[tuple[Any, ...]] = []
@@ -408,15 +460,11 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
         if not line.strip():
             continue
         try:
-            event = _decode_import(line)
-            _validate_imported(conn, event, head + n + 1, current)
+            row = _imported_row(conn, _decode_import(line), head + n + 1, keys, names)
         except (msgspec.DecodeError, msgspec.ValidationError, RippleError) as exc:
             message = exc.message if isinstance(exc, RippleError) else str(exc)
             raise ImportError_(f"line {number}: {message}", detail={"line": number}) from None
-        batch.append((event.offset, event.ts, event.kind, event.scope, event.key, event.op, event.event_type,
-                      event.version, None if event.old_value is None else _encode(event.old_value).decode(),
-                      None if event.new_value is None and event.kind == "state" else
-                      _encode(event.new_value).decode(), _encode(event.meta).decode()))
+        batch.append(row)
         n += 1
         if len(batch) >= PAGE:
             conn.executemany(insert, batch)
@@ -424,35 +472,57 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
             if progress is not None:
                 progress(PAGE)
     conn.executemany(insert, batch)
+    for sql in indexes:
+        conn.execute(sql)
+    _write_state(conn, keys)
     return n
 
 
-def _validate_imported(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: int,
-                       current: dict[tuple[str, str], tuple[Any, int]]) -> None:
+def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: int,
+                  keys: dict[tuple[str, str], _KeyFold], names: set[tuple[str, str]]) -> tuple[Any, ...]:
+    """Validate one imported event against the log so far and return its row."""
     if e.offset != expected_offset:
         raise ValidationError(f"offset {e.offset} does not continue the log (expected {expected_offset})")
+    new_text = None if e.new_value is None and e.kind == "state" else _encode(e.new_value).decode()
+    old_text = None if e.old_value is None else _encode(e.old_value).decode()
+    row = (e.offset, e.ts, e.kind, e.scope, e.key, e.op, e.event_type, e.version, old_text, new_text,
+           _encode(e.meta).decode())
+    k = (e.scope, e.key)
+    if k not in names:
+        if e.kind == "stream":
+            validate_name("stream", e.scope, 256, allow_slash=False)
+            validate_name("group", e.key, 1024, allow_slash=True)
+        else:
+            validate_scope(e.scope)
+            validate_key(e.key)
+        names.add(k)
     if e.kind == "stream":
-        validate_name("stream", e.scope, 256, allow_slash=False)
-        validate_name("group", e.key, 1024, allow_slash=True)
         if e.op != "send" or e.old_value is not None or e.version != 0:
             raise ValidationError("a stream event has op 'send', no old_value and version 0")
-        return
-    validate_scope(e.scope)
-    validate_key(e.key)
-    k = (e.scope, e.key)
-    if k not in current:
-        row = conn.execute("SELECT value, version FROM state WHERE scope = ? AND key = ?", k).fetchone()
-        current[k] = (None, 0) if row is None else (_decode(row[0]), row[1])
-    value, version = current[k]
-    fault = _chain_fault(e.offset, e.event_type, e.version,
-                         None if e.old_value is None else _encode(e.old_value).decode(),
-                         None if e.new_value is None else _encode(e.new_value).decode(), value, version, 1)
-    if fault is not None:
-        raise ValidationError(fault.replace("the new_value of offset 1", "the key's current value"))
-    if (e.op, e.event_type) not in {("set", "created"), ("set", "updated"), ("update", "created"),
-                                    ("update", "updated"), ("delete", "deleted")}:
+        return row
+    if (e.op, e.event_type) not in _STATE_TRANSITIONS:
         raise ValidationError(f"op {e.op!r} cannot give a {e.event_type!r} event")
-    current[k] = (e.new_value, e.version)
+    fold = keys.get(k)
+    if fold is None:
+        found = conn.execute("SELECT value, version, last_seq, created_seq FROM state WHERE scope = ? AND key = ?",
+                             k).fetchone()
+        fold = _KeyFold(None, 0, 0, 0) if found is None else _KeyFold(*found)
+        keys[k] = fold
+    fault = _chain_fault(e.offset, e.event_type, e.version, old_text, new_text, fold.text, fold.version,
+                         fold.last_seq)
+    if fault is not None:
+        raise ValidationError(fault)
+    fold.created_seq = e.offset if e.event_type == "created" else fold.created_seq
+    fold.text, fold.version, fold.last_seq = new_text, e.version, e.offset
+    return row
+
+
+def _write_state(conn: sqlite3.Connection, keys: dict[tuple[str, str], _KeyFold]) -> None:
+    conn.executemany("DELETE FROM state WHERE scope = ? AND key = ?", [k for k, f in keys.items() if f.text is None])
+    conn.executemany(
+        "INSERT OR REPLACE INTO state (scope, key, value, version, last_seq, created_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        [(k[0], k[1], f.text, f.version, f.last_seq, f.created_seq) for k, f in keys.items() if f.text is not None],
+    )
 
 
 def _rebuild_state_table(conn: sqlite3.Connection) -> None:

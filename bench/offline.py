@@ -1,0 +1,110 @@
+"""Offline tool rates on N events (default 1M), with a raw sqlite3 scan + JSON decode of the same rows as yardstick.
+
+Usage: python bench/offline.py [--events N] [--keys K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ripple import offline
+from ripple.offline import EventRecord
+
+
+def make_jsonl(n: int, keys: int) -> bytes:
+    """A valid log: creates, updates and some deletes over `keys` keys in scope `todos`."""
+    encode = msgspec.json.Encoder().encode
+    values: dict[str, tuple[bytes, int]] = {}
+    out = io.BytesIO()
+    ts = int(time.time() * 1000)
+    for seq in range(1, n + 1):
+        key = f"t{seq * 7919 % keys}"
+        old = values.get(key)
+        if old is not None and seq % 13 == 0:
+            record = EventRecord(seq, ts, "state", "todos", key, "delete", "deleted", 0, msgspec.Raw(old[0]), None,
+                                 msgspec.Raw(b"{}"))
+            del values[key]
+        else:
+            new = encode({"id": key, "title": f"todo {seq}", "completed": seq % 2 == 0})
+            version = 1 if old is None else old[1] + 1
+            record = EventRecord(seq, ts, "state", "todos", key, "set", "created" if old is None else "updated",
+                                 version, None if old is None else msgspec.Raw(old[0]), msgspec.Raw(new),
+                                 msgspec.Raw(b"{}"))
+            values[key] = (new, version)
+        out.write(encode(record) + b"\n")
+    return out.getvalue()
+
+
+def raw_scan(path: Path) -> float:
+    conn = sqlite3.connect(path)
+    decode = msgspec.json.Decoder().decode
+    t = time.perf_counter()
+    n = 0
+    for old, new, meta in conn.execute("SELECT old_value, new_value, meta FROM events ORDER BY seq"):
+        if old is not None:
+            decode(old)
+        if new is not None:
+            decode(new)
+        decode(meta)
+        n += 1
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return n / elapsed
+
+
+def timed(fn: object) -> float:
+    t = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=10_000)
+    args = parser.parse_args()
+    n = args.events
+    data = make_jsonl(n, args.keys)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        t_import = timed(lambda: offline.import_events(path, io.BytesIO(data)))
+        raw = raw_scan(path)
+
+        def run_verify() -> None:
+            conn = offline.open_readonly(path)
+            report = offline.verify(conn)
+            conn.close()
+            assert report.ok, report.faults[:3]
+
+        t_verify = timed(run_verify)
+
+        def run_export() -> None:
+            conn = offline.open_readonly(path)
+            with open(os.devnull, "wb") as sink:
+                for line in offline.event_lines(offline.iter_rows(conn)):
+                    sink.write(line + b"\n")
+            conn.close()
+
+        t_export = timed(run_export)
+    print(f"machine: {os.cpu_count()} cores; {n:,} events over {args.keys:,} keys")
+    print("| work | events/s | vs raw sqlite3 scan + decode |")
+    print("|---|---:|---:|")
+    print(f"| raw sqlite3 scan + msgspec decode | {raw:,.0f} | 1.00x |")
+    for name, seconds in (("import", t_import), ("verify", t_verify), ("export", t_export)):
+        rate = n / seconds
+        print(f"| ripple {name} | {rate:,.0f} | {rate / raw:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
