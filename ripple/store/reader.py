@@ -11,6 +11,7 @@ import base64
 import binascii
 import builtins
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,6 +78,13 @@ SELECT e.key, e.new_value, e.version, e.seq,
 """
 
 
+async def _end_transaction(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("COMMIT")
+    except sqlite3.OperationalError:
+        pass  # no transaction was open (BEGIN itself failed)
+
+
 class Reader:
     """A pool of read-only connections and the queries that run on them."""
 
@@ -111,11 +119,14 @@ class Reader:
     async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
         """A connection inside one read transaction: every statement sees the same snapshot."""
         async with self.connection() as conn:
-            await conn.execute("BEGIN")
             try:
+                await conn.execute("BEGIN")
                 yield conn
             finally:
-                await conn.execute("COMMIT")
+                # aiosqlite runs a connection's requests in order, so this END is queued after the BEGIN even when
+                # the caller was cancelled while BEGIN ran: the pool never hands out a connection stuck in an old
+                # snapshot.
+                await asyncio.shield(_end_transaction(conn))
 
     # -- queries
 

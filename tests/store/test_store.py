@@ -310,3 +310,23 @@ async def test_send_validates(store: Store) -> None:
     with pytest.raises(InvalidNameError):
         await store.send("st", "g", "", 1)
     assert store.head == 1
+
+
+async def test_cancelled_snapshot_read_never_leaves_a_stale_connection(store: Store) -> None:
+    """Cancel reads at every point of a snapshot; afterwards every pooled connection sees the latest head."""
+    await store.set("s", "k", 0)
+
+    async def read() -> None:
+        async with store.reader.snapshot() as conn:
+            await conn.execute("SELECT count(*) FROM events")
+
+    for i in range(200):
+        task = asyncio.ensure_future(read())
+        for _ in range(i % 5):
+            await asyncio.sleep(0)  # sleep-ok: cancel the read after a varying number of steps
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await store.set("s", "k", 1)
+    for _ in range(store.reader.size * 2):
+        assert await store.get("s", "k") == 1
+        assert len(await store.read_events()) == 2
