@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
 
 from ripple import NotFoundError, PreconditionFailedError, SetOp, Store, ValidationError
 
@@ -66,7 +67,7 @@ class TodoController(Controller):
     tags = ("todos",)
 
     @post("/")
-    async def create(self, request: Request[Any, Any, Any], data: NewTodo) -> Todo:
+    async def create(self, request: Request[Any, Any, Any], data: JSONBody[NewTodo]) -> Todo:
         """Create a todo (201)."""
         title = data.title.strip()
         if not 1 <= len(title) <= MAX_TITLE_CHARS:
@@ -88,7 +89,7 @@ class TodoController(Controller):
             cursor = page.next_cursor
 
     @post("/toggle", status_code=200)
-    async def toggle(self, request: Request[Any, Any, Any], data: TodoRef) -> Todo:
+    async def toggle(self, request: Request[Any, Any, Any], data: JSONBody[TodoRef]) -> Todo:
         """Flip ``completed``; optimistic concurrency makes two concurrent toggles both count."""
         store = _store(request)
         for _ in range(TOGGLE_ATTEMPTS):
@@ -104,7 +105,7 @@ class TodoController(Controller):
         raise PreconditionFailedError(f"todo {data.id!r} kept changing; try again", detail={"id": data.id})
 
     @post("/delete", status_code=200)
-    async def delete(self, request: Request[Any, Any, Any], data: TodoRef) -> Deleted:
+    async def delete(self, request: Request[Any, Any, Any], data: JSONBody[TodoRef]) -> Deleted:
         """Delete a todo; 404 when there is none with that id."""
         if await _store(request).delete(SCOPE, data.id) is None:
             raise _missing(data.id)

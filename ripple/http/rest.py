@@ -16,13 +16,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from ripple import __version__
 from ripple.core.events import (
@@ -43,6 +44,7 @@ from ripple.core.validate import validate_scope
 from ripple.errors import (
     BadRequestError,
     InvalidOpError,
+    InvalidValueError,
     NotFoundError,
     PreconditionFailedError,
     RippleError,
@@ -221,7 +223,7 @@ WRITE_ERRORS = (400, 404, 412, 413, 415, 422, 503, 507)
 
 # ---- request parsing -----------------------------------------------------------------------------------------
 
-_AT_PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\])*)`")
+_AT_PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`")
 _INDEX = re.compile(r"^\.commands\[(\d+)\]")
 
 
@@ -259,7 +261,7 @@ def decode_body(raw: bytes, model: Any) -> Any:
         index = _INDEX.match(match.group(1)) if match else None
         if index:
             detail["index"] = int(index.group(1))
-        error = InvalidOpError if ".ops" in path else ValidationError
+        error = InvalidValueError if model is Any else InvalidOpError if ".ops" in path else ValidationError
         raise error(f"invalid body: {message}", detail=detail) from None
     except msgspec.DecodeError as exc:
         what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
@@ -434,7 +436,7 @@ TAGS = ["state"]
 
 
 @get(KEY_PATH, tags=TAGS, responses=errors(304, 400, 404, 422), summary="Read a key's value")
-async def get_value(request: Request[Any, Any, Any], at: int | None = None) -> Response[Any]:
+async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] = None) -> Response[Any]:
     """The raw JSON value with ``ETag: "<offset>"``; ``If-None-Match`` → 304; ``?at=N`` reads as of offset N."""
     store = store_of(request)
     scope, key = target(request)
@@ -498,7 +500,10 @@ async def delete_value(request: Request[Any, Any, Any]) -> DeleteResult:
 
 @get("/v1/state/{scope_name:str}", tags=TAGS, responses=errors(400, 422), summary="List a scope")
 async def list_scope(
-    request: Request[Any, Any, Any], limit: int = 100, cursor: str | None = None, at: int | None = None
+    request: Request[Any, Any, Any],
+    limit: FromQuery[int] = 100,
+    cursor: FromQuery[str | None] = None,
+    at: FromQuery[int | None] = None,
 ) -> Page:
     """Entries in first-insertion order; pass ``next_cursor`` back as ``cursor``. Unknown scope → empty page."""
     scope, _ = split_path(request, STATE_PREFIX)
@@ -545,12 +550,12 @@ async def post_stream(request: Request[Any, Any, Any]) -> SendResult:
 @get("/v1/events", tags=["log"], responses=errors(400, 422), summary="Read the log")
 async def get_events(
     request: Request[Any, Any, Any],
-    after: int = 0,
-    limit: int = 1000,
-    scope: list[str] | None = None,
-    key: list[str] | None = None,
-    kind: KindFilter = "all",
-    wait: float = 0.0,
+    after: FromQuery[int] = 0,
+    limit: FromQuery[int] = 1000,
+    scopes: Annotated[list[str] | None, QueryParameter(name="scope", description="repeatable")] = None,
+    keys: Annotated[list[str] | None, QueryParameter(name="key", description="repeatable")] = None,
+    kind: FromQuery[KindFilter] = "all",
+    wait: FromQuery[float] = 0.0,
 ) -> EventsPage:
     """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event."""
     if not 0 <= wait <= MAX_WAIT_SECONDS:
@@ -559,7 +564,7 @@ async def get_events(
     deadline = time.monotonic() + wait
     while True:
         head = store.head
-        events = await store.read_events(after, limit, scopes=scope, keys=key, kind=kind)
+        events = await store.read_events(after, limit, scopes=scopes, keys=keys, kind=kind)
         remaining = deadline - time.monotonic()
         if events or remaining <= 0 or signal.closed:
             return EventsPage(events, events[-1].offset if events else after, max(head, store.head))
@@ -567,7 +572,7 @@ async def get_events(
 
 
 @get("/v1/projections/{name:str}", tags=["projections"], responses=errors(404, 503), summary="Read a projection")
-async def get_projection(request: Request[Any, Any, Any], name: str) -> ProjectionInfo:
+async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -> ProjectionInfo:
     """``{name, version, checkpoint, status, data}``; 503 ``projection_rebuilding`` while it is rebuilt."""
     return await projection_info(store_of(request), name)
 
@@ -579,7 +584,7 @@ async def get_projection(request: Request[Any, Any, Any], name: str) -> Projecti
     responses=errors(404, 503),
     summary="Rebuild a projection",
 )
-async def post_rebuild(request: Request[Any, Any, Any], name: str) -> RebuildStarted:
+async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> RebuildStarted:
     """Start rebuilding a projection from the log in the background → 202."""
     store = store_of(request)
     rebuild: Callable[[str], Any] | None = getattr(store, "rebuild", None)
