@@ -154,8 +154,6 @@ class ErrorBody(msgspec.Struct):
     error: ErrorInfo
 
 
-
-
 # ---- OpenAPI helpers -----------------------------------------------------------------------------------------
 
 
