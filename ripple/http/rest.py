@@ -20,10 +20,11 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 import msgspec
-from litestar import Request, Response, delete, get, patch, post, put
+from litestar import Request, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.types import ASGIApp
 
 from ripple import __version__
 from ripple.core.events import (
@@ -58,6 +59,7 @@ T = TypeVar("T")
 MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
 MAX_IDEMPOTENCY_KEY_CHARS = 256
+_encode = msgspec.json.Encoder().encode
 STATE_PREFIX = b"/v1/state/"
 STREAM_PREFIX = b"/v1/streams/"
 
@@ -225,6 +227,19 @@ _AT_PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`")
 _INDEX = re.compile(r"^\.commands\[(\d+)\]")
 
 
+_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"if-match", b"if-none-match", b"idempotency-key"})
+
+
+def header(request: Request[Any, Any, Any], name: str) -> str | None:
+    """One of the few headers ripple reads, from one pass over the raw headers (cheaper than ``request.headers``)."""
+    scope = cast(dict[str, Any], request.scope)
+    found: dict[bytes, bytes] | None = scope.get("ripple.headers")
+    if found is None:
+        found = scope["ripple.headers"] = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+    value = found.get(name.encode())
+    return None if value is None else value.decode("latin-1")
+
+
 def store_of(request: Request[Any, Any, Any]) -> Store:
     store: Store = request.app.state.store
     return store
@@ -232,7 +247,7 @@ def store_of(request: Request[Any, Any, Any]) -> Store:
 
 def check_json_content_type(request: Request[Any, Any, Any]) -> None:
     """415 unless the body is declared ``application/json`` or ``application/*+json``."""
-    declared = request.headers.get("content-type", "")
+    declared = header(request, "content-type") or ""
     media = declared.split(";", 1)[0].strip().lower()
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return
@@ -267,15 +282,44 @@ def decode_body(raw: bytes, model: Any) -> Any:
     return value
 
 
+class BodyTooLargeError(BadRequestError):
+    code = "body_too_large"
+    status = 413
+
+
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The body, refused with 413 as soon as the announced or the received size passes the route's limit."""
+    limit = request.route_handler.resolve_request_max_body_size() or 1 << 62
+    announced = header(request, "content-length")
+    too_large = BodyTooLargeError(f"the request body is over the limit of {limit} bytes", detail={"limit": limit})
+    if announced is not None:
+        if not announced.isdigit():
+            raise BadRequestError(f"malformed Content-Length header {announced!r}")
+        if int(announced) > limit:
+            raise too_large
+    chunks, size = [], 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise BadRequestError("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def read_json(request: Request[Any, Any, Any], model: type[T]) -> T:
     check_json_content_type(request)
-    value: T = decode_body(await request.body(), model)
+    value: T = decode_body(await read_body(request), model)
     return value
 
 
 async def read_any_json(request: Request[Any, Any, Any]) -> Any:
     check_json_content_type(request)
-    return decode_body(await request.body(), Any)
+    return decode_body(await read_body(request), Any)
 
 
 def _unquote(raw: bytes, what: str) -> str:
@@ -323,7 +367,7 @@ def etag(offset: int) -> str:
 
 
 def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    value = request.headers.get("idempotency-key")
+    value = header(request, "idempotency-key")
     if value is None:
         return None
     if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
@@ -336,7 +380,7 @@ def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
 
 async def expected_offset(request: Request[Any, Any, Any], store: Store, scope: str, key: str) -> int | None:
     """``If-Match: "N"`` → N; ``If-Match: *`` → the key's current offset (412 if missing); ``If-None-Match: *`` → 0."""
-    if_match, if_none = request.headers.get("if-match"), request.headers.get("if-none-match")
+    if_match, if_none = header(request, "if-match"), header(request, "if-none-match")
     if if_match is not None and if_none is not None:
         raise BadRequestError("send If-Match or If-None-Match, not both")
     if if_none is not None:
@@ -360,15 +404,33 @@ async def expected_offset(request: Request[Any, Any, Any], store: Store, scope: 
 
 
 def not_modified(request: Request[Any, Any, Any], offset: int) -> bool:
-    header = request.headers.get("if-none-match")
-    if header is None:
+    value = header(request, "if-none-match")
+    if value is None:
         return False
-    return header.strip() == "*" or any(tag == offset for _, tag in _etags(header, "If-None-Match"))
+    return value.strip() == "*" or any(tag == offset for _, tag in _etags(value, "If-None-Match"))
 
 
-def written(result: SetResult | UpdateResult) -> Response[Any]:
-    status = 201 if result.version == 1 else 200
-    return Response(result, status_code=status, headers={"ETag": etag(result.offset)})
+class JsonAnswer:
+    """A JSON answer as a bare ASGI app: the hot paths skip Litestar's Response machinery (measured: ~10%)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, content: Any, status: int = 200, offset: int | None = None) -> None:
+        self.status = status
+        self.body = b"" if status == 304 else _encode(content)
+        self.headers = [(b"content-type", b"application/json")]
+        if status != 304:
+            self.headers.append((b"content-length", str(len(self.body)).encode()))
+        if offset is not None:
+            self.headers.append((b"etag", b'"%d"' % offset))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def written(result: SetResult | UpdateResult) -> JsonAnswer:
+    return JsonAnswer(result, 201 if result.version == 1 else 200, result.offset)
 
 
 # ---- long-poll wake-up ---------------------------------------------------------------------------------------
@@ -433,17 +495,20 @@ KEY_PATH = "/v1/state/{scope_name:str}/{key:path}"
 TAGS = ["state"]
 
 
-@get(KEY_PATH, tags=TAGS, responses=errors(304, 400, 404, 422), summary="Read a key's value")
-async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] = None) -> Response[Any]:
+@get(
+    KEY_PATH,
+    tags=TAGS,
+    responses=errors(304, 400, 404, 422, s200=ResponseSpec(Any, description="The value (any JSON), ETag header")),
+    summary="Read a key's value",
+)
+async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] = None) -> ASGIApp:
     """The raw JSON value with ``ETag: "<offset>"``; ``If-None-Match`` → 304; ``?at=N`` reads as of offset N."""
     store = store_of(request)
     scope, key = target(request)
     entry = await store.entry(scope, key, at=at)
     if entry is None:
         raise NotFoundError(f"{scope}/{key} not found", detail={"scope": scope, "key": key, "at": at})
-    if not_modified(request, entry.offset):
-        return Response(None, status_code=304, headers={"ETag": etag(entry.offset)})
-    return Response(entry.value, headers={"ETag": etag(entry.offset)})
+    return JsonAnswer(entry.value, 304 if not_modified(request, entry.offset) else 200, entry.offset)
 
 
 @put(
@@ -451,10 +516,14 @@ async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] =
     tags=TAGS,
     status_code=200,
     operation_class=body_operation(Any, "the new value: any JSON except null"),
-    responses=errors(*WRITE_ERRORS, s201=ResponseSpec(SetResult, description="Created")),
+    responses=errors(
+        *WRITE_ERRORS,
+        s200=ResponseSpec(SetResult, description="Updated"),
+        s201=ResponseSpec(SetResult, description="Created"),
+    ),
     summary="Set a key",
 )
-async def put_value(request: Request[Any, Any, Any]) -> Response[SetResult]:
+async def put_value(request: Request[Any, Any, Any]) -> ASGIApp:
     """Set a key to the body. ``If-Match: "N"`` / ``If-None-Match: *``; ``Idempotency-Key``. 201 created / 200."""
     store = store_of(request)
     scope, key = target(request)
@@ -470,10 +539,14 @@ async def put_value(request: Request[Any, Any, Any]) -> Response[SetResult]:
     tags=TAGS,
     status_code=200,
     operation_class=body_operation(PatchBody, "update ops (iii form)"),
-    responses=errors(*WRITE_ERRORS, s201=ResponseSpec(UpdateResult, description="Created")),
+    responses=errors(
+        *WRITE_ERRORS,
+        s200=ResponseSpec(UpdateResult, description="Updated"),
+        s201=ResponseSpec(UpdateResult, description="Created"),
+    ),
     summary="Update a key with ops",
 )
-async def patch_value(request: Request[Any, Any, Any]) -> Response[UpdateResult]:
+async def patch_value(request: Request[Any, Any, Any]) -> ASGIApp:
     """Apply update ops; failing ops are reported in ``errors``; all ops failing → 422, nothing written."""
     store = store_of(request)
     scope, key = target(request)
