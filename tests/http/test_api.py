@@ -355,3 +355,37 @@ async def test_todo_controller(live: Live) -> None:
     await live.unchanged(head)
     await live.store.set("todo-metrics", "global", {"total": 1, "completed": 0, "active": 1})
     assert (await c.get("/todos/metrics")).json() == {"total": 1, "completed": 0, "active": 1}
+
+
+async def test_shutdown_answers_long_polls_and_finishes_in_flight_writes(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "stop.db") as store:
+        server, task = await start_server(store)
+        gate, inside = threading.Event(), threading.Event()
+
+        def block(_txn: WriteTxn) -> None:
+            inside.set()
+            gate.wait(30 * SECOND)
+
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30 * SECOND) as c:
+                poll = asyncio.create_task(c.get("/v1/events", params={"wait": 30}))
+                blocker = asyncio.ensure_future(store.writer.run_in_txn(block))
+                await asyncio.wait_for(asyncio.to_thread(inside.wait), 10 * SECOND)
+                put = asyncio.create_task(c.put("/v1/state/s/k", json=1))  # in flight behind the blocked writer
+                while store.writer.queue_depth == 0:  # the PUT reached the writer queue
+                    await asyncio.sleep(0.01)  # sleep-ok: the queue has no event to wait on
+                started = time.monotonic()
+                server.should_exit = True
+                page = (await asyncio.wait_for(poll, 10 * SECOND)).json()
+                assert page["events"] == [] and time.monotonic() - started < 10 * SECOND
+                assert not put.done()
+                gate.set()
+                r = await asyncio.wait_for(put, 10 * SECOND)
+                assert r.status_code == 201 and r.json()["offset"] == 1
+                await blocker
+            await asyncio.wait_for(task, 15 * SECOND)
+        finally:
+            gate.set()
+            server.should_exit = True
+            await asyncio.wait_for(task, 15 * SECOND)
+        assert await store.get("s", "k") == 1
