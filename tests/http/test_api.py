@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from openapi_spec_validator import validate
@@ -371,9 +372,16 @@ async def test_shutdown_answers_long_polls_and_finishes_in_flight_writes(tmp_pat
                 poll = asyncio.create_task(c.get("/v1/events", params={"wait": 30}))
                 blocker = asyncio.ensure_future(store.writer.run_in_txn(block))
                 await asyncio.wait_for(asyncio.to_thread(inside.wait), 10 * SECOND)
+                submitted, real_submit = asyncio.Event(), store.writer.submit
+
+                def submit(job: Any) -> Any:  # the real writer, observed: tells when the PUT reached its queue
+                    fut = real_submit(job)
+                    submitted.set()
+                    return fut
+
+                store.writer.submit = submit  # type: ignore[method-assign]
                 put = asyncio.create_task(c.put("/v1/state/s/k", json=1))  # in flight behind the blocked writer
-                while store.writer.queue_depth == 0:  # the PUT reached the writer queue
-                    await asyncio.sleep(0.01)  # sleep-ok: the queue has no event to wait on
+                await asyncio.wait_for(submitted.wait(), 10 * SECOND)
                 started = time.monotonic()
                 server.should_exit = True
                 page = (await asyncio.wait_for(poll, 10 * SECOND)).json()
