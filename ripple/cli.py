@@ -310,6 +310,44 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
 
+# ---- serve -----------------------------------------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.argument("db_arg", metavar="[DB]", required=False, type=click.Path(dir_okay=False))
+@click.option("--db", "db_opt", envvar="RIPPLE_DB", type=click.Path(dir_okay=False), metavar="PATH",
+              help="The ripple database file (env RIPPLE_DB; default ./ripple.db).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True)
+@click.option("--app", "app_spec", metavar="MODULE:SETUP", help="User code: reactions, projections, routes.")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--iii", is_flag=True, help="Also listen for iii workers (DESIGN §9).")
+@click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
+@click.option("--iii-host", default="127.0.0.1", show_default=True)
+@click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--iii-http-port", default=3111, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
+def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
+                  app_spec: str | None, access_log: bool, iii: bool, iii_strict: bool, iii_host: str,
+                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int) -> None:
+    """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
+
+    \b
+    ripple serve
+    ripple serve app.db --port 9000
+    ripple serve --app examples.todo:setup
+    """
+    from ripple.http.serve import IiiOptions, ServeOptions, run
+
+    if db_arg and db_opt and db_arg != db_opt:
+        raise click.UsageError(f"two databases given: {db_arg} and --db {db_opt}")
+    iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port)
+    run(ServeOptions(db=db_arg or db_opt or "ripple.db", host=host, port=port,
+                     durability="normal" if durability == "normal" else "full", app=app_spec,
+                     access_log=access_log, iii=iii_options))
+
+
 # ---- projections (filled in by ripple.projections when present) -----------------------------------------------
 
 

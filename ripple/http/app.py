@@ -1,0 +1,192 @@
+"""``create_app(store | path)``: the Litestar app serving DESIGN §8 (REST) and §7 (WebSocket subscriptions).
+
+The app keeps the open Store in ``app.state.store``. Given a path, the app's lifespan opens the Store on startup and
+closes it on shutdown; given a Store, the caller owns it. One exception map turns every ripple error and every
+framework error (validation, unknown route, wrong method, body too large, bad JSON) into the JSON error body
+``{"error": {"code", "message", "detail"}}`` with the statuses of DESIGN §8.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, cast
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from ripple import __version__
+from ripple.errors import OverloadedError, RippleError, StoreClosedError
+from ripple.http import rest, ws
+from ripple.store.sqlite import Durability
+from ripple.store.store import Store
+
+log = logging.getLogger("ripple.http")
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+_encode = msgspec.json.Encoder().encode
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    body = _encode(rest.ErrorBody(rest.ErrorInfo(code, message, detail)))
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _ripple_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, RippleError)
+    headers = None
+    if isinstance(exc, OverloadedError | StoreClosedError) or exc.code == "projection_rebuilding":
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, ValidationException)
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    # Litestar raises this for query/path/header values of the wrong type (400) and for a ``data`` body of the
+    # wrong shape (422: well-formed but invalid), as in user route handlers that take ``data: SomeStruct``.
+    in_body = bool(extra) and all(isinstance(e, dict) and e.get("source") == "body" for e in extra)
+    if in_body:
+        return error_response(422, "invalid", f"invalid body: {_first_message(extra)}", extra)
+    message = exc.detail if not extra else f"invalid request: {_first_message(extra)}"
+    return error_response(400, "bad_request", message, extra or None)
+
+
+def _first_message(extra: list[Any]) -> str:
+    first = extra[0] if extra else {}
+    if not isinstance(first, dict):
+        return str(first)
+    message = str(first.get("message", "invalid value"))
+    source, key = first.get("source"), first.get("key")
+    if key and source is not None:
+        return f"{message} (in {getattr(source, 'value', source)} parameter {key!r})"
+    return message
+
+
+def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "error")
+    headers = dict(exc.headers or {})
+    message = exc.detail
+    if isinstance(exc, NotFoundException):
+        message = f"no route for {request.method} {request.url.path}"
+    elif isinstance(exc, MethodNotAllowedException):
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {headers.get('allow', '?')})"
+    elif status == 413:
+        limit = request.route_handler.resolve_request_max_body_size()
+        message = f"the request body is over the limit of {limit} bytes"
+        return error_response(413, code, message, {"limit": limit}, headers)
+    elif status >= 500:
+        log.error("HTTP %d on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        message = "internal server error"
+    return error_response(status, code, message, exc.extra or None, headers)
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    RippleError: _ripple_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="ripple",
+        version=__version__,
+        description="An event-sourced reactive store over HTTP: state, batch, streams, the log, projections.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+    )
+
+
+def create_app(
+    store_or_path: Store | str | os.PathLike[str],
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    durability: Durability = "full",
+    route_handlers: Sequence[Any] = (),
+    debug: bool = False,
+) -> Litestar:
+    """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example)."""
+    given = store_or_path if isinstance(store_or_path, Store) else None
+    path = None if given is not None else os.fspath(cast(Any, store_or_path))
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if given is not None:
+            with attached(app, given):
+                yield
+            return
+        assert path is not None
+        async with Store.open(path, durability=durability) as store:
+            with attached(app, store):
+                yield
+
+    app = Litestar(
+        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), *route_handlers],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=max_body_bytes,
+        openapi_config=_openapi(),
+        debug=debug,
+        logging_config=None,
+    )
+    if given is not None:
+        app.state.store = given
+    return app
+
+
+@contextmanager
+def attached(app: Litestar, store: Store) -> Iterator[None]:
+    """Make ``store`` the app's store and wire the long-poll wake-up to its commits while the app runs."""
+    signal = rest.CommitSignal()
+    store.writer.listeners.append(signal)
+
+    async def _close_signal() -> None:
+        signal.close()
+
+    store.on_close(_close_signal)
+    app.state.store = store
+    app.state.commits = signal
+    try:
+        yield
+    finally:
+        signal.close()
+        if signal in store.writer.listeners:
+            store.writer.listeners.remove(signal)

@@ -1,0 +1,699 @@
+"""REST handlers of DESIGN §8. Each handler parses the request, calls the Store, shapes the answer; no SQL here.
+
+Bodies are decoded here with typed msgspec decoders rather than by Litestar's ``data`` parameter, because the
+contract separates 400 (not JSON at all) from 422 (JSON of the wrong shape) and wants strict types (``"1"`` is not
+a number). Their OpenAPI models are attached with :func:`body_operation`.
+
+Scope and key are taken from the raw (still percent-encoded) path: the router sees ``a%2Fb`` as ``a/b`` and would
+route it as scope ``a``, key ``b``; reading the raw path refuses that scope instead of writing somewhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, cast
+from urllib.parse import unquote_to_bytes
+
+import msgspec
+from litestar import Request, delete, get, patch, post, put
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.types import ASGIApp
+
+from ripple import __version__
+from ripple.core.events import (
+    Delete,
+    DeleteResult,
+    Event,
+    KindFilter,
+    OpError,
+    Page,
+    SendResult,
+    Set,
+    SetResult,
+    Update,
+    UpdateResult,
+)
+from ripple.core.ops import UpdateOp
+from ripple.core.validate import validate_scope
+from ripple.errors import (
+    BadRequestError,
+    InvalidOpError,
+    InvalidValueError,
+    NotFoundError,
+    PreconditionFailedError,
+    RippleError,
+    ValidationError,
+)
+from ripple.migrations import LATEST_VERSION
+from ripple.store.store import Store
+
+T = TypeVar("T")
+
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
+MAX_WAIT_SECONDS = 60.0
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+_encode = msgspec.json.Encoder().encode
+STATE_PREFIX = b"/v1/state/"
+STREAM_PREFIX = b"/v1/streams/"
+
+
+# ---- wire models ---------------------------------------------------------------------------------------------
+
+
+class PatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``PATCH /v1/state/{scope}/{key}``: update ops in iii's form."""
+
+    ops: list[UpdateOp]
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/batch``: up to 1000 commands, applied all-or-nothing."""
+
+    commands: list[Set | Update | Delete]
+
+
+class SendBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/streams/{stream}/{group}``: one stream message."""
+
+    type: str
+    data: Any = None
+    id: str | None = None
+
+
+class CommandOutcome(msgspec.Struct, omit_defaults=True):
+    """One batch result: a set, update or delete result (fields absent where that command has none)."""
+
+    old_value: Any
+    offset: int
+    new_value: Any | msgspec.UnsetType = msgspec.UNSET
+    version: int | msgspec.UnsetType = msgspec.UNSET
+    errors: list[OpError] | msgspec.UnsetType = msgspec.UNSET
+
+
+class BatchResults(msgspec.Struct):
+    """One result per command, in order; ``null`` for the delete of a missing key."""
+
+    results: list[CommandOutcome | None]
+
+
+def outcome(result: SetResult | UpdateResult | DeleteResult | None) -> CommandOutcome | None:
+    if result is None:
+        return None
+    if isinstance(result, DeleteResult):
+        return CommandOutcome(result.old_value, result.offset)
+    errors = result.errors if isinstance(result, UpdateResult) else msgspec.UNSET
+    return CommandOutcome(result.old_value, result.offset, result.new_value, result.version, errors)
+
+
+class Groups(msgspec.Struct):
+    groups: list[str]
+
+
+class EventsPage(msgspec.Struct):
+    events: list[Event]
+    next_after: int
+    head: int
+
+
+class ProjectionInfo(msgspec.Struct):
+    name: str
+    version: int
+    checkpoint: int
+    status: str
+    data: Any = None
+
+
+class RebuildStarted(msgspec.Struct):
+    name: str
+    status: str
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok", "degraded"]
+    head: int
+    earliest: int
+    schema_version: int
+    version: str
+    counters: dict[str, int]
+
+
+class ErrorInfo(msgspec.Struct):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class ErrorBody(msgspec.Struct):
+    """Every 4xx/5xx answer: ``{"error": {"code", "message", "detail"}}``."""
+
+    error: ErrorInfo
+
+
+# ---- OpenAPI helpers -----------------------------------------------------------------------------------------
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace ``$ref``s into ``defs`` by their targets (body models are not recursive)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            return _inline(defs[ref.rsplit("/", 1)[-1]], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def json_schema(model: Any) -> dict[str, Any]:
+    """The JSON Schema of a msgspec type with every definition inlined (OpenAPI 3.1 schema objects)."""
+    (schema,), defs = msgspec.json.schema_components([model], ref_template="{name}")
+    inlined: dict[str, Any] = _inline(schema, defs)
+    return inlined
+
+
+def body_operation(model: Any, description: str) -> type[Operation]:
+    """An Operation class documenting a JSON request body that the handler decodes itself."""
+    schema = cast(Schema, json_schema(model))
+    body = RequestBody(
+        content={"application/json": OpenAPIMediaType(schema=schema)}, description=description, required=True
+    )
+
+    @dataclass
+    class _WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return _WithBody
+
+
+_ERROR_TEXT = {
+    304: "Not modified (If-None-Match matched)",
+    400: "Malformed JSON, header or query value",
+    404: "Not found",
+    409: "Conflict (batch expected_offset, idempotency key reused)",
+    412: "Precondition failed (If-Match / If-None-Match)",
+    413: "Body over the limit",
+    415: "Body is not application/json",
+    422: "Well-formed but invalid",
+    503: "Writer overloaded (Retry-After) or projection rebuilding",
+    507: "Database full",
+}
+
+
+def errors(*statuses: int, **extra: ResponseSpec) -> dict[int, ResponseSpec]:
+    """OpenAPI responses: the ripple error body for each status (Litestar would document its own shape)."""
+    out = {
+        s: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT.get(s, "Error"), generate_examples=False)
+        for s in statuses
+    }
+    for status, spec in extra.items():
+        out[int(status.removeprefix("s"))] = spec
+    return out
+
+
+WRITE_ERRORS = (400, 404, 412, 413, 415, 422, 503, 507)
+
+
+# ---- request parsing -----------------------------------------------------------------------------------------
+
+_AT_PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`")
+_INDEX = re.compile(r"^\.commands\[(\d+)\]")
+
+
+_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"if-match", b"if-none-match", b"idempotency-key"})
+
+
+def header(request: Request[Any, Any, Any], name: str) -> str | None:
+    """One of the few headers ripple reads, from one pass over the raw headers (cheaper than ``request.headers``)."""
+    scope = cast(dict[str, Any], request.scope)
+    found: dict[bytes, bytes] | None = scope.get("ripple.headers")
+    if found is None:
+        found = scope["ripple.headers"] = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+    value = found.get(name.encode())
+    return None if value is None else value.decode("latin-1")
+
+
+def store_of(request: Request[Any, Any, Any]) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def check_json_content_type(request: Request[Any, Any, Any]) -> None:
+    """415 unless the body is declared ``application/json`` or ``application/*+json``."""
+    declared = header(request, "content-type") or ""
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaTypeError(
+        f"the body must be JSON: send Content-Type: application/json (got {declared or 'none'!r})",
+        detail={"content_type": declared or None},
+    )
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+def decode_body(raw: bytes, model: Any) -> Any:
+    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path."""
+    try:
+        value = msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT_PATH.search(message)
+        path = "$" + match.group(1) if match else "$"
+        detail: dict[str, Any] = {"path": path}
+        index = _INDEX.match(match.group(1)) if match else None
+        if index:
+            detail["index"] = int(index.group(1))
+        error = InvalidValueError if model is Any else InvalidOpError if ".ops" in path else ValidationError
+        raise error(f"invalid body: {message}", detail=detail) from None
+    except msgspec.DecodeError as exc:
+        what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
+        raise BadRequestError(what) from None
+    return value
+
+
+class BodyTooLargeError(BadRequestError):
+    code = "body_too_large"
+    status = 413
+
+
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The body, refused with 413 as soon as the announced or the received size passes the route's limit."""
+    limit = request.route_handler.resolve_request_max_body_size() or 1 << 62
+    announced = header(request, "content-length")
+    too_large = BodyTooLargeError(f"the request body is over the limit of {limit} bytes", detail={"limit": limit})
+    if announced is not None:
+        if not announced.isdigit():
+            raise BadRequestError(f"malformed Content-Length header {announced!r}")
+        if int(announced) > limit:
+            raise too_large
+    chunks, size = [], 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise BadRequestError("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_json(request: Request[Any, Any, Any], model: type[T]) -> T:
+    check_json_content_type(request)
+    value: T = decode_body(await read_body(request), model)
+    return value
+
+
+async def read_any_json(request: Request[Any, Any, Any]) -> Any:
+    check_json_content_type(request)
+    return decode_body(await read_body(request), Any)
+
+
+def _unquote(raw: bytes, what: str) -> str:
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError(f"the {what} in the path is not valid UTF-8 once percent-decoded") from None
+
+
+def split_path(request: Request[Any, Any, Any], prefix: bytes) -> tuple[str, str | None]:
+    """(first segment, rest or None) of the raw path after ``prefix``, each percent-decoded once."""
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    rest = raw[raw.index(prefix) + len(prefix) :] if prefix in raw else b""
+    first_raw, slash, tail_raw = rest.partition(b"/")
+    return _unquote(first_raw, "name"), (_unquote(tail_raw, "key") if slash and tail_raw else None)
+
+
+def target(request: Request[Any, Any, Any]) -> tuple[str, str]:
+    """(scope, key) of ``/v1/state/{scope}/{key…}``; a scope with ``/`` (even as ``%2F``) is refused (422)."""
+    scope, key = split_path(request, STATE_PREFIX)
+    validate_scope(scope)
+    if key is None:
+        raise NotFoundError("no key in the path", detail={"scope": scope})
+    return scope, key
+
+
+_ETAG = re.compile(r'^\s*(W/)?"(\d{1,19})"\s*$')
+
+
+def _etags(header: str, name: str) -> list[tuple[bool, int]]:
+    out = []
+    for part in header.split(","):
+        match = _ETAG.match(part)
+        if match is None:
+            raise BadRequestError(
+                f'malformed {name} header {header!r}: expected "*" or entity tags like "42"',
+                detail={"header": name, "value": header},
+            )
+        out.append((match.group(1) is not None, int(match.group(2))))
+    return out
+
+
+def etag(offset: int) -> str:
+    return f'"{offset}"'
+
+
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    value = header(request, "idempotency-key")
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
+        raise BadRequestError(
+            f"malformed Idempotency-Key header: 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters expected",
+            detail={"header": "Idempotency-Key"},
+        )
+    return value
+
+
+async def expected_offset(request: Request[Any, Any, Any], store: Store, scope: str, key: str) -> int | None:
+    """``If-Match: "N"`` → N; ``If-Match: *`` → the key's current offset (412 if missing); ``If-None-Match: *`` → 0."""
+    if_match, if_none = header(request, "if-match"), header(request, "if-none-match")
+    if if_match is not None and if_none is not None:
+        raise BadRequestError("send If-Match or If-None-Match, not both")
+    if if_none is not None:
+        if if_none.strip() != "*":
+            raise BadRequestError('on a write, If-None-Match takes only "*" (the key must not exist)')
+        return 0
+    if if_match is None:
+        return None
+    if if_match.strip() == "*":
+        entry = await store.entry(scope, key)
+        if entry is None:
+            raise PreconditionFailedError(f"If-Match: * but {scope}/{key} does not exist")
+        return entry.offset
+    tags = _etags(if_match, "If-Match")
+    if len(tags) != 1:
+        raise BadRequestError("If-Match takes one entity tag")
+    weak, offset = tags[0]
+    if weak:
+        raise PreconditionFailedError("a weak entity tag never matches If-Match (strong comparison)")
+    return offset
+
+
+def not_modified(request: Request[Any, Any, Any], offset: int) -> bool:
+    value = header(request, "if-none-match")
+    if value is None:
+        return False
+    return value.strip() == "*" or any(tag == offset for _, tag in _etags(value, "If-None-Match"))
+
+
+class JsonAnswer:
+    """A JSON answer as a bare ASGI app: the hot paths skip Litestar's Response machinery (measured: ~10%)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, content: Any, status: int = 200, offset: int | None = None) -> None:
+        self.status = status
+        self.body = b"" if status == 304 else _encode(content)
+        self.headers = [(b"content-type", b"application/json")]
+        if status != 304:
+            self.headers.append((b"content-length", str(len(self.body)).encode()))
+        if offset is not None:
+            self.headers.append((b"etag", b'"%d"' % offset))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def written(result: SetResult | UpdateResult) -> JsonAnswer:
+    return JsonAnswer(result, 201 if result.version == 1 else 200, result.offset)
+
+
+# ---- long-poll wake-up ---------------------------------------------------------------------------------------
+
+
+class CommitSignal:
+    """Wakes long-polling ``GET /v1/events?wait=`` requests after each commit (a writer listener; never polls)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.closed = False
+
+    def __call__(self, _events: list[Event]) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def close(self) -> None:
+        """Shutdown: answer every long-poll now."""
+        self.closed = True
+        self.wake()
+
+    async def wait_beyond(self, store: Store, seen_head: int, seconds: float) -> None:
+        """Return when the head moves past ``seen_head``, on close, or after ``seconds``."""
+        if self.closed or store.head > seen_head or seconds <= 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+
+
+# ---- projection adapter (the projections API lands with the reactions issue) -----------------------------------
+
+
+async def projection_info(store: Store, name: str) -> ProjectionInfo:
+    lookup: Callable[[str], Any] | None = getattr(store, "projection", None)
+    if lookup is None:
+        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
+    try:
+        state = lookup(name)
+        if inspect.isawaitable(state):
+            state = await state
+    except KeyError:
+        raise NotFoundError(f"no projection named {name!r}", detail={"name": name}) from None
+    if state is None:
+        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
+    return msgspec.convert(state, ProjectionInfo, from_attributes=True)
+
+
+# ---- handlers ------------------------------------------------------------------------------------------------
+
+KEY_PATH = "/v1/state/{scope_name:str}/{key:path}"
+TAGS = ["state"]
+
+
+@get(
+    KEY_PATH,
+    tags=TAGS,
+    responses=errors(304, 400, 404, 422, s200=ResponseSpec(Any, description="The value (any JSON), ETag header")),
+    summary="Read a key's value",
+)
+async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] = None) -> ASGIApp:
+    """The raw JSON value with ``ETag: "<offset>"``; ``If-None-Match`` → 304; ``?at=N`` reads as of offset N."""
+    store = store_of(request)
+    scope, key = target(request)
+    entry = await store.entry(scope, key, at=at)
+    if entry is None:
+        raise NotFoundError(f"{scope}/{key} not found", detail={"scope": scope, "key": key, "at": at})
+    return JsonAnswer(entry.value, 304 if not_modified(request, entry.offset) else 200, entry.offset)
+
+
+@put(
+    KEY_PATH,
+    tags=TAGS,
+    status_code=200,
+    operation_class=body_operation(Any, "the new value: any JSON except null"),
+    responses=errors(
+        *WRITE_ERRORS,
+        s200=ResponseSpec(SetResult, description="Updated"),
+        s201=ResponseSpec(SetResult, description="Created"),
+    ),
+    summary="Set a key",
+)
+async def put_value(request: Request[Any, Any, Any]) -> ASGIApp:
+    """Set a key to the body. ``If-Match: "N"`` / ``If-None-Match: *``; ``Idempotency-Key``. 201 created / 200."""
+    store = store_of(request)
+    scope, key = target(request)
+    value = await read_any_json(request)
+    expected = await expected_offset(request, store, scope, key)
+    return written(
+        await store.set(scope, key, value, expected_offset=expected, idempotency_key=idempotency_key(request))
+    )
+
+
+@patch(
+    KEY_PATH,
+    tags=TAGS,
+    status_code=200,
+    operation_class=body_operation(PatchBody, "update ops (iii form)"),
+    responses=errors(
+        *WRITE_ERRORS,
+        s200=ResponseSpec(UpdateResult, description="Updated"),
+        s201=ResponseSpec(UpdateResult, description="Created"),
+    ),
+    summary="Update a key with ops",
+)
+async def patch_value(request: Request[Any, Any, Any]) -> ASGIApp:
+    """Apply update ops; failing ops are reported in ``errors``; all ops failing → 422, nothing written."""
+    store = store_of(request)
+    scope, key = target(request)
+    body: PatchBody = await read_json(request, PatchBody)
+    expected = await expected_offset(request, store, scope, key)
+    return written(
+        await store.update(scope, key, body.ops, expected_offset=expected, idempotency_key=idempotency_key(request))
+    )
+
+
+@delete(KEY_PATH, tags=TAGS, status_code=200, responses=errors(400, 404, 412, 422, 503, 507), summary="Delete a key")
+async def delete_value(request: Request[Any, Any, Any]) -> DeleteResult:
+    """Delete a key: ``{old_value, offset}``; 404 (and nothing appended) when it is missing."""
+    store = store_of(request)
+    scope, key = target(request)
+    expected = await expected_offset(request, store, scope, key)
+    result = await store.delete(scope, key, expected_offset=expected, idempotency_key=idempotency_key(request))
+    if result is None:
+        raise NotFoundError(f"{scope}/{key} not found", detail={"scope": scope, "key": key})
+    return result
+
+
+@get("/v1/state/{scope_name:str}", tags=TAGS, responses=errors(400, 422), summary="List a scope")
+async def list_scope(
+    request: Request[Any, Any, Any],
+    limit: FromQuery[int] = 100,
+    cursor: FromQuery[str | None] = None,
+    at: FromQuery[int | None] = None,
+) -> Page:
+    """Entries in first-insertion order; pass ``next_cursor`` back as ``cursor``. Unknown scope → empty page."""
+    scope, _ = split_path(request, STATE_PREFIX)
+    return await store_of(request).list(scope, limit=limit, cursor=cursor, at=at)
+
+
+@get("/v1/scopes", tags=TAGS, summary="List scopes")
+async def list_scopes(request: Request[Any, Any, Any]) -> Groups:
+    """Scopes that hold at least one key, sorted."""
+    return Groups(await store_of(request).list_groups())
+
+
+@post(
+    "/v1/batch",
+    tags=TAGS,
+    status_code=200,
+    request_max_body_size=MAX_BATCH_BODY_BYTES,
+    operation_class=body_operation(BatchBody, "up to 1000 set/update/delete commands"),
+    responses=errors(400, 409, 413, 415, 422, 503, 507),
+    summary="Apply commands atomically",
+)
+async def post_batch(request: Request[Any, Any, Any]) -> BatchResults:
+    """All-or-nothing, consecutive offsets, one result per command; the failing command's index is in detail."""
+    body: BatchBody = await read_json(request, BatchBody)
+    store = store_of(request)
+    results = await store.batch(body.commands, idempotency_key=idempotency_key(request))
+    return BatchResults([outcome(r) for r in results])
+
+
+@post(
+    "/v1/streams/{stream:str}/{group:path}",
+    tags=["streams"],
+    operation_class=body_operation(SendBody, "the message"),
+    responses=errors(400, 413, 415, 422, 503, 507),
+    summary="Send a stream message",
+)
+async def post_stream(request: Request[Any, Any, Any]) -> SendResult:
+    """Append a stream message (logged, changes no state) → 201 ``{offset}``."""
+    stream, group = split_path(request, STREAM_PREFIX)
+    body: SendBody = await read_json(request, SendBody)
+    return await store_of(request).send(stream, group or "", body.type, body.data, id=body.id)
+
+
+@get("/v1/events", tags=["log"], responses=errors(400, 422), summary="Read the log")
+async def get_events(
+    request: Request[Any, Any, Any],
+    after: FromQuery[int] = 0,
+    limit: FromQuery[int] = 1000,
+    scopes: Annotated[list[str] | None, QueryParameter(name="scope", description="repeatable")] = None,
+    keys: Annotated[list[str] | None, QueryParameter(name="key", description="repeatable")] = None,
+    kind: FromQuery[KindFilter] = "all",
+    wait: FromQuery[float] = 0.0,
+) -> EventsPage:
+    """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event."""
+    if not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise ValidationError(f"wait must be 0-{MAX_WAIT_SECONDS:g} seconds, got {wait}", detail={"wait": wait})
+    store, signal = store_of(request), request.app.state.commits
+    deadline = time.monotonic() + wait
+    while True:
+        head = store.head
+        events = await store.read_events(after, limit, scopes=scopes, keys=keys, kind=kind)
+        remaining = deadline - time.monotonic()
+        if events or remaining <= 0 or signal.closed:
+            return EventsPage(events, events[-1].offset if events else after, max(head, store.head))
+        await signal.wait_beyond(store, head, remaining)
+
+
+@get("/v1/projections/{name:str}", tags=["projections"], responses=errors(404, 503), summary="Read a projection")
+async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -> ProjectionInfo:
+    """``{name, version, checkpoint, status, data}``; 503 ``projection_rebuilding`` while it is rebuilt."""
+    return await projection_info(store_of(request), name)
+
+
+@post(
+    "/v1/projections/{name:str}/rebuild",
+    tags=["projections"],
+    status_code=202,
+    responses=errors(404, 503),
+    summary="Rebuild a projection",
+)
+async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> RebuildStarted:
+    """Start rebuilding a projection from the log in the background → 202."""
+    store = store_of(request)
+    rebuild: Callable[[str], Any] | None = getattr(store, "rebuild", None)
+    try:
+        await projection_info(store, name)
+    except RippleError as exc:
+        if exc.code != "projection_rebuilding":
+            raise
+        return RebuildStarted(name, "rebuilding")
+    assert rebuild is not None  # projection_info found the projections API
+    store.spawn(rebuild(name), name=f"ripple-rebuild-{name}")
+    return RebuildStarted(name, "rebuilding")
+
+
+@get("/v1/health", tags=["server"], summary="Health")
+async def get_health(request: Request[Any, Any, Any]) -> Health:
+    """``status`` is ``degraded`` when the writer stopped or the store reports it."""
+    store = store_of(request)
+    degraded = store.closed or store.writer.closed or bool(getattr(store, "degraded", False))
+    counters = {**store.counters, "queue_depth": store.writer.queue_depth, "commits": store.writer.commits}
+    return Health(
+        "degraded" if degraded else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters
+    )
+
+
+def rest_handlers() -> list[Any]:
+    """Every REST route handler of DESIGN §8."""
+    return [
+        get_value,
+        put_value,
+        patch_value,
+        delete_value,
+        list_scope,
+        list_scopes,
+        post_batch,
+        post_stream,
+        get_events,
+        get_projection,
+        post_rebuild,
+        get_health,
+    ]

@@ -1,0 +1,191 @@
+"""``ripple serve``: run the app on uvicorn with a graceful shutdown that loses no acknowledged write.
+
+uvicorn's own SIGTERM handling closes WebSockets with 1012 and only then runs the lifespan shutdown (DESIGN §13).
+So ripple runs :class:`uvicorn.Server` itself, handles the signals and, on the first SIGTERM/SIGINT:
+
+1. stops accepting connections (closes the listening sockets),
+2. answers every long-poll and closes WebSocket subscribers with 1001 (going away),
+3. lets uvicorn finish the requests in flight — their writes commit and are acknowledged — within
+   ``timeout_graceful_shutdown`` seconds,
+4. closes the Store, which commits everything still queued and checkpoints the WAL.
+
+A second signal forces the exit (requests still running are cancelled; committed writes stay committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import uvicorn
+
+from ripple.errors import RippleError
+from ripple.http import ws
+from ripple.http.app import create_app
+from ripple.store.sqlite import Durability
+from ripple.store.store import Store
+
+log = logging.getLogger("ripple.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+GRACEFUL_SECONDS = 10.0
+
+
+class IiiOptions(msgspec.Struct, frozen=True):
+    """The ``--iii*`` flags of DESIGN §10, handed to the iii layer (``ripple.iii``)."""
+
+    enabled: bool = False
+    strict: bool = False
+    host: str = DEFAULT_HOST
+    worker_port: int = 49134
+    http_port: int = 3111
+    stream_port: int = 3112
+
+
+class ServeOptions(msgspec.Struct, frozen=True):
+    db: str = "ripple.db"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    durability: Durability = "full"
+    app: str | None = None
+    access_log: bool = False
+    iii: IiiOptions = IiiOptions()
+    graceful_seconds: float = GRACEFUL_SECONDS
+
+
+class RippleServer(uvicorn.Server):
+    """A uvicorn server whose shutdown first drains ripple's long-lived connections."""
+
+    def __init__(
+        self, config: uvicorn.Config, store: Store, on_ready: Callable[[RippleServer], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.store = store
+        self.on_ready = on_ready
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # ripple installs its own handlers (install_signal_handlers); uvicorn's re-raise the signal after exit.
+        yield
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_exit)
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.ready.set()
+            if self.on_ready is not None:
+                self.on_ready(self)
+
+    @property
+    def port(self) -> int:
+        port: int = self.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting before anything else
+        app_state = getattr(self.config.loaded_app, "state", None) or getattr(self.config.app, "state", None)
+        commits = getattr(app_state, "commits", None)
+        if commits is not None:
+            commits.close()
+        try:
+            await ws.close_subscribers(self.store, 1001)
+        except Exception:
+            log.exception("closing subscribers failed")
+        await super().shutdown(sockets)
+
+
+def raise_nofile_limit() -> None:
+    """Many sockets need many file descriptors: raise the soft limit to the hard one (DESIGN §13)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def load_user_app(store: Store, spec: str) -> list[Any]:
+    """``--app module:setup``: import the user's setup, let it register on the store, return its route handlers."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn's --app-dir ".": `examples.todo:setup` from the project
+    try:
+        userapp = importlib.import_module("ripple.userapp")
+    except ImportError as exc:
+        raise RippleError(f"--app needs ripple.userapp, which this build lacks ({exc})") from None
+    handlers: Sequence[Any] | None = userapp.apply_setup(store, spec)
+    return list(handlers or [])
+
+
+async def start_iii(store: Store, options: IiiOptions) -> Any:
+    """Start the iii layer (DESIGN §9) if it is part of this build; returns an object with ``aclose()`` or None."""
+    if not options.enabled:
+        return None
+    try:
+        iii = importlib.import_module("ripple.iii")
+    except ImportError as exc:
+        raise RippleError(f"--iii is not available in this build ({exc})") from None
+    return await iii.start(store, options)
+
+
+def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=options.access_log,
+        timeout_graceful_shutdown=int(options.graceful_seconds),
+        lifespan="on",
+        server_header=False,
+    )
+
+
+def announce(options: ServeOptions) -> Callable[[RippleServer], None]:
+    def on_ready(server: RippleServer) -> None:
+        url = f"http://{options.host}:{server.port}"
+        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+
+    return on_ready
+
+
+async def serve(options: ServeOptions) -> None:
+    """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
+    raise_nofile_limit()
+    async with Store.open(options.db, durability=options.durability) as store:
+        handlers = load_user_app(store, options.app) if options.app else []
+        iii = await start_iii(store, options.iii)
+        try:
+            server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
+            server.on_ready = announce(options)
+            server.install_signal_handlers()
+            await server.serve()
+        finally:
+            if iii is not None:
+                await iii.aclose()
+    print("ripple stopped", flush=True)
+
+
+def run(options: ServeOptions) -> None:
+    asyncio.run(serve(options))
