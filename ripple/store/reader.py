@@ -132,20 +132,20 @@ class Reader:
 
     async def entry(self, scope: str, key: str) -> Entry | None:
         async with self.connection() as conn:
-            cur = await conn.execute(
+            rows = await conn.execute_fetchall(
                 "SELECT value, version, last_seq FROM state WHERE scope = ? AND key = ?", (scope, key)
             )
-            row = await cur.fetchone()
+        row = next(iter(rows), None)
         return None if row is None else Entry(key, decode_json(row[0]), row[1], row[2])
 
     async def entry_at(self, scope: str, key: str, at: int) -> Entry | None:
         async with self.connection() as conn:
-            cur = await conn.execute(
+            rows = await conn.execute_fetchall(
                 "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? "
                 "AND kind = 'state' AND seq <= ? ORDER BY seq DESC LIMIT 1",
                 (scope, key, at),
             )
-            row = await cur.fetchone()
+        row = next(iter(rows), None)
         if row is None or row[3] == "deleted":
             return None
         return Entry(key, decode_json(row[0]), row[1], row[2])
@@ -154,17 +154,17 @@ class Reader:
         after = decode_cursor(cursor) if cursor else 0
         async with self.connection() as conn:
             if at is None:
-                cur = await conn.execute(
+                rows = await conn.execute_fetchall(
                     "SELECT key, value, version, last_seq, created_seq FROM state "
                     "WHERE scope = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
                     (scope, after, limit + 1),
                 )
             else:
-                cur = await conn.execute(
+                rows = await conn.execute_fetchall(
                     f"SELECT * FROM ({_LIST_AT}) WHERE created > ? ORDER BY created LIMIT ?",
                     (scope, at, at, after, limit + 1),
                 )
-            rows = list(await cur.fetchall())
+        rows = list(rows)
         more = len(rows) > limit
         rows = rows[:limit]
         items = [Entry(r[0], decode_json(r[1]), r[2], r[3]) for r in rows]
@@ -172,8 +172,8 @@ class Reader:
 
     async def list_groups(self) -> builtins.list[str]:
         async with self.connection() as conn:
-            cur = await conn.execute("SELECT DISTINCT scope FROM state ORDER BY scope")
-            return [r[0] for r in await cur.fetchall()]
+            rows = await conn.execute_fetchall("SELECT DISTINCT scope FROM state ORDER BY scope")
+        return [r[0] for r in rows]
 
     async def read_events(
         self,
@@ -187,15 +187,14 @@ class Reader:
     ) -> builtins.list[Event]:
         where, params = events_filter(after, kind=kind, scopes=scopes, keys=keys, upto=upto)
         async with self.connection() as conn:
-            cur = await conn.execute(
+            rows = await conn.execute_fetchall(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
             )
-            rows = await cur.fetchall()
         return [row_to_event(r) for r in rows]
 
     async def earliest(self) -> int:
         """The first offset still in the log (1 when nothing was ever trimmed)."""
         async with self.connection() as conn:
-            cur = await conn.execute("SELECT min(seq) FROM events")
-            row = await cur.fetchone()
+            rows = await conn.execute_fetchall("SELECT min(seq) FROM events")
+        row = next(iter(rows), None)
         return int(row[0]) if row and row[0] is not None else 1
