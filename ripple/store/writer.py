@@ -113,12 +113,12 @@ class WriteTxn:
             Event(
                 seq,
                 self.ts,
-                kind,
+                kind,  # type: ignore[arg-type]
                 scope,
                 key,
                 op,
                 event_type,
-                version,  # type: ignore[arg-type]
+                version,
                 old_value,
                 new_value,
                 meta,
