@@ -279,6 +279,7 @@ class Reactions:
             capacity=reaction.capacity,
             live=live,
             on_overflow=overflow,
+            on_idle=self._notify,
         )
         feed.attach()
         return feed

@@ -39,6 +39,7 @@ class LogFeed:
         capacity: int = DEFAULT_CAPACITY,
         live: bool = False,
         on_overflow: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.kind = kind
@@ -49,6 +50,7 @@ class LogFeed:
         self.lagging = not live  # True: read the log from ``tail`` until the head
         self.overflows = 0
         self._on_overflow = on_overflow
+        self._on_idle = on_idle
         self._buffer: collections.deque[Event] = collections.deque()
         self._wake = asyncio.Event()
         self._attached = False
@@ -109,6 +111,8 @@ class LogFeed:
                     return events, self.tail
                 continue
             self._wake.clear()
+            if self._on_idle is not None:
+                self._on_idle()  # about to wait: everything committed so far was handed out
             await self._wake.wait()
 
     async def _read_log(self, limit: int) -> list[Event]:
