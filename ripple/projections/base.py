@@ -110,8 +110,11 @@ class Projection(msgspec.Struct, frozen=True, kw_only=True):
 
         schema = self.schema
         if isinstance(schema, str):
-            schema = statements(schema)
-            msgspec.structs.force_setattr(self, "schema", tuple(schema))
+            text = schema if schema.rstrip().endswith(";") else schema + ";"
+            try:
+                schema = statements(text)
+            except RuntimeError as exc:
+                raise RegistrationError(f"projection {self.name}: schema: {exc}") from None
         if not isinstance(schema, Sequence) or not schema or not all(isinstance(s, str) for s in schema):
             raise RegistrationError(f"projection {self.name}: schema must be a non-empty list of SQL statements")
         tables = schema_tables(schema)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ripple.core.events import Event, KindFilter
+from ripple.store.reader import events_filter
+from ripple.store.sqlite import EVENT_COLUMNS, row_to_event
 
 if TYPE_CHECKING:
     from ripple.store.store import Store
@@ -120,14 +122,20 @@ class LogFeed:
         if self.tail >= target:
             self.lagging = False
             return []
-        events = await self.store.reader.read_events(
+        where, params = events_filter(
             self.tail,
-            limit,
             kind=self.kind,
             scopes=None if self.scopes is None else sorted(self.scopes),
             keys=None if self.keys is None else sorted(self.keys),
             upto=target,
         )
+        # execute_fetchall (not execute + fetchall): a consumer cancelled mid-read (store closing) must not leave an
+        # open statement on a pooled reader, which would hold a read lock and stall the final WAL checkpoint.
+        async with self.store.reader.connection() as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+            )
+        events = [row_to_event(r) for r in rows]
         self.tail = events[-1].offset if len(events) == limit else target
         # No await since the check: every event <= head was already offered to push() (and ignored while lagging),
         # every later one will be, so from here on the buffer sees all of them.

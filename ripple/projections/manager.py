@@ -194,14 +194,16 @@ class Projections:
             conn.close()
 
     async def _row(self, name: str) -> ProjectionRow | None:
+        # execute_fetchall: one hop that leaves no open statement behind if this task is cancelled meanwhile
         async with self.store.reader.connection() as conn:
-            cur = await conn.execute(
-                "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections "
-                "WHERE name = ?",
-                (name,),
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections "
+                    "WHERE name = ?",
+                    (name,),
+                )
             )
-            found = await cur.fetchone()
-        return None if found is None else ProjectionRow(*found)
+        return ProjectionRow(*rows[0]) if rows else None
 
     # -- inline: in the writer thread, inside the group's transaction
 
