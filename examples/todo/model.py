@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any
 
@@ -53,12 +54,17 @@ _ADD = (
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _add(table: str) -> str:
+    return _ADD.format(t=table)
+
+
 def fold_stats(event: Event, tables: Tables) -> list[Statement]:
     """Pure: each todo event is self-describing (old and new value), so the delta needs no lookup."""
     total, completed, _ = counter_deltas(event.old_value, event.new_value)
     if total == 0 and completed == 0:
         return []
-    return [(_ADD.format(t=tables["stats"]), (total, completed))]
+    return [(_add(tables["stats"]), (total, completed))]
 
 
 def read_stats(conn: sqlite3.Connection, tables: Tables) -> dict[str, int]:

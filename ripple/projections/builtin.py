@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any
 
@@ -27,11 +28,16 @@ _UPSERT = (
 _DELTAS = {"created": (1, 1, 0, 0), "updated": (0, 0, 1, 0), "deleted": (-1, 0, 0, 1)}
 
 
+@functools.lru_cache(maxsize=64)
+def _upsert(table: str) -> str:
+    return _UPSERT.format(t=table)
+
+
 def fold_metrics(event: Event, tables: Tables) -> list[Statement]:
     deltas = _DELTAS.get(event.event_type)
     if deltas is None:
         return []
-    return [(_UPSERT.format(t=tables["scopes"]), (event.scope, *deltas))]
+    return [(_upsert(tables["scopes"]), (event.scope, *deltas))]
 
 
 def read_metrics(conn: sqlite3.Connection, tables: Tables) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ripple.core.events import Event, KindFilter
+from ripple.projections.runner import page_sql
 from ripple.store.reader import events_filter
-from ripple.store.sqlite import EVENT_COLUMNS, row_to_event
+from ripple.store.sqlite import row_to_event
 
 if TYPE_CHECKING:
     from ripple.store.store import Store
@@ -132,9 +133,7 @@ class LogFeed:
         # execute_fetchall (not execute + fetchall): a consumer cancelled mid-read (store closing) must not leave an
         # open statement on a pooled reader, which would hold a read lock and stall the final WAL checkpoint.
         async with self.store.reader.connection() as conn:
-            rows = await conn.execute_fetchall(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
-            )
+            rows = await conn.execute_fetchall(page_sql(where, by_key=self.keys is not None), (*params, limit))
         events = [row_to_event(r) for r in rows]
         self.tail = events[-1].offset if len(events) == limit else target
         # No await since the check: every event <= head was already offered to push() (and ignored while lagging),

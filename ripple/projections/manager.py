@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -42,6 +43,7 @@ from ripple.projections.runner import (
     fold_events,
     iter_pages,
     load_row,
+    page_sql,
     read_state,
     save_row,
     set_failed,
@@ -49,7 +51,7 @@ from ripple.projections.runner import (
     table_names,
 )
 from ripple.store.reader import events_filter
-from ripple.store.sqlite import EVENT_COLUMNS, connect_reader, row_to_event
+from ripple.store.sqlite import connect_reader, row_to_event
 from ripple.store.writer import WriteTxn
 
 if TYPE_CHECKING:
@@ -62,8 +64,14 @@ FINISH_GAP = 5000  # fold at most this many events inside the writer transaction
 FollowOutcome = Literal["ok", "stale", "failed", "handed_over"]
 
 
-def _execute(txn: WriteTxn, folded: Folded) -> FoldFailure | None:
-    return execute_folded(txn.conn, folded)
+def _execute_all(txn: WriteTxn, folded: dict[str, Folded]) -> dict[str, FoldFailure]:
+    """Apply each projection's statements of one rebuild page; returns the projections that failed."""
+    failures = {}
+    for name, f in folded.items():
+        failure = execute_folded(txn.conn, f)
+        if failure is not None:
+            failures[name] = failure
+    return failures
 
 
 class ProjectionHandle:
@@ -134,7 +142,12 @@ class Projections:
             return
         rows = await self.store.writer.run_in_txn(lambda txn: [self._ensure(txn, h) for h in handles])
         for handle, row in zip(handles, rows, strict=True):
-            self._launch(handle, row)
+            self._launch(handle, row, rebuild=False)
+        stale = [h for h, row in zip(handles, rows, strict=True) if row.status == "rebuilding"]
+        if stale:  # version changes: one pass over the log rebuilds them all
+            for h in stale:
+                log.info("projection %s: new version %d, rebuilding", h.projection.name, h.projection.version)
+            self._spawn_rebuild(stale)
 
     async def _start_one(self, handle: ProjectionHandle) -> None:
         row = await self.store.writer.run_in_txn(lambda txn: self._ensure(txn, handle))
@@ -158,12 +171,12 @@ class Projections:
             conn.execute("UPDATE projections SET status = 'catching_up' WHERE name = ?", (p.name,))
         return row
 
-    def _launch(self, handle: ProjectionHandle, row: ProjectionRow) -> None:
+    def _launch(self, handle: ProjectionHandle, row: ProjectionRow, *, rebuild: bool = True) -> None:
         handle.ready.set()
-        name = handle.projection.name
-        if row.status == "rebuilding":
-            log.info("projection %s: version %d -> %d, rebuilding", name, row.version, handle.projection.version)
-            handle.rebuild = self.store.spawn(self._rebuild(handle), name=f"ripple-projection-rebuild:{name}")
+        if rebuild and row.status == "rebuilding":
+            p = handle.projection
+            log.info("projection %s: version %d -> %d, rebuilding", p.name, row.version, p.version)
+            self._spawn_rebuild([handle])
         self._follow_later(handle)
 
     def _follow_later(self, handle: ProjectionHandle) -> None:
@@ -318,83 +331,113 @@ class Projections:
 
     async def rebuild(self, name: str) -> ProjectionState:
         """Rebuild ``name`` from offset 0 into new tables while writes go on, then swap; joins a running rebuild."""
-        handle = self._handle(name)
+        return (await self.rebuild_many([name]))[0]
+
+    async def rebuild_many(self, names: Sequence[str]) -> list[ProjectionState]:
+        """Rebuild several projections in one pass over the log (one read and decode of each event for all)."""
+        handles = [self._handle(n) for n in names]
         if not self._started or self.store.closed:
             raise StoreClosedError("the store is not open")
-        await handle.ready.wait()
-        if handle.rebuild is None or handle.rebuild.done():
-            handle.rebuild = self.store.spawn(self._rebuild(handle), name=f"ripple-projection-rebuild:{name}")
-        await asyncio.shield(handle.rebuild)
-        return await self.state(name)
+        for handle in handles:
+            await handle.ready.wait()
+        todo = [h for h in handles if h.rebuild is None or h.rebuild.done()]
+        if todo:
+            self._spawn_rebuild(todo)
+        await asyncio.gather(*(asyncio.shield(h.rebuild) for h in handles if h.rebuild is not None))
+        return [await self.state(h.projection.name) for h in handles]
 
-    async def _rebuild(self, handle: ProjectionHandle) -> None:
-        p = handle.projection
+    def _spawn_rebuild(self, handles: list[ProjectionHandle]) -> None:
+        label = ",".join(h.projection.name for h in handles)
+        task = self.store.spawn(self._rebuild(handles), name=f"ripple-projection-rebuild:{label}")
+        for handle in handles:
+            handle.rebuild = task
+
+    async def _rebuild(self, handles: list[ProjectionHandle]) -> None:
         writer = self.store.writer
 
-        def prepare(txn: WriteTxn) -> int:
-            row = load_row(txn.conn, p.name)
-            generation = 0 if row is None else row.generation + 1
-            drop_generations(txn.conn, p.name, keep=None if row is None else row.generation)
-            create_tables(txn.conn, p, handle.tables(generation))
-            return generation
+        def prepare(txn: WriteTxn) -> list[int]:
+            generations = []
+            for handle in handles:
+                p = handle.projection
+                row = load_row(txn.conn, p.name)
+                generation = 0 if row is None else row.generation + 1
+                drop_generations(txn.conn, p.name, keep=None if row is None else row.generation)
+                create_tables(txn.conn, p, handle.tables(generation))
+                generations.append(generation)
+            return generations
 
-        generation = await writer.run_in_txn(prepare)
-        tables = handle.tables(generation)
-        position, failure = 0, None
-        pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, p, tables, position))
+        generations = await writer.run_in_txn(prepare)
+        targets = [(h.projection, h.tables(g)) for h, g in zip(handles, generations, strict=True)]
+        failures: dict[str, FoldFailure] = {}
+        position = 0
+        pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
         try:
             while True:
                 folded, position = await pending
-                if folded.failure is None and self.store.head - position > FINISH_GAP:
-                    pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, p, tables, position))
-                failure = await writer.run_in_txn(functools.partial(_execute, folded=folded))
-                if failure is not None or self.store.head - position <= FINISH_GAP:
+                # read and fold the next page while the writer applies this one
+                if self.store.head - position > FINISH_GAP:
+                    pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
+                found = await writer.run_in_txn(functools.partial(_execute_all, folded=folded))
+                failures.update({name: f for name, f in found.items() if name not in failures})
+                if self.store.head - position <= FINISH_GAP or len(failures) == len(targets):
                     break
         finally:
             if not pending.done():
                 pending.cancel()
-        await writer.run_in_txn(lambda txn: self._swap(txn, handle, generation, position, failure))
-        handle.changed.set()
-        self._follow_later(handle)
-        log.info("projection %s rebuilt (version %d, generation %d)", p.name, p.version, generation)
+        await writer.run_in_txn(lambda txn: self._swap(txn, handles, generations, position, failures))
+        for handle in handles:
+            handle.changed.set()
+            self._follow_later(handle)
+            p = handle.projection
+            log.info("projection %s rebuilt (version %d)", p.name, p.version)
 
-    def _read_fold(self, projection: Projection, tables: dict[str, str], after: int) -> tuple[Folded, int]:
-        """In a worker thread: one page of the log after ``after`` folded into statements, and the page's end."""
-        kind, scopes = event_filter([projection])
+    def _read_fold(
+        self, targets: list[tuple[Projection, dict[str, str]]], after: int, failures: dict[str, FoldFailure]
+    ) -> tuple[dict[str, Folded], int]:
+        """In a worker thread: one page of the log after ``after``, folded for each target, and the page's end."""
+        kind, scopes = event_filter([p for p, _ in targets])
         upto = self.store.writer.head
         where, params = events_filter(after, kind=kind, scopes=scopes, keys=None, upto=upto)
         conn = connect_reader(self.store.path)
         try:
-            rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, REBUILD_PAGE)
-            ).fetchall()
+            rows = conn.execute(page_sql(where), (*params, REBUILD_PAGE)).fetchall()
         finally:
             conn.close()
         events = [row_to_event(r) for r in rows]
         end = events[-1].offset if len(events) == REBUILD_PAGE else upto
-        return fold_events(projection, tables, events), end
+        folded = {p.name: fold_events(p, tables, events) for p, tables in targets if p.name not in failures}
+        return folded, end
 
     def _swap(
-        self, txn: WriteTxn, handle: ProjectionHandle, generation: int, position: int, failure: FoldFailure | None
+        self,
+        txn: WriteTxn,
+        handles: list[ProjectionHandle],
+        generations: list[int],
+        position: int,
+        failures: dict[str, FoldFailure],
     ) -> None:
-        p, conn = handle.projection, txn.conn
-        if failure is None:
-            failure = self._fold_rest(conn, handle, handle.tables(generation), position, txn.head)
-        drop_generations(conn, p.name, keep=generation)
-        save_row(
-            conn,
-            ProjectionRow(
-                p.name,
-                p.version,
-                txn.head if failure is None else failure.offset - 1,
-                "ok" if failure is None else "failed",
-                None if failure is None else failure.error,
-                generation,
-                None if failure is None else failure.offset,
-            ),
-        )
-        if failure is not None:
-            log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error)
+        """Fold the last events into the new generations, drop the old ones, point the rows at the new ones."""
+        conn = txn.conn
+        for handle, generation in zip(handles, generations, strict=True):
+            p = handle.projection
+            failure = failures.get(p.name)
+            if failure is None:
+                failure = self._fold_rest(conn, handle, handle.tables(generation), position, txn.head)
+            drop_generations(conn, p.name, keep=generation)
+            save_row(
+                conn,
+                ProjectionRow(
+                    p.name,
+                    p.version,
+                    txn.head if failure is None else failure.offset - 1,
+                    "ok" if failure is None else "failed",
+                    None if failure is None else failure.error,
+                    generation,
+                    None if failure is None else failure.offset,
+                ),
+            )
+            if failure is not None:
+                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error)
 
     async def wait_caught_up(self, *names: str) -> None:
         """Wait until the given projections (default: all) have folded everything up to the current head.
