@@ -41,6 +41,8 @@ from ripple.errors import (
     ValueTooLargeError,
     WriterLockedError,
 )
+from ripple.projections.base import Projection, ProjectionState
+from ripple.reactions import ChangeEvent, Writes
 from ripple.store.store import Store
 
 __version__ = "0.1.0"
@@ -49,6 +51,7 @@ __all__ = [
     "AppendOp",
     "BadRequestError",
     "CascadeLimitError",
+    "ChangeEvent",
     "ConflictError",
     "DatabaseFileError",
     "DatabaseFullError",
@@ -70,7 +73,9 @@ __all__ = [
     "OverloadedError",
     "Page",
     "PreconditionFailedError",
+    "Projection",
     "ProjectionRebuildingError",
+    "ProjectionState",
     "RegistrationError",
     "RemoveOp",
     "RippleError",
@@ -89,6 +94,7 @@ __all__ = [
     "UpdateResult",
     "ValidationError",
     "ValueTooLargeError",
+    "Writes",
     "WriterLockedError",
     "__version__",
 ]

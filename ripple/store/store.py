@@ -50,6 +50,10 @@ from ripple.errors import (
     StoreClosedError,
     ValidationError,
 )
+from ripple.projections.base import Projection, ProjectionState
+from ripple.projections.builtin import metrics_projection
+from ripple.projections.manager import Projections
+from ripple.reactions import Reactions, Start
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
@@ -120,6 +124,7 @@ class Store:
         max_queue: int = 100_000,
         readers: int = 4,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
+        run_reactions: bool = True,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -144,6 +149,11 @@ class Store:
         self._close_callbacks: list[Any] = []
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-checkpoint")
+        # -- reactions and projections (issue 4). run_reactions=False: the offline tool registers the user's
+        # projections; reactions are accepted but never run.
+        self.reactions = Reactions(self, enabled=run_reactions)
+        self.projections = Projections(self)
+        self.projections.register(metrics_projection())
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] = "ripple.db", **options: Any) -> _Opener:
@@ -171,6 +181,12 @@ class Store:
             raise
         self.writer.listeners.append(lambda _events: self._checkpoint_due.set())
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
+        try:
+            await self.projections.start()  # tables and rows exist before open returns; catch-ups run behind
+        except BaseException:
+            await self.close()
+            raise
+        self.reactions.start()
 
     async def close(self) -> None:
         """Commit or reject everything queued, stop background work and close the file. Idempotent."""
@@ -447,3 +463,37 @@ class Store:
     async def earliest(self) -> int:
         self._check_open()
         return await self.reader.earliest()
+
+    # -- reactions and projections (issue 4; DESIGN §5-6)
+
+    def on_change(
+        self,
+        scope: str,
+        handler: Any = None,
+        *,
+        key: str | None = None,
+        condition: Any = None,
+        name: str | None = None,
+        start: Start | None = None,
+    ) -> Any:
+        """Register a reaction to changes of ``scope`` (``@store.on_change("todos")`` or a call with ``handler``).
+
+        With ``name`` (and ``start="beginning" | "head"``) it is durable: ``handler(event, writes)``, resumed from its
+        cursor after a restart; staged writes commit exactly once with the cursor advance. See :mod:`ripple.reactions`.
+        """
+        return self.reactions.on_change(scope, handler, key=key, condition=condition, name=name, start=start)
+
+    def register_projection(self, projection: Projection) -> Projection:
+        """Add a projection; on an open store its tables are created (or caught up, or rebuilt) in the background."""
+        return self.projections.register(projection)
+
+    add_projection = register_projection
+
+    async def projection(self, name: str) -> ProjectionState:
+        """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
+        return await self.projections.state(name)
+
+    async def rebuild(self, name: str) -> ProjectionState:
+        """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
+        self._check_open()
+        return await self.projections.rebuild(name)

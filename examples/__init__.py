@@ -1,0 +1,1 @@
+"""Runnable examples: ``ripple serve --app examples.todo:setup``."""

@@ -1,0 +1,38 @@
+"""The todo example (DESIGN §6): todos in scope ``todos`` as ``{id, title, completed, created_at}``.
+
+- A durable reaction keeps iii-style counters in ``todo-metrics/global`` (``total``, ``completed``, ``active``) with
+  ``increment``/``decrement`` update ops — the iii way (see the iii reactive-backend example).
+- A projection ``todo_stats`` computes the same numbers from the log into its own table, so the two can be compared
+  at any time, and the projection rebuilt from offset 0.
+
+Serve it with ``ripple serve app.db --app examples.todo:setup``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from examples.todo.model import COUNTERS_KEY, COUNTERS_SCOPE, SCOPE, counter_deltas, counter_ops, todo_stats
+from ripple import ChangeEvent, Store, Writes
+
+__all__ = ["COUNTERS_KEY", "COUNTERS_SCOPE", "SCOPE", "counter_deltas", "setup", "todo_stats"]
+
+
+def update_counters(event: ChangeEvent, writes: Writes) -> None:
+    """The iii-style reaction: a todo changed, so adjust the counters with update ops (exactly once, staged)."""
+    ops = counter_ops(event.old_value, event.new_value)
+    if ops:
+        writes.update(COUNTERS_SCOPE, COUNTERS_KEY, ops)
+
+
+def setup(store: Store) -> list[Any]:
+    """Register the todo reaction and projection; return the REST routes if ``examples.todo.api`` exists."""
+    store.on_change(SCOPE, update_counters, name="todo-metrics", start="beginning")
+    store.register_projection(todo_stats())
+    if importlib.util.find_spec("examples.todo.api") is None:
+        return []
+    api = importlib.import_module("examples.todo.api")
+    # the REST helper's module exposes its Litestar handlers/controllers as ``route_handlers``
+    return list(getattr(api, "route_handlers", []))

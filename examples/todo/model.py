@@ -1,0 +1,87 @@
+"""Pure parts of the todo example: counter deltas, the update ops the reaction writes, the ``todo_stats`` fold."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any
+
+from ripple import Event, Projection
+from ripple.projections.base import Statement, Tables
+
+SCOPE = "todos"
+COUNTERS_SCOPE = "todo-metrics"
+COUNTERS_KEY = "global"
+
+
+def _counts(todo: Any) -> tuple[int, int]:
+    """(exists, completed) of one todo value (``None`` = absent)."""
+    if not isinstance(todo, dict):
+        return (0, 0) if todo is None else (1, 0)
+    return 1, 1 if todo.get("completed") is True else 0
+
+
+def counter_deltas(old: Any, new: Any) -> tuple[int, int, int]:
+    """How (total, completed, active) change when a todo goes from ``old`` to ``new``."""
+    old_total, old_done = _counts(old)
+    new_total, new_done = _counts(new)
+    total, completed = new_total - old_total, new_done - old_done
+    return total, completed, total - completed
+
+
+def counter_ops(old: Any, new: Any) -> list[dict[str, Any]]:
+    """iii update ops for ``todo-metrics/global``; empty when the counts did not change (a title edit)."""
+    ops = []
+    for field, delta in zip(("total", "completed", "active"), counter_deltas(old, new), strict=True):
+        if delta > 0:
+            ops.append({"type": "increment", "path": field, "by": delta})
+        elif delta < 0:
+            ops.append({"type": "decrement", "path": field, "by": -delta})
+    return ops
+
+
+STATS_SCHEMA = """
+CREATE TABLE {stats} (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    total     INTEGER NOT NULL,
+    completed INTEGER NOT NULL
+);
+"""
+
+_ADD = (
+    "INSERT INTO {t} (id, total, completed) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET total = total + excluded.total, completed = completed + excluded.completed"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _add(table: str) -> str:
+    return _ADD.format(t=table)
+
+
+def fold_stats(event: Event, tables: Tables) -> list[Statement]:
+    """Pure: each todo event is self-describing (old and new value), so the delta needs no lookup."""
+    total, completed, _ = counter_deltas(event.old_value, event.new_value)
+    if total == 0 and completed == 0:
+        return []
+    return [(_add(tables["stats"]), (total, completed))]
+
+
+def read_stats(conn: sqlite3.Connection, tables: Tables) -> dict[str, int]:
+    row = conn.execute(f"SELECT total, completed FROM {tables['stats']}").fetchone()
+    total, completed = row if row is not None else (0, 0)
+    return {"total": total, "completed": completed, "active": total - completed}
+
+
+def todo_stats(*, mode: str = "inline") -> Projection:
+    """``todo_stats``: total, completed and active todos, folded from the log."""
+    return Projection(
+        name="todo_stats",
+        version=1,
+        schema=STATS_SCHEMA,
+        fold=fold_stats,
+        read=read_stats,
+        scopes=[SCOPE],
+        mode=mode,  # type: ignore[arg-type]
+        description="total, completed and active todos",
+    )

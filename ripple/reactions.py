@@ -1,0 +1,430 @@
+"""Reactions (state triggers, DESIGN §5): functions that run after commit when a scope changes.
+
+Each reaction has its own task and its own bounded feed (:class:`~ripple.projections.feed.LogFeed`): a slow or
+failing reaction blocks no write and no other reaction, and an overflowing one reads the log instead of dropping.
+
+- **Ephemeral** (no ``name``): live events only, from the moment the store is open or the reaction is registered;
+  ``handler(event)``; writes go through the store like any caller's.
+- **Durable** (``name`` and ``start="beginning" | "head"``): a cursor in the ``reactions`` table; after a restart or a
+  crash the reaction resumes after its cursor, in offset order. ``handler(event, writes)``: ``writes`` stages
+  ``set``/``update``/``delete``; when the handler returns, the staged writes and the cursor advance commit in one
+  transaction through the writer queue (merged into group commits). So a durable reaction's *writes* apply exactly
+  once; its *external* effects (an e-mail, an HTTP call) are at-least-once: after a crash between the effect and the
+  commit, the handler runs again for that event.
+
+Every write made while a handler runs carries ``meta.cause`` (the triggering offset) and ``meta.depth`` (the cause's
+depth + 1); a write deeper than ``store.cascade_limit`` is refused with :class:`~ripple.errors.CascadeLimitError`,
+logged at ERROR and counted, so a reaction that writes its own scope cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import msgspec
+
+from ripple.core.events import Delete, Event, Meta, Set, StateCommand, Update
+from ripple.core.ops import UpdateOp
+from ripple.core.validate import validate_key, validate_name, validate_scope
+from ripple.errors import RegistrationError, RippleError, StoreClosedError
+from ripple.projections.feed import DEFAULT_CAPACITY, LogFeed
+from ripple.store.origin import current_origin
+from ripple.store.writer import WriteTxn
+
+if TYPE_CHECKING:
+    from ripple.store.store import Store
+
+log = logging.getLogger("ripple.reactions")
+
+H = TypeVar("H", bound=Callable[..., Any])
+Start = Literal["beginning", "head"]
+BATCH = 256
+RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
+
+
+class ChangeEvent(msgspec.Struct, frozen=True):
+    """What a reaction receives: iii's state trigger payload plus the event's offset (DESIGN §5)."""
+
+    type: Literal["state"]
+    event_type: str  # "state:created" | "state:updated" | "state:deleted"
+    scope: str
+    key: str
+    old_value: Any
+    new_value: Any
+    offset: int
+
+
+def change_event(event: Event) -> ChangeEvent:
+    return ChangeEvent(
+        "state", f"state:{event.event_type}", event.scope, event.key, event.old_value, event.new_value, event.offset
+    )
+
+
+def origin_of(event: Event) -> Meta:
+    """The meta of writes caused by ``event``."""
+    return Meta(cause=event.offset, depth=(event.meta.depth or 0) + 1)
+
+
+class Writes:
+    """Commands a durable reaction's handler stages; they commit with its cursor advance when the handler returns.
+
+    Each call validates at once (a bad command raises here, in the handler) and returns nothing.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.staged: list[tuple[StateCommand, bytes | None]] = []
+
+    def _stage(self, cmd: StateCommand) -> None:
+        self._store._meta(None)  # the cascade check: raises CascadeLimitError (logged and counted) when too deep
+        self.staged.append(self._store.prepare(cmd))
+
+    def set(self, scope: str, key: str, value: Any, *, expected_offset: int | None = None) -> None:
+        self._stage(Set(scope, key, value, expected_offset))
+
+    def update(
+        self, scope: str, key: str, ops: Sequence[UpdateOp | dict[str, Any]], *, expected_offset: int | None = None
+    ) -> None:
+        from ripple.store.store import parse_ops
+
+        self._stage(Update(scope, key, parse_ops(list(ops)), expected_offset))
+
+    def delete(self, scope: str, key: str, *, expected_offset: int | None = None) -> None:
+        self._stage(Delete(scope, key, expected_offset))
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+
+
+async def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Await an async function; run a sync one in a worker thread (it sees the caller's contextvars)."""
+    if _is_async(fn):
+        return await fn(*args)
+    result = await asyncio.to_thread(fn, *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Reaction:
+    """One registered reaction and its running state."""
+
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        scope: str,
+        key: str | None,
+        condition: Callable[[ChangeEvent], Any] | None,
+        name: str | None,
+        start: Start | None,
+        capacity: int,
+    ) -> None:
+        self.handler = handler
+        self.scope = scope
+        self.key = key
+        self.condition = condition
+        self.name = name
+        self.start = start
+        self.capacity = capacity
+        self.label = name or getattr(handler, "__qualname__", repr(handler))
+        self.feed: LogFeed | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.position = 0  # every matching event <= position was handled
+        self.busy = False
+        self.handled = 0
+        self.failures = 0
+
+    @property
+    def durable(self) -> bool:
+        return self.name is not None
+
+    @property
+    def idle(self) -> bool:
+        return self.feed is not None and self.feed.idle and not self.busy
+
+
+class Reactions:
+    """The store's reaction registry (``store.reactions``); ``store.on_change`` registers here."""
+
+    def __init__(self, store: Store, *, enabled: bool = True) -> None:
+        self.store = store
+        self.enabled = enabled  # False: registrations are accepted but never run (the offline tool)
+        self.capacity = DEFAULT_CAPACITY
+        self._all: list[Reaction] = []
+        self._names: set[str] = set()
+        self._started = False
+        self._progress = asyncio.Event()
+        store.counters.setdefault("reaction_failures", 0)
+        store.counters.setdefault("reaction_overflows", 0)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._all))
+
+    def get(self, name_or_handler: str | Callable[..., Any]) -> Reaction:
+        for r in self._all:
+            if r.name == name_or_handler or r.handler is name_or_handler:
+                return r
+        raise KeyError(name_or_handler)
+
+    # -- registration
+
+    def on_change(
+        self,
+        scope: str,
+        handler: Callable[..., Any] | None = None,
+        *,
+        key: str | None = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+        capacity: int | None = None,
+    ) -> Any:
+        """Register ``handler`` for changes of ``scope``; without ``handler``, return a decorator."""
+        self._check(scope, key, condition, name, start)
+        if handler is None:
+
+            def decorator(fn: H) -> H:
+                self._add(fn, scope, key, condition, name, start, capacity)
+                return fn
+
+            return decorator
+        self._add(handler, scope, key, condition, name, start, capacity)
+        return handler
+
+    def _check(
+        self, scope: object, key: object, condition: object, name: object, start: object
+    ) -> None:
+        try:
+            validate_scope(scope)
+            if key is not None:
+                validate_key(key)
+            if name is not None:
+                validate_name("reaction name", name, 256, allow_slash=True)
+        except RippleError as exc:
+            raise RegistrationError(f"cannot register the reaction: {exc.message}", detail=exc.detail) from None
+        if condition is not None and not callable(condition):
+            raise RegistrationError(f"condition must be callable, not {type(condition).__name__}")
+        if name is not None and name in self._names:
+            raise RegistrationError(f"a reaction named {name!r} is already registered", detail={"name": name})
+        if name is None and start is not None:
+            raise RegistrationError("start= applies only to durable reactions: give the reaction a name")
+        if name is not None and start not in ("beginning", "head"):
+            raise RegistrationError(
+                f"durable reaction {name!r} needs start='beginning' or start='head', not {start!r}: 'beginning' "
+                "handles the whole log the first time, 'head' only what is written after it is registered",
+                detail={"name": name, "start": start},
+            )
+        if self.store.closed:
+            raise StoreClosedError("the store is closed")
+
+    def _add(
+        self,
+        handler: Callable[..., Any],
+        scope: str,
+        key: str | None,
+        condition: Callable[[ChangeEvent], Any] | None,
+        name: str | None,
+        start: Start | None,
+        capacity: int | None,
+    ) -> Reaction:
+        if not callable(handler):
+            raise RegistrationError(f"a reaction handler must be callable, not {type(handler).__name__}")
+        if name is not None and name in self._names:  # checked again: a decorator may be applied late
+            raise RegistrationError(f"a reaction named {name!r} is already registered", detail={"name": name})
+        if capacity is not None and capacity < 1:
+            raise RegistrationError(f"capacity must be >= 1, got {capacity}")
+        reaction = Reaction(handler, scope, key, condition, name, start, capacity or self.capacity)
+        self._all.append(reaction)
+        if name is not None:
+            self._names.add(name)
+        if self._started:
+            self._launch(reaction)
+        return reaction
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Called by the store once open: start every registered reaction (and later ones at registration)."""
+        self._started = True
+        for reaction in self._all:
+            self._launch(reaction)
+
+    def _launch(self, reaction: Reaction) -> None:
+        if not self.enabled or reaction.task is not None:
+            return
+        if reaction.durable:
+            reaction.task = self.store.spawn(self._run_durable(reaction), name=f"ripple-reaction:{reaction.label}")
+        else:
+            reaction.feed = self._feed(reaction, self.store.head, live=True)
+            reaction.position = self.store.head
+            reaction.task = self.store.spawn(self._run_ephemeral(reaction), name=f"ripple-reaction:{reaction.label}")
+
+    def _feed(self, reaction: Reaction, after: int, *, live: bool) -> LogFeed:
+        def overflow() -> None:
+            self.store.counters["reaction_overflows"] += 1
+            log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, feed.tail)
+
+        feed = LogFeed(
+            self.store,
+            after=after,
+            kind="state",
+            scopes=[reaction.scope],
+            keys=None if reaction.key is None else [reaction.key],
+            capacity=reaction.capacity,
+            live=live,
+            on_overflow=overflow,
+            on_idle=self._notify,
+        )
+        feed.attach()
+        return feed
+
+    async def wait_idle(self, *which: str | Callable[..., Any]) -> None:
+        """Wait until the given reactions (default: all running ones) have handled every committed event.
+
+        Bound it with ``asyncio.wait_for``.
+        """
+        targets = [self.get(w) for w in which] if which else [r for r in self._all if r.task is not None]
+        while True:
+            self._progress.clear()
+            if all(r.idle or (r.task is not None and r.task.done()) for r in targets):
+                return
+            await self._progress.wait()
+
+    def _notify(self) -> None:
+        self._progress.set()
+
+    # -- running
+
+    async def _accepts(self, reaction: Reaction, change: ChangeEvent) -> bool:
+        if reaction.condition is None:
+            return True
+        try:
+            return bool(await call(reaction.condition, change))
+        except Exception:
+            self._failed(reaction, change.offset, "its condition raised")
+            return False
+
+    def _failed(self, reaction: Reaction, offset: int, what: str) -> None:
+        reaction.failures += 1
+        self.store.counters["reaction_failures"] += 1
+        log.exception("reaction %s failed at offset %d: %s", reaction.label, offset, what)
+
+    async def _run_ephemeral(self, reaction: Reaction) -> None:
+        assert reaction.feed is not None
+        feed = reaction.feed
+        try:
+            while True:
+                self._notify()
+                batch, position = await feed.next(BATCH)
+                reaction.busy = True
+                for event in batch:
+                    change = change_event(event)
+                    if not await self._accepts(reaction, change):
+                        continue
+                    token = current_origin.set(origin_of(event))
+                    try:
+                        await call(reaction.handler, change)
+                    except Exception:
+                        self._failed(reaction, event.offset, "the handler raised")
+                    finally:
+                        current_origin.reset(token)
+                    reaction.handled += 1
+                reaction.position = position
+                reaction.busy = False
+        finally:
+            feed.detach()
+
+    async def _run_durable(self, reaction: Reaction) -> None:
+        name = reaction.name
+        assert name is not None
+        cursor = await self._init_cursor(name, reaction.start or "beginning")
+        reaction.position = cursor
+        feed = reaction.feed = self._feed(reaction, cursor, live=False)
+        try:
+            while True:
+                self._notify()
+                batch, position = await feed.next(BATCH)
+                reaction.busy = True
+                staged: list[tuple[int, Meta, list[tuple[StateCommand, bytes | None]]]] = []
+                for event in batch:
+                    change = change_event(event)
+                    if not await self._accepts(reaction, change):
+                        continue
+                    meta = origin_of(event)
+                    writes = Writes(self.store)
+                    token = current_origin.set(meta)
+                    try:
+                        await call(reaction.handler, change, writes)
+                        staged.append((event.offset, meta, writes.staged))
+                    except Exception:
+                        self._failed(reaction, event.offset, "the handler raised (its staged writes are dropped)")
+                    finally:
+                        current_origin.reset(token)
+                    reaction.handled += 1
+                if not await self._commit(reaction, staged, position):
+                    return
+                reaction.position = position
+                reaction.busy = False
+        finally:
+            feed.detach()
+
+    async def _init_cursor(self, name: str, start: Start) -> int:
+        def init(txn: WriteTxn) -> int:
+            row = txn.conn.execute("SELECT cursor FROM reactions WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            cursor = 0 if start == "beginning" else txn.head
+            txn.conn.execute("INSERT INTO reactions (name, cursor) VALUES (?, ?)", (name, cursor))
+            return cursor
+
+        return await self.store.writer.run_in_txn(init)
+
+    async def _commit(
+        self,
+        reaction: Reaction,
+        staged: list[tuple[int, Meta, list[tuple[StateCommand, bytes | None]]]],
+        position: int,
+    ) -> bool:
+        """Commit the staged writes with the cursor advance; retry on storage errors. False: the store closed."""
+        name = reaction.name
+        rejected: list[tuple[int, RippleError]] = []
+
+        def commit(txn: WriteTxn) -> None:
+            rejected.clear()
+            for offset, meta, cmds in staged:
+                try:
+                    with txn.savepoint():  # one event's writes are all-or-nothing, like a batch
+                        for cmd, raw in cmds:
+                            txn.apply(cmd, raw, meta)
+                except RippleError as exc:
+                    rejected.append((offset, exc))
+            txn.conn.execute(
+                "UPDATE reactions SET cursor = ? WHERE name = ? AND cursor < ?", (position, name, position)
+            )
+
+        for attempt in itertools.count():
+            try:
+                await self.store.writer.run_in_txn(commit)
+                break
+            except StoreClosedError:
+                return False
+            except RippleError as exc:
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                log.error(
+                    "reaction %s: could not commit its cursor %d (%s); retrying in %.2fs",
+                    reaction.label, position, exc, delay,
+                )
+                await asyncio.sleep(delay)
+        for offset, error in rejected:
+            reaction.failures += 1
+            self.store.counters["reaction_failures"] += 1
+            log.error(
+                "reaction %s failed at offset %d: its staged writes were rejected: %s", reaction.label, offset, error
+            )
+        return True
