@@ -10,10 +10,9 @@ Serve it with ``ripple serve app.db --app examples.todo:setup``.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
+from examples.todo.api import TodoController
 from examples.todo.model import COUNTERS_KEY, COUNTERS_SCOPE, SCOPE, counter_deltas, counter_ops, todo_stats
 from ripple import ChangeEvent, Store, Writes
 
@@ -28,11 +27,7 @@ def update_counters(event: ChangeEvent, writes: Writes) -> None:
 
 
 def setup(store: Store) -> list[Any]:
-    """Register the todo reaction and projection; return the REST routes if ``examples.todo.api`` exists."""
+    """Register the todo reaction and projection; return the REST routes for ``ripple serve`` to mount."""
     store.on_change(SCOPE, update_counters, name="todo-metrics", start="beginning")
     store.register_projection(todo_stats())
-    if importlib.util.find_spec("examples.todo.api") is None:
-        return []
-    api = importlib.import_module("examples.todo.api")
-    # the REST helper's module exposes its Litestar handlers/controllers as ``route_handlers``
-    return list(getattr(api, "route_handlers", []))
+    return [TodoController]

@@ -2,8 +2,7 @@
 
 Todos live in scope ``todos`` as ``{id, title, completed, created_at}``; the metrics are the counters that the todo
 reaction keeps in ``todo-metrics/global`` (``total``, ``completed``, ``active``). Serve it with
-``ripple serve --app examples.todo:setup`` (reaction + projection + these routes), or the routes alone with
-``ripple serve --app examples.todo.api:setup``.
+``ripple serve --app examples.todo:setup`` (reaction + projection + these routes).
 
     curl -X POST localhost:8000/todos -H 'content-type: application/json' -d '{"title": "buy milk"}'
     curl localhost:8000/todos
@@ -117,7 +116,3 @@ class TodoController(Controller):
         value = await _store(request).get(*METRICS)
         return TodoMetrics() if value is None else msgspec.convert(value, TodoMetrics, strict=False)
 
-
-def setup(store: Store) -> list[Any]:
-    """The routes alone (``--app examples.todo.api:setup``); ``examples.todo:setup`` adds the reaction."""
-    return [TodoController]
