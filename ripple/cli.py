@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -229,12 +230,14 @@ def verify_command(db: str, app: str | None) -> None:
     """
     from ripple import offline
 
+    projections = offline.load_projections(db, app)
     conn = offline.open_readonly(db)
     try:
         with tracked("verify", None) as advance:
-            report = offline.verify(conn, progress=advance, extra=projection_checks(db, app))
+            report = offline.verify(conn, progress=advance, extra=offline.projection_faults(projections))
     finally:
         conn.close()
+    report.checked.append("projections (" + ", ".join(p.name for p in projections) + ")")
     for fault in report.faults:
         where = f"offset {fault.offset}: " if fault.offset is not None and str(fault.offset) not in fault.message \
             else ""
@@ -306,7 +309,13 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     """
     from ripple import offline
 
-    rebuilt = offline.rebuild_projections(db, name, app, rebuild_hook())
+    total = None
+    if Path(db).exists():
+        conn = offline.open_readonly(db)
+        total = offline.head_of(conn)
+        conn.close()
+    with tracked("rebuild", total) as advance:
+        rebuilt = offline.rebuild_projections(db, name, app, advance)
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
 
@@ -348,17 +357,16 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                      access_log=access_log, iii=iii_options))
 
 
-# ---- projections (filled in by ripple.projections when present) -----------------------------------------------
+# ---- projections ----------------------------------------------------------------------------------------------
 
 
-def projection_checks(db: str, app: str | None) -> list[Callable[[Any, int], list[Any]]]:
-    """The per-projection comparisons verify runs (none until projections exist)."""
-    return []
+def projection_rebuilder(db: str, app: str | None) -> Callable[[Any], None]:
+    """Rebuild every projection inside the transaction that wrote a new log (import, replay)."""
+    from ripple import offline
 
+    projections = offline.load_projections(db, app)
 
-def projection_rebuilder(db: str, app: str | None) -> Callable[[Any], None] | None:
-    return None
+    def rebuild(conn: Any) -> None:
+        offline.rebuild_all(conn, projections)
 
-
-def rebuild_hook() -> Any:
-    return None
+    return rebuild

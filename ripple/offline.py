@@ -554,11 +554,14 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
                      "WHERE seq <= ?", (to,))
+        conn.execute("COMMIT")
+        # Detach before anything else runs: an unqualified DROP TABLE would otherwise reach the source's tables.
+        conn.execute("DETACH DATABASE src")
+        conn.execute("BEGIN IMMEDIATE")
         _rebuild_state_table(conn)
         if after_copy is not None:
             after_copy(conn)
         conn.execute("COMMIT")
-        conn.execute("DETACH DATABASE src")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return head_of(conn)
     except BaseException:
@@ -578,16 +581,67 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
 # ---- projections ---------------------------------------------------------------------------------------------
 
 
-def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str | None, hook: Any) -> list[str]:
-    """Rebuild projections offline under the writer lock (filled in with the projection runner)."""
-    inspect_file(db)
+def load_projections(db: str | os.PathLike[str], app: str | None) -> list[Any]:
+    """The built-in projections plus those ``setup(store)`` of ``app`` registers; no reaction ever runs offline."""
+    from ripple.store.store import Store
+    from ripple.userapp import apply_setup
+
+    store = Store(db, run_reactions=False)  # never opened: registering touches no file
+    if app is not None:
+        apply_setup(store, app, reactions=False)
+    return list(store.projections)
+
+
+def projection_faults(projections: Sequence[Any]) -> list[Callable[[sqlite3.Connection, int], list[Fault]]]:
+    """One verify check per projection: its live tables against a fresh fold into TEMP tables."""
+    from ripple.projections.runner import compare_projection
+
+    def check_one(projection: Any) -> Callable[[sqlite3.Connection, int], list[Fault]]:
+        def check(conn: sqlite3.Connection, head: int) -> list[Fault]:
+            diffs = compare_projection(conn, projection)
+            # a projection the file never built is not a fault: it is built when a store next opens the file
+            return [Fault(f"projection {projection.name}", d.message, d.offset) for d in diffs
+                    if d.kind != "not_built"]
+        return check
+
+    return [check_one(p) for p in projections]
+
+
+def rebuild_all(conn: sqlite3.Connection, projections: Sequence[Any], progress: Progress | None = None) -> list[str]:
+    from ripple.projections.runner import rebuild_offline
+
+    last = 0
+
+    def advance(done: int, _head: int) -> None:
+        nonlocal last
+        if progress is not None:
+            progress(done - last)
+        last = done
+
+    rows = rebuild_offline(conn, list(projections), advance)
+    return [row.name for row in rows]
+
+
+def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str | None,
+                        progress: Progress | None = None) -> list[str]:
+    """Rebuild one projection (or all) in the file, under the writer lock."""
+    if inspect_file(db) is None:
+        raise DatabaseFileError(f"{db}: no such ripple database")
+    projections = load_projections(db, app)
+    if name is not None:
+        chosen = [p for p in projections if p.name == name]
+        if not chosen:
+            known = ", ".join(sorted(p.name for p in projections))
+            raise ValidationError(f"no projection named {name!r} (known: {known}; pass --app for your own)")
+        projections = chosen
     lock = WriterLock(db)
     lock.acquire()
     try:
-        if hook is None:
-            raise RippleError("this ripple has no projections to rebuild")
-        result: list[str] = hook(db, name, app)
-        return result
+        conn = connect_writer(db, "full")
+        try:
+            return rebuild_all(conn, projections, progress)
+        finally:
+            conn.close()
     finally:
         lock.release()
 

@@ -263,3 +263,89 @@ def test_every_command_has_help_with_an_example() -> None:
         done = ripple(command, "--help")
         assert done.returncode == 0 and b"ripple " + command.encode() in done.stdout, command
         assert b"--db" in done.stdout
+
+
+# ---- projections ---------------------------------------------------------------------------------------------
+
+TODO_APP = "examples.todo:setup"
+
+
+async def fill_todos(path: Path, n: int = 40) -> None:
+    import examples.todo as todo
+
+    async with Store.open(path) as store:
+        todo.setup(store)
+        for i in range(n):
+            await store.set("todos", f"t{i % 9}", {"id": f"t{i % 9}", "title": "x", "completed": i % 3 == 0,
+                                                   "created_at": "2026-01-01"})
+            if i % 7 == 0:
+                await store.delete("todos", f"t{i % 9}")
+        await store.reactions.wait_idle("todo-metrics")
+
+
+def projection_rows(path: Path, table_like: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?",
+                                             (table_like,))]
+        return sorted(row for t in tables for row in conn.execute(f'SELECT * FROM "{t}"'))
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def todo_db(tmp_path: Path) -> Path:
+    path = tmp_path / "todo.db"
+    asyncio.run(fill_todos(path))
+    return path
+
+
+def test_verify_with_app_checks_user_projections(todo_db: Path) -> None:
+    done = ripple("verify", "--db", str(todo_db), "--app", TODO_APP, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert b"todo_stats" in done.stdout and b"metrics" in done.stdout
+
+
+def test_verify_names_a_tampered_projection_row(todo_db: Path) -> None:
+    conn = sqlite3.connect(todo_db)
+    table = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'proj_metrics__%'"
+                         ).fetchone()[0]
+    conn.execute(f'UPDATE "{table}" SET creates = creates + 5')
+    conn.commit()
+    conn.close()
+    done = ripple("verify", "--db", str(todo_db))
+    assert done.returncode == 1 and b"[projection metrics]" in done.stdout, done.stdout
+
+
+def test_rebuild_equals_incremental(todo_db: Path) -> None:
+    before = projection_rows(todo_db, "%todo_stats%")
+    metrics_before = projection_rows(todo_db, "%metrics%")
+    done = ripple("rebuild", "--db", str(todo_db), "--app", TODO_APP, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)["rebuilt"]) == ["metrics", "todo_stats"]
+    assert projection_rows(todo_db, "%todo_stats%") == before
+    assert projection_rows(todo_db, "%metrics%") == metrics_before
+    one = ripple("rebuild", "--db", str(todo_db), "metrics")
+    assert one.returncode == 0 and json.loads(one.stdout)["rebuilt"] == ["metrics"]
+    unknown = ripple("rebuild", "--db", str(todo_db), "nope")
+    assert unknown.returncode == 2 and b"no projection named 'nope'" in unknown.stderr
+    assert ripple("verify", "--db", str(todo_db), "--app", TODO_APP,
+                  cwd=Path(__file__).resolve().parents[2]).returncode == 0
+
+
+def test_rebuild_is_refused_beside_a_live_writer(todo_db: Path) -> None:
+    async def main() -> None:
+        async with Store.open(todo_db):
+            done = await asyncio.to_thread(ripple, "rebuild", "--db", str(todo_db))
+            assert done.returncode == 2 and str(__import__("os").getpid()).encode() in done.stderr
+    asyncio.run(main())
+
+
+def test_replay_rebuilds_projections(todo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "replayed.db"
+    done = ripple("replay", "--db", str(todo_db), "--to", "30", "--into", str(out), "--app", TODO_APP,
+                  cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    verified = ripple("verify", "--db", str(out), "--app", TODO_APP, cwd=Path(__file__).resolve().parents[2])
+    assert verified.returncode == 0, verified.stdout
+    assert projection_rows(out, "%todo_stats%")
