@@ -55,6 +55,13 @@ from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
 from ripple.store.writer import BatchJob, CommandJob, Writer
 
+# -- subscriptions (issue 5) ------------------------------------------------------------------------------------
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.embedded import Subscription
+from ripple.subscriptions.hub import Hub, HubSettings
+
+# -- end subscriptions ------------------------------------------------------------------------------------------
+
 log = logging.getLogger("ripple.store")
 
 MAX_BATCH_COMMANDS = 1000
@@ -120,6 +127,7 @@ class Store:
         max_queue: int = 100_000,
         readers: int = 4,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
+        subscription_settings: HubSettings | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -144,6 +152,8 @@ class Store:
         self._close_callbacks: list[Any] = []
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-checkpoint")
+        # subscriptions (issue 5): the hub fans committed events out to subscribers
+        self.hub = Hub(lambda: self.writer.head, self.counters, subscription_settings)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] = "ripple.db", **options: Any) -> _Opener:
@@ -170,6 +180,9 @@ class Store:
             self._lock.release()
             raise
         self.writer.listeners.append(lambda _events: self._checkpoint_due.set())
+        # subscriptions (issue 5): publish after each COMMIT; close subscribers first thing on close
+        self.writer.listeners.append(self.hub.publish)
+        self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
 
     async def close(self) -> None:
@@ -447,3 +460,27 @@ class Store:
     async def earliest(self) -> int:
         self._check_open()
         return await self.reader.earliest()
+
+    # -- subscriptions (issue 5) ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        scopes: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        kind: KindFilter = "state",
+        after: int | None = None,
+        snapshot: bool = False,
+        batch: int | None = None,
+        limits: Limits | None = None,
+    ) -> Subscription:
+        """Every matching event after ``after`` exactly once, in offset order, then live (DESIGN §7).
+
+        ``async with store.subscribe(scopes=["todos"], after=0) as sub: async for event in sub: ...``;
+        ``after=None`` starts at the head; ``snapshot=True`` fills ``sub.snapshot`` first; ``sub.batches()`` yields
+        lists of up to ``batch`` events.
+        """
+        self._check_open()
+        return Subscription(
+            self, scopes=scopes, keys=keys, kind=kind, after=after, snapshot=snapshot, batch=batch, limits=limits
+        )
