@@ -140,6 +140,4 @@ def subscribe_stream(
 ) -> AsyncIterator[Event]:
     """Events of one stream group (``/v1/streams/{stream}/{group}``), resuming forever like :func:`subscribe`."""
     path = f"/v1/streams/{urllib.parse.quote(stream, safe='')}/{urllib.parse.quote(group, safe='/')}"
-    return _resume(
-        f"{_base(url)}{path}", [("batch", str(batch))], after, backoff or Backoff(), connect_options or {}
-    )
+    return _resume(f"{_base(url)}{path}", [("batch", str(batch))], after, backoff or Backoff(), connect_options or {})

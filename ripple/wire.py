@@ -135,7 +135,16 @@ def row_to_wire(row: Sequence[Any]) -> WireEvent:
     """A row selected with ``EVENT_COLUMNS`` as a :class:`WireEvent` (no JSON decoding)."""
     seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
     return WireEvent(
-        seq, ts, kind, scope, key, op, event_type, version, raw_json(old), raw_json(new),
+        seq,
+        ts,
+        kind,
+        scope,
+        key,
+        op,
+        event_type,
+        version,
+        raw_json(old),
+        raw_json(new),
         _EMPTY_OBJECT if meta == "{}" else raw_json(meta),
     )
 
@@ -145,8 +154,17 @@ def wire_to_event(w: WireEvent) -> Event:
     kind: Kind = "stream" if w.kind == "stream" else "state"
     meta = EMPTY_META if bytes(w.meta) == b"{}" else msgspec.json.decode(w.meta, type=Meta)
     return Event(
-        w.offset, w.ts, kind, w.scope, w.key, w.op, w.event_type, w.version,
-        msgspec.json.decode(w.old_value), msgspec.json.decode(w.new_value), meta,
+        w.offset,
+        w.ts,
+        kind,
+        w.scope,
+        w.key,
+        w.op,
+        w.event_type,
+        w.version,
+        msgspec.json.decode(w.old_value),
+        msgspec.json.decode(w.new_value),
+        meta,
     )
 
 

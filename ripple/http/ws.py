@@ -133,9 +133,7 @@ class WsSession:
         store, params = self.store, self.params
         earliest = await (check_after(store, params.after) if params.after is not None else store.earliest())
         after = store.head if params.after is None else params.after
-        cursor = Cursor(
-            params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set
-        )
+        cursor = Cursor(params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set)
         store.hub.attach(cursor)  # attach first: nothing committed from here on can be missed
         self.cursor = cursor
         if self.proto is not None:

@@ -7,6 +7,7 @@ never beyond the store's head; a snapshot is ``BEGIN`` · S = max(seq) · the ma
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ripple.errors import OffsetOutOfRangeError
@@ -33,16 +34,24 @@ async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int) 
         after, kind=f.kind, scopes=sorted(f.scopes) or None, keys=sorted(f.keys) or None, upto=upto
     )
     async with store.reader.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+        # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
+        # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.
+        rows = list(
+            await conn.execute_fetchall(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+            )
         )
-        rows = list(await cur.fetchall())
     covered = upto if len(rows) < limit else int(rows[-1][0])
     return Page(rows, covered)
 
 
 async def read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     """The matching keys' current rows ``(scope, key, value, version, last_seq)`` and their offset S."""
+    # Shielded: a subscriber cancelled between BEGIN and COMMIT must not leave a pooled connection in a transaction.
+    return await asyncio.shield(_read_snapshot(store, f))
+
+
+async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     where = ["1=1"]
     params: list[Any] = []
     if f.scopes:
@@ -52,17 +61,17 @@ async def read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
         where.append(f"key IN ({','.join('?' * len(f.keys))})")
         params.extend(sorted(f.keys))
     async with store.reader.snapshot() as conn:
-        cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM events")
-        row = await cur.fetchone()
-        offset = int(row[0]) if row else 0
+        head_rows = list(await conn.execute_fetchall("SELECT coalesce(max(seq), 0) FROM events"))
+        offset = int(head_rows[0][0])
         rows: list[Any] = []
         if f.kind != "stream":
-            cur = await conn.execute(
-                "SELECT scope, key, value, version, last_seq FROM state "
-                f"WHERE {' AND '.join(where)} ORDER BY scope, created_seq",
-                params,
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT scope, key, value, version, last_seq FROM state "
+                    f"WHERE {' AND '.join(where)} ORDER BY scope, created_seq",
+                    params,
+                )
             )
-            rows = list(await cur.fetchall())
     return offset, rows
 
 

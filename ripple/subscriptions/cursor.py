@@ -159,8 +159,12 @@ class Cursor:
                 self.buffer_through = commit.last
             return
         if self.live:
-            if not self.buffer and self.inline is not None and self.inline(commit):
-                return
+            if not self.buffer:
+                if self.inline is not None and self.inline(commit):
+                    self.through = commit.last
+                    return
+                # everything before this commit was handed over: the resume point if this buffer overflows
+                self.advance(commit.events[0].offset - 1)
         elif not self.accepting:
             return  # overflowed during this round: the next round reads these from the log
         self._append(commit, matching)

@@ -52,9 +52,7 @@ def _split(query: bytes | str, allowed: tuple[str, ...]) -> dict[str, list[str]]
 
 def _int(name: str, text: str, low: int, high: int) -> int:
     if not _INT.fullmatch(text) or not low <= int(text) <= high:
-        raise BadRequestError(
-            f"{name} must be an integer from {low} to {high}, not {text!r}", detail={name: text[:64]}
-        )
+        raise BadRequestError(f"{name} must be an integer from {low} to {high}, not {text!r}", detail={name: text[:64]})
     return int(text)
 
 

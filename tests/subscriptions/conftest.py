@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,7 +40,9 @@ class LiveServer:
         ping_timeout: float | None = 20.0,
         ws: str = "websockets-sansio",
         port: int = 0,
+        durability: str = "full",
     ) -> None:
+        self.durability = durability
         self.path = path
         self.settings = settings
         self.ping_interval = ping_interval
@@ -51,7 +54,11 @@ class LiveServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> LiveServer:
-        self.store = await Store.open(self.path, subscription_settings=self.settings)
+        self.store = await Store.open(
+            self.path,
+            subscription_settings=self.settings,
+            durability=self.durability,  # type: ignore[arg-type]
+        )
         app = Litestar(route_handlers=websocket_handlers())
         app.state.store = self.store
         config = uvicorn.Config(
@@ -76,6 +83,15 @@ class LiveServer:
                 await asyncio.sleep(0.005)  # sleep-ok: uvicorn exposes no started event
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
+
+    def cut_one(self, rng: random.Random) -> bool:
+        """Abort one subscriber's connection from the server side (a crash or a proxy cut)."""
+        assert self.store is not None
+        sessions = [s for s in self.store.hub.sessions if getattr(s, "proto", None) is not None]
+        if not sessions:
+            return False
+        rng.choice(sessions).proto.transport.abort()  # type: ignore[attr-defined]
+        return True
 
     @property
     def url(self) -> str:

@@ -108,7 +108,11 @@ async def test_stream_endpoint(live: LiveServer) -> None:
         assert (await recv_json(ws))["type"] == "hello"
         event = await recv_json(ws)
         assert (event["offset"], event["kind"], event["event_type"], event["new_value"]) == (
-            1, "stream", "msg", {"text": "hi"})
+            1,
+            "stream",
+            "msg",
+            {"text": "hi"},
+        )
         assert event["meta"] == {"id": "m1"}
         assert await recv_json(ws) == {"type": "live", "through": 3}
         await store.send("chat", "room/1", "msg", {"text": "again"})
