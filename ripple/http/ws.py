@@ -153,6 +153,7 @@ class WsSession:
 
     async def run(self) -> None:
         hub = self.store.hub
+        hub.sessions.add(self)  # from the start, so close_subscribers reaches a subscriber that is still opening
         try:
             try:
                 cursor = await self.open()
@@ -165,20 +166,22 @@ class WsSession:
                 return
             except _Gone:
                 return
-            hub.sessions.add(self)
             try:
-                async with asyncio.TaskGroup() as tg:
-                    sender = tg.create_task(self._send_loop(cursor), name="ripple-ws-send")
-                    receiver = tg.create_task(self._receive_loop(), name="ripple-ws-receive")
-                    self._tasks = [sender, receiver]
-                    sender.add_done_callback(lambda _t: receiver.cancel())
-                    receiver.add_done_callback(lambda _t: sender.cancel())
+                if self._final is None:
+                    async with asyncio.TaskGroup() as tg:
+                        sender = tg.create_task(self._send_loop(cursor), name="ripple-ws-send")
+                        receiver = tg.create_task(self._receive_loop(), name="ripple-ws-receive")
+                        self._tasks = [sender, receiver]
+                        sender.add_done_callback(lambda _t: receiver.cancel())
+                        receiver.add_done_callback(lambda _t: sender.cancel())
             finally:
-                hub.sessions.discard(self)
                 hub.detach(cursor)
             if self._final is not None:
                 await self._refuse(*self._final)
         finally:
+            hub.sessions.discard(self)
+            if self.cursor is not None:
+                hub.detach(self.cursor)
             self._done.set()
 
     async def shutdown(self, code: int = 1001) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import resource
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ class LiveServer:
         ws: str = "websockets-sansio",
         port: int = 0,
         durability: str = "full",
+        sndbuf: int | None = None,
     ) -> None:
         self.durability = durability
+        self.sndbuf = sndbuf  # a small kernel send buffer makes a stalled client back up into the server quickly
         self.path = path
         self.settings = settings
         self.ping_interval = ping_interval
@@ -75,7 +78,13 @@ class LiveServer:
         )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self.server.serve())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)  # inherited by accepted sockets
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(2048)
+        self._task = asyncio.create_task(self.server.serve(sockets=[sock]))
         async with asyncio.timeout(10 * SECOND):
             while not self.server.started:
                 if self._task.done():
