@@ -153,7 +153,7 @@ class WsSession:
 
     async def run(self) -> None:
         hub = self.store.hub
-        hub.sessions.add(self)  # from the start, so close_subscribers reaches a subscriber that is still opening
+        hub.add_session(self)  # from the start, so close_subscribers reaches a subscriber that is still opening
         try:
             try:
                 cursor = await self.open()
@@ -179,7 +179,7 @@ class WsSession:
             if self._final is not None:
                 await self._refuse(*self._final)
         finally:
-            hub.sessions.discard(self)
+            hub.discard_session(self)
             if self.cursor is not None:
                 hub.detach(self.cursor)
             self._done.set()

@@ -119,6 +119,8 @@ class Hub:
         self._by_scope: dict[str, set[Cursor]] = {}
         self._any_scope: set[Cursor] = set()
         self.sessions: set[Session] = set()  # live WebSocket sessions (ripple.http.ws), for close_subscribers
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
         self.closed = False
         self.published = 0
 
@@ -178,6 +180,19 @@ class Hub:
                 cursor.push(commit)
             except Exception:  # one broken subscriber must not stop the others
                 log.exception("subscription push failed")
+
+    def add_session(self, session: Session) -> None:
+        self.sessions.add(session)
+        self._no_sessions.clear()
+
+    def discard_session(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if not self.sessions:
+            self._no_sessions.set()
+
+    async def wait_no_sessions(self) -> None:
+        """Return once no WebSocket subscriber is connected."""
+        await self._no_sessions.wait()
 
     def cursors(self) -> set[Cursor]:
         out = set(self._any_scope)

@@ -142,7 +142,7 @@ async def test_keepalive_closes_a_stalled_reader_which_resumes(db_path: Path) ->
                 rest, position = await read_until(again, head, position)
                 got += rest
         assert got == list(range(1, head + 1))
-        assert not store.hub.sessions
+        await asyncio.wait_for(store.hub.wait_no_sessions(), 5 * SECOND)
     finally:
         await server.stop()
 
