@@ -168,6 +168,26 @@ def wire_to_event(w: WireEvent) -> Event:
     )
 
 
+def pack_json(bodies: Sequence[str], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
+    """Frame payloads for consecutive event JSON texts (built by SQLite in catch-up), like :func:`pack`."""
+    if batch is None:
+        return [('{"type":"event",' + b[1:]).encode() for b in bodies]
+    out: list[bytes] = []
+    start = 0
+    n = len(bodies)
+    while start < n:
+        end, size = start, 0
+        while end < n and end - start < batch and (end == start or size + len(bodies[end]) <= max_bytes):
+            size += len(bodies[end])
+            end += 1
+        if end - start == 1:
+            out.append(('{"type":"event",' + bodies[start][1:]).encode())
+        else:
+            out.append(('{"type":"events","events":[' + ",".join(bodies[start:end]) + "]}").encode())
+        start = end
+    return out
+
+
 def pack_wire(events: Sequence[WireEvent], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
     """Frame payloads for consecutive catch-up events: ``event`` frames, or ``events`` frames of up to ``batch``."""
     if batch is None:

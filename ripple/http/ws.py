@@ -27,7 +27,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from ripple.errors import BadRequestError, OffsetOutOfRangeError, RippleError, StoreClosedError
 from ripple.store.store import Store
-from ripple.subscriptions.catchup import check_after, read_page, read_snapshot
+from ripple.subscriptions.catchup import Page, check_after, read_page, read_snapshot
 from ripple.subscriptions.cursor import Cursor
 from ripple.subscriptions.hub import Commit, pack
 from ripple.subscriptions.params import SubscribeParams, parse_stream, parse_subscribe
@@ -40,10 +40,9 @@ from ripple.wire import (
     RawSnapshotItem,
     SnapshotEnd,
     encode,
+    pack_json,
     pack_snapshot,
-    pack_wire,
     raw_json,
-    row_to_wire,
     ws_text_frame,
 )
 
@@ -251,22 +250,38 @@ class WsSession:
                     await self._wakeup.wait()
 
     async def _catch_up(self, cursor: Cursor) -> None:
-        """Rounds of log pages until the cursor can go live, then ``live{through}``."""
+        """Rounds of log pages until the cursor can go live, then ``live{through}``.
+
+        The next page is read (in the reader's thread, SQLite releasing the GIL) while this one drains to the client.
+        """
         store = self.store
-        page_size = cursor.limits.page_size
-        while True:
-            if cursor.caught_up:
-                if cursor.go_live():
-                    await self._send(encode(Live(cursor.current_through(store.head))))
-                    return
-                cursor.start_round(store.head)  # the buffer overflowed: read what it dropped from the log
-                continue
-            page = await read_page(store, cursor.filter, cursor.through, cursor.target, page_size)
-            if page.rows:
-                for payload in pack_wire([row_to_wire(r) for r in page.rows], self.batch):
-                    await self._send(payload)
-            cursor.advance(page.covered)
-            await self._writable()
+        ahead: asyncio.Task[Page] | None = None
+        try:
+            while True:
+                if cursor.caught_up:
+                    if cursor.go_live():
+                        await self._send(encode(Live(cursor.current_through(store.head))))
+                        return
+                    cursor.start_round(store.head)  # the buffer overflowed: read what it dropped from the log
+                    continue
+                if ahead is None:
+                    page = await self._read(cursor, cursor.through)
+                else:
+                    page, ahead = await ahead, None
+                if page.covered < cursor.target:
+                    ahead = asyncio.ensure_future(self._read(cursor, page.covered))
+                if page.rows:
+                    for payload in pack_json([r[1] for r in page.rows], self.batch):
+                        await self._send(payload)
+                cursor.advance(page.covered)
+                await self._writable()
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    async def _read(self, cursor: Cursor, after: int) -> Page:
+        return await read_page(self.store, cursor.filter, after, cursor.target, cursor.limits.page_size, as_json=True)
 
 
 async def refuse(
