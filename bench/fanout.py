@@ -4,7 +4,7 @@
 
 1. Live fan-out: N subscribers on one scope (clients in a separate process). The server writes at a fixed rate
    (``store.set`` on uvicorn ``websockets-sansio``) or, for the bare server, broadcasts the same event frames with
-   ``websockets.broadcast``. Latency = receipt time − the time the write was issued (so it includes the commit);
+   ``websockets.broadcast``. Latency = receipt time - the time the write was issued (so it includes the commit);
    p50/p99 over every delivery; delivered events/s = all deliveries / the window.
 2. Catch-up: one client reads a log of K events with ``batch=100`` vs a bare ``websockets`` loop sending the same
    packed frames. Events/s at the client.
@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,23 +29,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec  # noqa: E402
-import uvicorn  # noqa: E402
-from litestar import Litestar  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
-from websockets.asyncio.server import broadcast, serve  # noqa: E402
+import msgspec
+import uvicorn
+from litestar import Litestar
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import broadcast, serve
 
-from ripple import Set, Store  # noqa: E402
-from ripple.core.events import Event  # noqa: E402
-from ripple.http.ws import close_subscribers, websocket_handlers  # noqa: E402
-from ripple.wire import event_body, event_frame, events_frame  # noqa: E402
-
+from ripple import Set, Store
+from ripple.core.events import Event
+from ripple.http.ws import close_subscribers, websocket_handlers
+from ripple.wire import event_body, event_frame, events_frame
 
 logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
 
 
@@ -163,7 +161,7 @@ async def start_ripple(path: Path) -> tuple[Store, uvicorn.Server, asyncio.Task[
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes no started event
         await asyncio.sleep(0.01)
     return store, server, task, server.servers[0].sockets[0].getsockname()[1]
 
