@@ -331,6 +331,12 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
 @click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True)
 @click.option("--app", "app_spec", metavar="MODULE:SETUP", help="User code: reactions, projections, routes.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--ws-ping-interval", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="WebSocket keepalive ping interval, seconds.")
+@click.option("--ws-ping-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="Close a WebSocket client that does not answer a ping within this many seconds.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+              help="Seconds between subscription heartbeat frames.")
 @click.option("--iii", is_flag=True, help="Also listen for iii workers (DESIGN §9).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
@@ -338,8 +344,9 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
 @click.option("--iii-http-port", default=3111, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
 def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
-                  app_spec: str | None, access_log: bool, iii: bool, iii_strict: bool, iii_host: str,
-                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int) -> None:
+                  app_spec: str | None, access_log: bool, ws_ping_interval: float, ws_ping_timeout: float,
+                  heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
+                  iii_http_port: int, iii_stream_port: int) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
 
     \b
@@ -354,7 +361,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port)
     run(ServeOptions(db=db_arg or db_opt or "ripple.db", host=host, port=port,
                      durability="normal" if durability == "normal" else "full", app=app_spec,
-                     access_log=access_log, iii=iii_options))
+                     access_log=access_log, iii=iii_options, ws_ping_interval=ws_ping_interval,
+                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat))
 
 
 # ---- projections ----------------------------------------------------------------------------------------------

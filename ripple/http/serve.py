@@ -35,6 +35,7 @@ from ripple.http import ws
 from ripple.http.app import create_app
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
+from ripple.subscriptions.hub import HubSettings
 
 log = logging.getLogger("ripple.serve")
 
@@ -63,6 +64,11 @@ class ServeOptions(msgspec.Struct, frozen=True):
     access_log: bool = False
     iii: IiiOptions = IiiOptions()
     graceful_seconds: float = GRACEFUL_SECONDS
+    # WebSocket keepalive (uvicorn pings; a client that cannot answer in time is closed and must resume) and the
+    # subscription heartbeat frame interval (DESIGN §7, §13).
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    heartbeat_seconds: float = 15.0
 
 
 class RippleServer(uvicorn.Server):
@@ -159,6 +165,12 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         timeout_graceful_shutdown=int(options.graceful_seconds),
         lifespan="on",
         server_header=False,
+        # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
+        # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_ping_interval=options.ws_ping_interval,
+        ws_ping_timeout=options.ws_ping_timeout,
     )
 
 
@@ -173,7 +185,8 @@ def announce(options: ServeOptions) -> Callable[[RippleServer], None]:
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
-    async with Store.open(options.db, durability=options.durability) as store:
+    settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
+    async with Store.open(options.db, durability=options.durability, subscription_settings=settings) as store:
         handlers = load_user_app(store, options.app) if options.app else []
         iii = await start_iii(store, options.iii)
         try:

@@ -59,6 +59,13 @@ from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
 from ripple.store.writer import BatchJob, CommandJob, Writer
 
+# -- subscriptions (issue 5) ------------------------------------------------------------------------------------
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.embedded import Subscription
+from ripple.subscriptions.hub import Hub, HubSettings
+
+# -- end subscriptions ------------------------------------------------------------------------------------------
+
 log = logging.getLogger("ripple.store")
 
 MAX_BATCH_COMMANDS = 1000
@@ -125,6 +132,7 @@ class Store:
         readers: int = 4,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         run_reactions: bool = True,
+        subscription_settings: HubSettings | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -155,6 +163,9 @@ class Store:
         self.projections = Projections(self)
         self.projections.register(metrics_projection())
 
+        # subscriptions (issue 5): the hub fans committed events out to subscribers
+        self.hub = Hub(lambda: self.writer.head, self.counters, subscription_settings)
+
     @classmethod
     def open(cls, path: str | os.PathLike[str] = "ripple.db", **options: Any) -> _Opener:
         """Open (creating if missing) a ripple file: ``async with Store.open("app.db", durability="full")``."""
@@ -180,6 +191,9 @@ class Store:
             self._lock.release()
             raise
         self.writer.listeners.append(lambda _events: self._checkpoint_due.set())
+        # subscriptions (issue 5): publish after each COMMIT; close subscribers first thing on close
+        self.writer.listeners.append(self.hub.publish)
+        self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
         try:
             await self.projections.start()  # tables and rows exist before open returns; catch-ups run behind
@@ -497,3 +511,27 @@ class Store:
         """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
         self._check_open()
         return await self.projections.rebuild(name)
+
+    # -- subscriptions (issue 5) ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        scopes: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        kind: KindFilter = "state",
+        after: int | None = None,
+        snapshot: bool = False,
+        batch: int | None = None,
+        limits: Limits | None = None,
+    ) -> Subscription:
+        """Every matching event after ``after`` exactly once, in offset order, then live (DESIGN §7).
+
+        ``async with store.subscribe(scopes=["todos"], after=0) as sub: async for event in sub: ...``;
+        ``after=None`` starts at the head; ``snapshot=True`` fills ``sub.snapshot`` first; ``sub.batches()`` yields
+        lists of up to ``batch`` events.
+        """
+        self._check_open()
+        return Subscription(
+            self, scopes=scopes, keys=keys, kind=kind, after=after, snapshot=snapshot, batch=batch, limits=limits
+        )

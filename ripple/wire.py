@@ -1,0 +1,252 @@
+"""The subscription frames of DESIGN §7 as msgspec Structs, and the byte-level helpers that share encoded frames.
+
+Server → client frames are JSON text, one per WebSocket message, tagged by ``type``. Encoders and decoders are built
+once at import. Two ways to make an event frame, both without decoding stored JSON:
+
+- catch-up rows: :class:`WireEvent` holds the stored ``old_value``/``new_value``/``meta`` text as ``msgspec.Raw``,
+  so a packed frame is one ``encode`` that splices the stored bytes;
+- live events: each :class:`~ripple.core.events.Event` is encoded once per commit (:func:`event_body`) and every
+  subscriber shares those bytes, spliced into ``event`` / ``events`` frames by :func:`event_frame` /
+  :func:`events_frame`.
+
+:func:`ws_text_frame` wraps a payload into an unmasked server-to-client WebSocket text frame, so the same frame bytes
+can be written to every subscriber's transport (RFC 6455 §5.2; servers never mask).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ripple.core.events import EMPTY_META, Event, Kind, Meta
+
+PROTOCOL_VERSION = 1
+
+# ---- server → client ----------------------------------------------------------------------------------------
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="type"):
+    """First frame: the server's head and the exclusive offset the subscription starts after."""
+
+    version: int
+    head: int
+    after: int
+    earliest: int
+
+
+class SnapshotItem(msgspec.Struct, frozen=True):
+    scope: str
+    key: str
+    value: Any
+    version: int
+    offset: int
+
+
+class RawSnapshotItem(msgspec.Struct, frozen=True):
+    """A snapshot item with the stored value spliced in."""
+
+    scope: str
+    key: str
+    value: msgspec.Raw
+    version: int
+    offset: int
+
+
+class Snapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    offset: int
+    items: list[SnapshotItem]
+
+
+class RawSnapshot(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    offset: int
+    items: list[RawSnapshotItem]
+
+
+class SnapshotEnd(msgspec.Struct, frozen=True, tag="snapshot_end", tag_field="type"):
+    offset: int
+
+
+class WireEvent(msgspec.Struct, frozen=True):
+    """An event as read from the log, its JSON columns kept as stored (spliced, never decoded)."""
+
+    offset: int
+    ts: int
+    kind: str
+    scope: str
+    key: str
+    op: str
+    event_type: str
+    version: int
+    old_value: msgspec.Raw
+    new_value: msgspec.Raw
+    meta: msgspec.Raw
+
+
+class RawEvents(msgspec.Struct, frozen=True, tag="events", tag_field="type"):
+    """Packed frame (``batch=N``): consecutive matching events."""
+
+    events: list[WireEvent]
+
+
+class EventFrame(Event, frozen=True, tag="event", tag_field="type"):
+    """An ``event`` frame as a client decodes it (the fields of :class:`Event`)."""
+
+
+class Events(msgspec.Struct, frozen=True, tag="events", tag_field="type"):
+    events: list[Event]
+
+
+class Live(msgspec.Struct, frozen=True, tag="live", tag_field="type"):
+    """Caught up: every matching event up to ``through`` was sent; live events follow."""
+
+    through: int
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="type"):
+    head: int
+    through: int
+
+
+class ErrorFrame(msgspec.Struct, frozen=True, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    message: str
+    earliest: int | None = None
+
+
+ServerFrame = Hello | Snapshot | SnapshotEnd | EventFrame | Events | Live | Heartbeat | ErrorFrame
+
+encode = msgspec.json.Encoder().encode
+decode_frame = msgspec.json.Decoder(ServerFrame).decode
+
+_NULL = msgspec.Raw(b"null")
+_EMPTY_OBJECT = msgspec.Raw(b"{}")
+
+
+def raw_json(text: str | bytes | None) -> msgspec.Raw:
+    if text is None:
+        return _NULL
+    return msgspec.Raw(text.encode() if isinstance(text, str) else text)
+
+
+def row_to_wire(row: Sequence[Any]) -> WireEvent:
+    """A row selected with ``EVENT_COLUMNS`` as a :class:`WireEvent` (no JSON decoding)."""
+    seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
+    return WireEvent(
+        seq,
+        ts,
+        kind,
+        scope,
+        key,
+        op,
+        event_type,
+        version,
+        raw_json(old),
+        raw_json(new),
+        _EMPTY_OBJECT if meta == "{}" else raw_json(meta),
+    )
+
+
+def wire_to_event(w: WireEvent) -> Event:
+    """Decode a :class:`WireEvent` into an :class:`Event` (used by the embedded iterator)."""
+    kind: Kind = "stream" if w.kind == "stream" else "state"
+    meta = EMPTY_META if bytes(w.meta) == b"{}" else msgspec.json.decode(w.meta, type=Meta)
+    return Event(
+        w.offset,
+        w.ts,
+        kind,
+        w.scope,
+        w.key,
+        w.op,
+        w.event_type,
+        w.version,
+        msgspec.json.decode(w.old_value),
+        msgspec.json.decode(w.new_value),
+        meta,
+    )
+
+
+def pack_json(bodies: Sequence[str], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
+    """Frame payloads for consecutive event JSON texts (built by SQLite in catch-up), like :func:`pack`."""
+    if batch is None:
+        return [('{"type":"event",' + b[1:]).encode() for b in bodies]
+    out: list[bytes] = []
+    start = 0
+    n = len(bodies)
+    while start < n:
+        end, size = start, 0
+        while end < n and end - start < batch and (end == start or size + len(bodies[end]) <= max_bytes):
+            size += len(bodies[end])
+            end += 1
+        if end - start == 1:
+            out.append(('{"type":"event",' + bodies[start][1:]).encode())
+        else:
+            out.append(('{"type":"events","events":[' + ",".join(bodies[start:end]) + "]}").encode())
+        start = end
+    return out
+
+
+def pack_wire(events: Sequence[WireEvent], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
+    """Frame payloads for consecutive catch-up events: ``event`` frames, or ``events`` frames of up to ``batch``."""
+    if batch is None:
+        return [event_frame(encode(w)) for w in events]
+    out: list[bytes] = []
+    chunk: list[WireEvent] = []
+    size = 0
+    for w in events:
+        n = len(w.old_value) + len(w.new_value) + 200
+        if chunk and (len(chunk) >= batch or size + n > max_bytes):
+            out.append(event_frame(encode(chunk[0])) if len(chunk) == 1 else encode(RawEvents(chunk)))
+            chunk, size = [], 0
+        chunk.append(w)
+        size += n
+    if chunk:
+        out.append(event_frame(encode(chunk[0])) if len(chunk) == 1 else encode(RawEvents(chunk)))
+    return out
+
+
+def pack_snapshot(offset: int, items: Sequence[RawSnapshotItem], max_items: int = 1000) -> list[bytes]:
+    """``snapshot`` frame payloads of up to ``max_items`` items (or about 1 MiB) each."""
+    out: list[bytes] = []
+    chunk: list[RawSnapshotItem] = []
+    size = 0
+    for item in items:
+        n = len(item.value) + len(item.key) + 100
+        if chunk and (len(chunk) >= max_items or size + n > 1024 * 1024):
+            out.append(encode(RawSnapshot(offset, chunk)))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        out.append(encode(RawSnapshot(offset, chunk)))
+    return out
+
+
+# ---- splicing shared bytes ------------------------------------------------------------------------------------
+
+
+def event_body(event: Event) -> bytes:
+    """An event's JSON object (``{"offset":…,…}``): encoded once per commit, shared by every subscriber."""
+    return encode(event)
+
+
+def event_frame(body: bytes) -> bytes:
+    """``{"type":"event", …}`` from an event body."""
+    return b'{"type":"event",' + body[1:]
+
+
+def events_frame(bodies: Sequence[bytes]) -> bytes:
+    """``{"type":"events","events":[…]}`` from event bodies."""
+    return b'{"type":"events","events":[' + b",".join(bodies) + b"]}"
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame holding ``payload`` (server → client, no extension bits)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
