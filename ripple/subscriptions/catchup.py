@@ -46,10 +46,7 @@ async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, 
     where, params = events_filter(
         after, kind=f.kind, scopes=sorted(f.scopes) or None, keys=sorted(f.keys) or None, upto=upto
     )
-    if not f.keys:
-        # Without keys the (scope, key, seq) index cannot give rows in seq order: SQLite would read the scope's whole
-        # history and sort it for every page (quadratic catch-up). `+scope` keeps it on the primary-key range scan.
-        where = where.replace("scope IN (", "+scope IN (")
+    # A scope filter reads the (scope, seq) index range in order (migration 0003); the page is capped at `upto`.
     async with store.reader.connection() as conn:
         # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
         # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.

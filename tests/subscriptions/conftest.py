@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from litestar import Litestar
 from websockets.asyncio.client import ClientConnection, connect
 
 from ripple import Store
-from ripple.http.ws import close_subscribers, websocket_handlers
+from ripple.http.app import create_app
+from ripple.http.ws import close_subscribers
 from ripple.subscriptions.hub import HubSettings
 from tests.conftest import SECOND
 
@@ -62,8 +62,7 @@ class LiveServer:
             subscription_settings=self.settings,
             durability=self.durability,  # type: ignore[arg-type]
         )
-        app = Litestar(route_handlers=websocket_handlers())
-        app.state.store = self.store
+        app = create_app(self.store)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -72,7 +71,7 @@ class LiveServer:
             ws_ping_interval=self.ping_interval,
             ws_ping_timeout=self.ping_timeout,
             ws_per_message_deflate=False,
-            lifespan="off",
+            lifespan="on",
             log_level="warning",
             timeout_graceful_shutdown=2,
         )
