@@ -119,6 +119,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._causes: collections.OrderedDict[str, Meta] = collections.OrderedDict()
         self._closed = False
+        self._watchers: list[asyncio.Future[None]] = []
 
     # -- lifecycle
 
@@ -144,12 +145,28 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _changed(self) -> None:
+        """Wake :meth:`wait_until` callers: a worker, function or trigger came or went, or a call was sent."""
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float) -> None:
+        """Wait (at most ``within`` seconds) until ``predicate()`` holds; raises ``TimeoutError``."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._watchers.append(fut)
+                await fut
+
     # -- workers
 
     async def connect(self, worker: Worker) -> None:
         """Register a connection; the caller has already sent ``workerregistered``."""
         self.workers[worker.id] = worker
         log.info("iii worker %s connected", worker.id)
+        self._changed()
 
     def disconnect(self, worker: Worker) -> None:
         """Drop everything the worker registered and fail the calls it still owes. Idempotent."""
@@ -169,6 +186,7 @@ class Engine:
         log.info(
             "iii worker %s disconnected; dropped %d functions and %d triggers", worker.id, len(functions), len(triggers)
         )
+        self._changed()
 
     async def handle(self, worker: Worker, message: Inbound | Telemetry | BadFrame) -> None:
         """One decoded frame from a worker. Never raises for bad input: the connection stays usable."""
@@ -196,6 +214,8 @@ class Engine:
             await self._reattach(worker, message)
         elif isinstance(message, Ping):
             await self._send(worker, encode(PongOut()))
+        if isinstance(message, RegisterFunction | UnregisterFunction | RegisterTrigger | UnregisterTrigger):
+            self._changed()
         # registertriggertype, registerservice, triggerregistrationresult, pong: accepted and ignored
 
     async def _bad_frame(self, worker: Worker, bad: BadFrame) -> None:
@@ -291,6 +311,8 @@ class Engine:
         try:
             if not await self._send(worker, encode(msgspec.structs.replace(out, invocation_id=invocation_id))):
                 raise IIIError("worker_disconnected", f"worker {worker.id} is gone; {function_id} was not called")
+            if self._watchers:
+                self._changed()
             try:
                 async with asyncio.timeout(self.call_timeout):
                     return await fut
@@ -583,9 +605,7 @@ class TriggerPump:
         store = self.engine.store
         while True:
             head = store.head
-            page = await store.read_events(
-                after, CATCH_UP_PAGE, kind=self.kind, scopes=self.scopes, keys=self.keys
-            )
+            page = await store.read_events(after, CATCH_UP_PAGE, kind=self.kind, scopes=self.scopes, keys=self.keys)
             for event in page:
                 if self.matches(event):
                     await self.engine.fire(self.entry, event)

@@ -243,10 +243,10 @@ class TriggerRegistrationResultOut(_Out, tag="triggerregistrationresult"):
 
 
 class RegistrationRejected(_Out, tag="registrationrejected"):
+    code: str  # FUNCTION_NAMESPACE_CONFLICT
+    namespace: str
     function_id: str
     owner_worker_id: str
-    code: str = "FUNCTION_NAMESPACE_CONFLICT"
-    namespace: str = "default"
 
 
 class PongOut(_Out, tag="pong"):
@@ -682,9 +682,16 @@ class HttpReply(msgspec.Struct, frozen=True):
 JSON_HEADERS = [("content-type", "application/json")]
 
 
-def error_reply(status: int, code: str, message: str, **extra: Any) -> HttpReply:
-    """The engine's HTTP error envelope ``{"error": {"code", "message", ...}}``."""
-    body = {"error": {"code": code, "message": message}, **extra}
+def error_reply(
+    status: int, code: str, message: str, *, error_id: str | None = None, skipped: bool | None = None
+) -> HttpReply:
+    """The engine's HTTP error envelope ``{"error": {"code", "message", "error_id"?}, "skipped"?}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if error_id is not None:
+        error["error_id"] = error_id
+    body: dict[str, Any] = {"error": error}
+    if skipped is not None:
+        body["skipped"] = skipped
     return HttpReply(status, list(JSON_HEADERS), _encoder.encode(body))
 
 

@@ -28,6 +28,10 @@ from ripple.iii.protocol import (
 ENGINE_OWNER = "engine"
 
 
+def _rejected(function_id: str, owner: str) -> RegistrationRejected:
+    return RegistrationRejected("FUNCTION_NAMESPACE_CONFLICT", "default", function_id, owner)
+
+
 class FunctionEntry(msgspec.Struct):
     id: str
     worker_id: str
@@ -57,10 +61,10 @@ class Registry:
     def add_function(self, worker_id: str, msg: RegisterFunction) -> RegistrationRejected | None:
         """Register (or re-register) a function; another live owner → a rejection to send back."""
         if msg.id in self.builtin_ids:
-            return RegistrationRejected(function_id=msg.id, owner_worker_id=ENGINE_OWNER)
+            return _rejected(msg.id, ENGINE_OWNER)
         current = self.functions.get(msg.id)
         if current is not None and current.worker_id != worker_id:
-            return RegistrationRejected(function_id=msg.id, owner_worker_id=current.worker_id)
+            return _rejected(msg.id, current.worker_id)
         self.functions[msg.id] = FunctionEntry(msg.id, worker_id, msg.description, msg.metadata)
         return None
 

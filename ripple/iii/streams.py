@@ -147,9 +147,7 @@ class StreamServer:
                 await sub.ws.send(first, text=True)
             while True:
                 head = self.store.head
-                page = await self.store.read_events(
-                    after, PAGE, kind="stream", scopes=[sub.stream], keys=[sub.group]
-                )
+                page = await self.store.read_events(after, PAGE, kind="stream", scopes=[sub.stream], keys=[sub.group])
                 for event in page:
                     if sub.item_id is None or event.meta.id == sub.item_id:
                         await sub.ws.send(encode(stream_envelope(event)), text=True)
@@ -208,4 +206,3 @@ class StreamServer:
             return
         websockets.broadcast([sub.ws], frame, text=True)
         sub.last_sent = event.offset
-

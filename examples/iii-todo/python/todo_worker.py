@@ -120,7 +120,9 @@ for function_id, handler, path, method in [
     ("todos::get-metrics", get_metrics, "/todos/metrics", "GET"),
 ]:
     iii.register_function(function_id, handler)
-    iii.register_trigger({"type": "http", "function_id": function_id, "config": {"api_path": path, "http_method": method}})
+    iii.register_trigger(
+        {"type": "http", "function_id": function_id, "config": {"api_path": path, "http_method": method}}
+    )
 
 iii.register_function("todos::on-change", on_change)
 iii.register_trigger({"type": "state", "function_id": "todos::on-change", "config": {"scope": "todos"}})
