@@ -37,7 +37,8 @@ async def test_resume_after_disconnects_loses_nothing_while_writes_go_on(store: 
     last = 0
     try:
         for _ in range(rounds):
-            async with websockets.connect(f"{url}?after={last}") as ws:
+            # max_queue=None: a client that stops reading with a full queue could not see the close handshake.
+            async with websockets.connect(f"{url}?after={last}", max_queue=None) as ws:
                 sync = await frame(ws)
                 assert sync["event"]["type"] == "sync" and sync["offset"] == last
                 for _ in range(2):  # take a couple, then drop the connection mid-stream
