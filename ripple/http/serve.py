@@ -33,6 +33,7 @@ import uvicorn
 from ripple.errors import RippleError
 from ripple.http import ws
 from ripple.http.app import create_app
+from ripple.iii.server import IIIServer
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.hub import HubSettings
@@ -144,15 +145,14 @@ def load_user_app(store: Store, spec: str) -> list[Any]:
     return list(handlers or [])
 
 
-async def start_iii(store: Store, options: IiiOptions) -> Any:
-    """Start the iii layer (DESIGN §9) if it is part of this build; returns an object with ``aclose()`` or None."""
+async def start_iii(store: Store, options: IiiOptions) -> IIIServer | None:
+    """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given."""
     if not options.enabled:
         return None
-    try:
-        iii = importlib.import_module("ripple.iii")
-    except ImportError as exc:
-        raise RippleError(f"--iii is not available in this build ({exc})") from None
-    return await iii.start(store, options)
+    iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
+                    stream_port=options.stream_port, strict=options.strict)
+    await iii.start()
+    return iii
 
 
 def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
@@ -174,10 +174,14 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
     )
 
 
-def announce(options: ServeOptions) -> Callable[[RippleServer], None]:
+def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
         print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+        if iii is not None:
+            host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
+            print(f"ripple iii ({mode}): workers ws://{host}:{iii.worker_port}, HTTP triggers "
+                  f"http://{host}:{iii.http_port}, streams ws://{host}:{iii.stream_port}", flush=True)
 
     return on_ready
 
@@ -191,12 +195,12 @@ async def serve(options: ServeOptions) -> None:
         iii = await start_iii(store, options.iii)
         try:
             server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
-            server.on_ready = announce(options)
+            server.on_ready = announce(options, iii)
             server.install_signal_handlers()
             await server.serve()
         finally:
             if iii is not None:
-                await iii.aclose()
+                await iii.close()
     print("ripple stopped", flush=True)
 
 

@@ -1,0 +1,619 @@
+"""The iii engine on top of a Store: built-in functions, calls between workers, and trigger fan-out.
+
+No sockets here: a :class:`Worker` is given a ``send`` coroutine by the network layer (``worker_server.py``), and HTTP
+requests arrive as plain values (``http_server.py``). Triggers run after the write, off the writer's path: the
+store's commit listener only queues events, and each trigger has its own task that delivers them in offset order
+(falling back to reading the log if its queue overflows, so nothing is dropped while the worker is connected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from ripple.core.events import Event, Meta
+from ripple.errors import CascadeLimitError, InvalidOpError, RippleError, UpdateRejectedError, ValueTooLargeError
+from ripple.iii.protocol import (
+    BadFrame,
+    EnqueueAction,
+    ErrorBody,
+    ErrorFrame,
+    HttpReply,
+    IIIError,
+    Inbound,
+    InvocationResult,
+    InvocationResultOut,
+    InvokeFunction,
+    InvokeFunctionOut,
+    Ping,
+    PongOut,
+    Reattach,
+    RegisterFunction,
+    RegisterTrigger,
+    StateKeyInput,
+    StateScopeInput,
+    StateTriggerConfig,
+    StateUpdateInput,
+    StreamTriggerConfig,
+    Telemetry,
+    TriggerRegistrationResultOut,
+    UnregisterFunction,
+    UnregisterTrigger,
+    VoidAction,
+    api_request,
+    deserialization_error,
+    encode,
+    error_reply,
+    function_not_found,
+    http_reply,
+    parse_input,
+    parse_set,
+    parse_stream_send,
+    state_matches,
+    state_payload,
+    stream_envelope,
+    stream_matches,
+    update_reply,
+)
+from ripple.iii.registry import Registry, TriggerEntry
+from ripple.store.origin import current_origin
+from ripple.store.store import Store
+
+log = logging.getLogger("ripple.iii")
+
+DEFAULT_CALL_TIMEOUT = 30.0  # the engine's default_timeout (30000 ms)
+TRIGGER_QUEUE_LIMIT = 10_000  # per trigger; beyond it the trigger reads the log instead
+CATCH_UP_PAGE = 500
+CAUSE_MEMORY = 10_000  # trigger calls whose trace id is remembered, to tag the writes they cause
+
+
+class Worker:
+    """One worker connection as the engine sees it."""
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], close: Callable[[], Awaitable[None]]) -> None:
+        self.id = str(uuid.uuid4())
+        self.reattach_token = str(uuid.uuid4())
+        self.send = send
+        self.close = close
+        self.pending: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        self.info: dict[str, Any] = {}
+        self.connected_at = int(time.time() * 1000)
+        self.alive = True
+
+
+Builtin = Callable[[Any], Awaitable[Any]]
+
+
+class Engine:
+    """Routes iii calls between workers and ripple's built-ins; fires ``state``, ``stream`` and ``http`` triggers."""
+
+    def __init__(self, store: Store, *, strict: bool = False, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        self.store = store
+        self.compat = not strict
+        self.call_timeout = call_timeout
+        self.workers: dict[str, Worker] = {}
+        self.builtins: dict[str, Builtin] = {
+            "state::set": self._state_set,
+            "state::get": self._state_get,
+            "state::delete": self._state_delete,
+            "state::update": self._state_update,
+            "state::list": self._state_list,
+            "state::list_groups": self._state_list_groups,
+            "stream::send": self._stream_send,
+            "engine::workers::register": self._workers_register,
+            "engine::functions::list": self._functions_list,
+            "engine::workers::list": self._workers_list,
+            "engine::triggers::list": self._triggers_list,
+        }
+        self.registry = Registry(frozenset(self.builtins))
+        self.pumps: dict[str, TriggerPump] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._causes: collections.OrderedDict[str, Meta] = collections.OrderedDict()
+        self._closed = False
+        self._watchers: list[asyncio.Future[None]] = []
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self.store.writer.listeners.append(self._on_commit)
+
+    async def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            self.store.writer.listeners.remove(self._on_commit)
+        for pump in list(self.pumps.values()):
+            pump.stop()
+        for worker in list(self.workers.values()):
+            self.disconnect(worker)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *(p.task for p in self.pumps.values() if p.task), return_exceptions=True)
+        self.pumps.clear()
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _changed(self) -> None:
+        """Wake :meth:`wait_until` callers: a worker, function or trigger came or went, or a call was sent."""
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float) -> None:
+        """Wait (at most ``within`` seconds) until ``predicate()`` holds; raises ``TimeoutError``."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._watchers.append(fut)
+                await fut
+
+    # -- workers
+
+    async def connect(self, worker: Worker) -> None:
+        """Register a connection; the caller has already sent ``workerregistered``."""
+        self.workers[worker.id] = worker
+        log.info("iii worker %s connected", worker.id)
+        self._changed()
+
+    def disconnect(self, worker: Worker) -> None:
+        """Drop everything the worker registered and fail the calls it still owes. Idempotent."""
+        if not worker.alive:
+            return
+        worker.alive = False
+        self.workers.pop(worker.id, None)
+        functions, triggers = self.registry.drop_worker(worker.id)
+        for trigger in triggers:
+            self._stop_pump(trigger.id)
+        for invocation_id, (fut, function_id) in list(worker.pending.items()):
+            if not fut.done():
+                fut.set_exception(
+                    IIIError("worker_disconnected", f"worker {worker.id} disconnected before answering {function_id}")
+                )
+            worker.pending.pop(invocation_id, None)
+        log.info(
+            "iii worker %s disconnected; dropped %d functions and %d triggers", worker.id, len(functions), len(triggers)
+        )
+        self._changed()
+
+    async def handle(self, worker: Worker, message: Inbound | Telemetry | BadFrame) -> None:
+        """One decoded frame from a worker. Never raises for bad input: the connection stays usable."""
+        if isinstance(message, Telemetry):
+            self.counters["telemetry_frames"] += 1
+        elif isinstance(message, BadFrame):
+            await self._bad_frame(worker, message)
+        elif isinstance(message, InvokeFunction):
+            self.spawn(self._serve_call(worker, message), name=f"iii-call-{message.function_id}")
+        elif isinstance(message, InvocationResult):
+            self._on_result(worker, message)
+        elif isinstance(message, RegisterFunction):
+            rejected = self.registry.add_function(worker.id, message)
+            if rejected is not None:
+                log.warning("function %s refused: held by worker %s", message.id, rejected.owner_worker_id)
+                await self._send(worker, encode(rejected))
+        elif isinstance(message, UnregisterFunction):
+            self.registry.remove_function(worker.id, message.id)
+        elif isinstance(message, RegisterTrigger):
+            await self._register_trigger(worker, message)
+        elif isinstance(message, UnregisterTrigger):
+            if self.registry.remove_trigger(worker.id, message.id) is not None:
+                self._stop_pump(message.id)
+        elif isinstance(message, Reattach):
+            await self._reattach(worker, message)
+        elif isinstance(message, Ping):
+            await self._send(worker, encode(PongOut()))
+        if isinstance(message, RegisterFunction | UnregisterFunction | RegisterTrigger | UnregisterTrigger):
+            self._changed()
+        # registertriggertype, registerservice, triggerregistrationresult, pong: accepted and ignored
+
+    async def _bad_frame(self, worker: Worker, bad: BadFrame) -> None:
+        self.counters[f"bad_frames.{bad.kind}"] += 1
+        if bad.kind == "unknown_type":
+            log.info("worker %s sent an unknown message type %r; dropped", worker.id, bad.type)
+            return
+        log.warning("worker %s sent a bad frame: %s", worker.id, bad.message)
+        if bad.type == "invokefunction" and bad.invocation_id is not None:
+            body = ErrorBody("deserialization_error", bad.message)
+            reply = InvocationResultOut(bad.invocation_id, bad.function_id or "", error=body)
+            await self._send(worker, encode(reply))
+        else:
+            await self._send(worker, encode(ErrorFrame("invalid_message", bad.message)))
+
+    async def _send(self, worker: Worker, frame: bytes) -> bool:
+        if not worker.alive:
+            return False
+        try:
+            await worker.send(frame)
+        except Exception as exc:  # the connection went away: its handler disconnects it
+            log.debug("send to worker %s failed: %r", worker.id, exc)
+            return False
+        return True
+
+    async def _reattach(self, worker: Worker, message: Reattach) -> None:
+        old = self.workers.get(message.previous_worker_id or "")
+        if old is None or old is worker or old.reattach_token != message.reattach_token:
+            return
+        log.info("worker %s reattached as %s; retiring the old connection", old.id, worker.id)
+        self.disconnect(old)
+        self.spawn(old.close(), name="iii-retire")
+
+    # -- calls
+
+    async def _serve_call(self, worker: Worker, msg: InvokeFunction) -> None:
+        """A worker's ``invokefunction``: answer it once, unless it is void."""
+        void = msg.invocation_id is None or isinstance(msg.action, VoidAction)
+        if isinstance(msg.action, EnqueueAction):
+            error = IIIError("enqueue_error", "ripple has no queue provider: TriggerAction.Enqueue is not supported")
+            if msg.invocation_id is not None:
+                refused = InvocationResultOut(msg.invocation_id, msg.function_id, error=error.body())
+                await self._send(worker, encode(refused))
+            return
+        token = current_origin.set(self._cause_of(msg.traceparent))
+        try:
+            result = await self.invoke(
+                msg.function_id,
+                msg.data,
+                void=void,
+                traceparent=msg.traceparent,
+                baggage=msg.baggage,
+                metadata=msg.metadata,
+            )
+        except IIIError as exc:
+            if void:
+                log.warning("void call to %s failed: %s %s", msg.function_id, exc.code, exc.message)
+                return
+            reply = InvocationResultOut(msg.invocation_id or "", msg.function_id, error=exc.body())
+        else:
+            if void:
+                return
+            reply = InvocationResultOut(msg.invocation_id or "", msg.function_id, result=result)
+        finally:
+            current_origin.reset(token)
+        await self._send(worker, encode(reply))
+
+    async def invoke(
+        self,
+        function_id: str,
+        data: Any,
+        *,
+        void: bool = False,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+        metadata: Any = None,
+    ) -> Any:
+        """Call a built-in or a worker's function; raises :class:`IIIError`. A void call returns ``None`` at once."""
+        builtin = self.builtins.get(function_id)
+        if builtin is not None:
+            return await builtin(data)
+        owner = self.registry.owner(function_id)
+        worker = self.workers.get(owner) if owner is not None else None
+        if worker is None:
+            raise function_not_found(function_id)
+        out = InvokeFunctionOut(function_id, data, None, traceparent, baggage, metadata)
+        if void:
+            await self._send(worker, encode(out))
+            return None
+        invocation_id = str(uuid.uuid4())
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.pending[invocation_id] = (fut, function_id)
+        try:
+            if not await self._send(worker, encode(msgspec.structs.replace(out, invocation_id=invocation_id))):
+                raise IIIError("worker_disconnected", f"worker {worker.id} is gone; {function_id} was not called")
+            if self._watchers:
+                self._changed()
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    return await fut
+            except TimeoutError:
+                self.counters["call_timeouts"] += 1
+                raise IIIError(
+                    "timeout", f"Invocation of {function_id} timed out after {int(self.call_timeout * 1000)} ms"
+                ) from None
+        finally:
+            worker.pending.pop(invocation_id, None)
+
+    def _on_result(self, worker: Worker, msg: InvocationResult) -> None:
+        pending = worker.pending.get(msg.invocation_id)
+        if pending is None:
+            log.debug("late or unknown invocation result %s from %s", msg.invocation_id, worker.id)
+            return
+        fut, _ = pending
+        if fut.done():
+            return
+        if msg.error is not None:
+            fut.set_exception(IIIError(msg.error.code, msg.error.message))
+        else:
+            fut.set_result(msg.result)
+
+    # -- cause tagging: a trigger call carries a trace id; writes made under it carry the event's offset
+
+    def _trace_for(self, event: Event) -> str:
+        trace_id = uuid.uuid4().hex
+        depth = (event.meta.depth or 0) + 1
+        self._causes[trace_id] = Meta(cause=event.offset, depth=depth)
+        while len(self._causes) > CAUSE_MEMORY:
+            self._causes.popitem(last=False)
+        return f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+
+    def _cause_of(self, traceparent: str | None) -> Meta | None:
+        if not traceparent:
+            return None
+        parts = traceparent.split("-")
+        return self._causes.get(parts[1]) if len(parts) >= 3 else None
+
+    # -- built-ins (III-PROTOCOL §3)
+
+    @staticmethod
+    def _store_error(code: str, exc: RippleError) -> IIIError:
+        if isinstance(exc, ValueTooLargeError):
+            return IIIError("VALUE_TOO_LARGE", exc.message)
+        if isinstance(exc, CascadeLimitError):
+            return IIIError("cascade_limit", exc.message)
+        return IIIError(code, exc.message)
+
+    async def _state_set(self, data: Any) -> Any:
+        scope, key, value = parse_set(data)
+        try:
+            result = await self.store.set(scope, key, value)
+        except RippleError as exc:
+            raise self._store_error("SET_ERROR", exc) from None
+        return {"old_value": result.old_value, "new_value": result.new_value}
+
+    async def _state_get(self, data: Any) -> Any:
+        inp: StateKeyInput = parse_input("state::get", data, StateKeyInput)
+        try:
+            return await self.store.get(inp.scope, inp.key)
+        except RippleError as exc:
+            raise self._store_error("GET_ERROR", exc) from None
+
+    async def _state_delete(self, data: Any) -> Any:
+        inp: StateKeyInput = parse_input("state::delete", data, StateKeyInput)
+        try:
+            result = await self.store.delete(inp.scope, inp.key)  # R-6: a missing key writes nothing
+        except RippleError as exc:
+            raise self._store_error("DELETE_ERROR", exc) from None
+        return None if result is None else result.old_value
+
+    async def _state_update(self, data: Any) -> Any:
+        inp: StateUpdateInput = parse_input("state::update", data, StateUpdateInput)
+        try:
+            result = await self.store.update(inp.scope, inp.key, inp.ops)
+        except InvalidOpError as exc:
+            raise deserialization_error("state::update", exc.message) from None
+        except UpdateRejectedError as exc:
+            # DESIGN §4: every op failed → nothing written; reply as if the value were written back unchanged.
+            try:
+                old = await self.store.get(inp.scope, inp.key)
+            except RippleError as read_exc:
+                raise self._store_error("UPDATE_ERROR", read_exc) from None
+            return update_reply(old, old, exc.errors)
+        except RippleError as exc:
+            raise self._store_error("UPDATE_ERROR", exc) from None
+        return update_reply(result.old_value, result.new_value, [msgspec.to_builtins(e) for e in result.errors])
+
+    async def _state_list(self, data: Any) -> Any:
+        inp: StateScopeInput = parse_input("state::list", data, StateScopeInput)
+        values: list[Any] = []
+        cursor: str | None = None
+        try:
+            while True:
+                page = await self.store.list(inp.scope, limit=1000, cursor=cursor)
+                values.extend(entry.value for entry in page.items)
+                if page.next_cursor is None:
+                    return values
+                cursor = page.next_cursor
+        except RippleError as exc:
+            raise self._store_error("LIST_ERROR", exc) from None
+
+    async def _state_list_groups(self, data: Any) -> Any:
+        try:
+            return {"groups": await self.store.list_groups()}
+        except RippleError as exc:
+            raise self._store_error("LIST_GROUPS_ERROR", exc) from None
+
+    async def _stream_send(self, data: Any) -> Any:
+        send = parse_stream_send(data, compat=self.compat)
+        try:
+            await self.store.send(send.stream, send.group, send.type, send.data, id=send.id)
+        except RippleError as exc:
+            raise self._store_error("STREAM_SEND_ERROR", exc) from None
+        return None
+
+    async def _workers_register(self, data: Any) -> Any:
+        return None  # the SDK's metadata call (III-PROTOCOL §2.2): accepted, and kept for engine::workers::list
+
+    async def _functions_list(self, data: Any) -> Any:
+        functions: list[dict[str, Any]] = [{"function_id": f} for f in sorted(self.builtins)]
+        functions += [
+            {"function_id": e.id, "description": e.description, "metadata": e.metadata}
+            for e in self.registry.functions.values()
+        ]
+        return {"functions": functions}
+
+    async def _workers_list(self, data: Any) -> Any:
+        workers = []
+        for w in self.workers.values():
+            count = sum(1 for e in self.registry.functions.values() if e.worker_id == w.id)
+            workers.append({"id": w.id, "connected_at_ms": w.connected_at, "function_count": count, **w.info})
+        return {"workers": workers}
+
+    async def _triggers_list(self, data: Any) -> Any:
+        triggers = [
+            {
+                "id": t.id,
+                "trigger_type": t.trigger_type,
+                "function_id": t.function_id,
+                "config": msgspec.to_builtins(t.config),
+            }
+            for t in self.registry.triggers.values()
+        ]
+        return {"triggers": triggers}
+
+    # -- triggers
+
+    async def _register_trigger(self, worker: Worker, msg: RegisterTrigger) -> None:
+        try:
+            entry, replaced = self.registry.add_trigger(worker.id, msg)
+        except IIIError as exc:
+            # R-1 and bad configs: the engine answers only failures.
+            log.warning("trigger %s (%s) refused: %s", msg.id, msg.trigger_type, exc.message)
+            reply = TriggerRegistrationResultOut(msg.id, msg.trigger_type, msg.function_id, exc.body())
+            await self._send(worker, encode(reply))
+            return
+        if replaced is not None:
+            self._stop_pump(replaced.id)
+        if entry.trigger_type in ("state", "stream"):
+            pump = TriggerPump(self, entry)
+            self.pumps[entry.id] = pump
+            pump.start()
+
+    def _stop_pump(self, trigger_id: str) -> None:
+        pump = self.pumps.pop(trigger_id, None)
+        if pump is not None:
+            pump.stop()
+
+    def _on_commit(self, events: list[Event]) -> None:
+        """The writer's commit listener: queue only, never await (DESIGN §1: the writer never waits)."""
+        for pump in self.pumps.values():
+            pump.offer(events)
+
+    async def fire(self, entry: TriggerEntry, event: Event) -> None:
+        """Call one trigger's function for one event; failures are logged, never raised."""
+        payload: Any = state_payload(event) if entry.trigger_type == "state" else stream_envelope(event)
+        data = msgspec.to_builtins(payload)
+        trace = self._trace_for(event)
+        condition = getattr(entry.config, "condition_function_id", None)
+        try:
+            if condition is not None and await self.invoke(condition, data, traceparent=trace) is False:
+                return  # only an exact `false` skips the handler
+            await self.invoke(entry.function_id, data, traceparent=trace, metadata=entry.metadata)
+        except IIIError as exc:
+            self.counters["trigger_failures"] += 1
+            log.warning(
+                "trigger %s → %s failed at offset %d: %s %s",
+                entry.id,
+                entry.function_id,
+                event.offset,
+                exc.code,
+                exc.message,
+            )
+
+    # -- http triggers
+
+    async def http_request(
+        self, method: str, path: str, query_string: str, headers: list[tuple[str, str]], body: Any
+    ) -> HttpReply:
+        """Route one HTTP request to its ``http`` trigger and shape the reply (never hangs: every call times out)."""
+        found = self.registry.route(method, path)
+        if found is None:
+            return error_reply(404, "NOT_FOUND", f"no route for {method} {path}")
+        entry, params = found
+        config = entry.config
+        request = api_request(
+            pattern=getattr(config, "api_path", path),
+            method=method,
+            path_params=params,
+            query_string=query_string,
+            headers=headers,
+            body=body,
+            compat=self.compat,
+        )
+        try:
+            condition = getattr(config, "condition_function_id", None)
+            if condition is not None and await self.invoke(condition, request) is False:
+                return error_reply(422, "CONDITION_NOT_MET", "the trigger's condition was not met", skipped=True)
+            result = await self.invoke(entry.function_id, request, metadata=entry.metadata)
+        except IIIError as exc:
+            status = 504 if exc.code == "timeout" else 500
+            return error_reply(status, exc.code, exc.message, error_id=str(uuid.uuid4()))
+        return http_reply(result, compat=self.compat)
+
+
+class TriggerPump:
+    """Delivers one ``state``/``stream`` trigger's events in offset order, one at a time, off the writer's path.
+
+    ``offer`` runs inside the commit listener and only appends to a bounded deque. If the deque is full the pump
+    stops taking live events and, once it has delivered what it holds, reads the missed ones from the log, then
+    takes live events again: a slow worker slows only its own trigger and loses nothing.
+    """
+
+    def __init__(self, engine: Engine, entry: TriggerEntry) -> None:
+        self.engine = engine
+        self.entry = entry
+        self.queue: collections.deque[Event] = collections.deque()
+        self.wake = asyncio.Event()
+        self.behind_after: int | None = None  # set while overflowing: the last offset queued
+        self.last_queued = 0
+        self.task: asyncio.Task[None] | None = None
+        config = entry.config
+        if isinstance(config, StateTriggerConfig):
+            self.matches: Callable[[Event], bool] = lambda e: state_matches(config, e)
+            self.kind: Any = "state"
+            self.scopes = [config.scope] if config.scope else None
+            self.keys = [config.key] if config.key else None
+        else:
+            assert isinstance(config, StreamTriggerConfig)
+            self.matches = lambda e: stream_matches(config.stream_name, config.group_id, config.item_id, e)
+            self.kind = "stream"
+            self.scopes = [config.stream_name]
+            self.keys = [config.group_id] if config.group_id else None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"iii-trigger-{self.entry.id}")
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def offer(self, events: list[Event]) -> None:
+        if self.behind_after is not None:
+            return
+        for event in events:
+            if not self.matches(event):
+                continue
+            if len(self.queue) >= TRIGGER_QUEUE_LIMIT:
+                self.behind_after = self.last_queued
+                self.engine.counters["trigger_overflows"] += 1
+                break
+            self.queue.append(event)
+            self.last_queued = event.offset
+        self.wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                await self.engine.fire(self.entry, self.queue.popleft())
+            if self.behind_after is not None:
+                await self._catch_up(self.behind_after)
+
+    async def _catch_up(self, after: int) -> None:
+        """Deliver the matching events after ``after`` from the log until caught up, then take live events again."""
+        store = self.engine.store
+        while True:
+            head = store.head
+            page = await store.read_events(after, CATCH_UP_PAGE, kind=self.kind, scopes=self.scopes, keys=self.keys)
+            for event in page:
+                if self.matches(event):
+                    await self.engine.fire(self.entry, event)
+            if len(page) == CATCH_UP_PAGE:
+                after = page[-1].offset
+                continue
+            after = max(after, head)
+            if store.head == after:  # no await since this check: events after it reach `offer`
+                self.last_queued = after
+                self.behind_after = None
+                return
