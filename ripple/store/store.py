@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +58,7 @@ from ripple.reactions import Reactions, Start
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
-from ripple.store.writer import BatchJob, CommandJob, Writer
+from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 
 # -- subscriptions (issue 5) ------------------------------------------------------------------------------------
 from ripple.subscriptions.cursor import Limits
@@ -195,6 +196,7 @@ class Store:
         self.writer.listeners.append(self.hub.publish)
         self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
+        self.spawn(self._expire_idempotency(), name="ripple-idempotency-expiry")
         try:
             await self.projections.start()  # tables and rows exist before open returns; catch-ups run behind
         except BaseException:
@@ -270,6 +272,23 @@ class Store:
         if self._checkpoint_conn is not None:
             self._checkpoint_conn.close()
             self._checkpoint_conn = None
+
+    async def expire_idempotency(self, now_ms: int | None = None) -> int:
+        """Forget idempotency records older than 24 h (through the writer, merged into a group commit)."""
+        cutoff = (int(time.time() * 1000) if now_ms is None else now_ms) - IDEMPOTENCY_TTL_MS
+
+        def purge(txn: WriteTxn) -> int:
+            return int(txn.conn.execute("DELETE FROM idempotency WHERE created_ts < ?", (cutoff,)).rowcount)
+
+        return await self.writer.run_in_txn(purge)
+
+    async def _expire_idempotency(self) -> None:
+        while True:
+            await asyncio.sleep(3600)  # the writer also purges on open
+            try:
+                await self.expire_idempotency()
+            except RippleError as exc:
+                log.warning("idempotency expiry failed: %s", exc)
 
     async def _checkpointer(self) -> None:
         # PASSIVE checkpoints off the writer's connection: auto-checkpoint is off there (DESIGN §13).

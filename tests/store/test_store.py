@@ -25,7 +25,7 @@ from ripple import (
     ValidationError,
     ValueTooLargeError,
 )
-from ripple.core.events import Meta
+from ripple.core.events import Event, Meta
 from ripple.errors import BadRequestError, CascadeLimitError
 from ripple.store.origin import current_origin
 from tests.conftest import SECOND
@@ -331,3 +331,16 @@ async def test_cancelled_snapshot_read_never_leaves_a_stale_connection(store: St
     await store.set("s", "k", 1)
     values = await asyncio.gather(*[store.get("s", "k") for _ in range(store.reader.size * 4)])
     assert values == [1] * len(values)
+
+
+async def test_idempotency_records_expire_after_24_hours(store: Store) -> None:
+    first = await store.set("s", "k", 1, idempotency_key="old")
+    assert await store.expire_idempotency() == 0
+    assert await store.set("s", "k", 1, idempotency_key="old") == first
+    assert await store.expire_idempotency(now_ms=first_ts(await store.read_events()) + 25 * 3600 * 1000) == 1
+    again = await store.set("s", "k", 1, idempotency_key="old")  # forgotten: a new write
+    assert again.offset == 2
+
+
+def first_ts(events: list[Event]) -> int:
+    return events[0].ts
