@@ -28,25 +28,10 @@ from ripple.store.sqlite import (
     connect_writer,
     inspect_file,
 )
+from ripple.wire import row_to_wire
 
 PAGE = 2000
 Progress = Callable[[int], None]
-
-
-class EventRecord(msgspec.Struct, frozen=True):
-    """One event as exported (the fields of DESIGN §2), with its stored JSON spliced in, not re-encoded."""
-
-    offset: int
-    ts: int
-    kind: Literal["state", "stream"]
-    scope: str
-    key: str
-    op: Literal["set", "update", "delete", "send"]
-    event_type: str
-    version: int
-    old_value: msgspec.Raw | None
-    new_value: msgspec.Raw | None
-    meta: msgspec.Raw
 
 
 class ImportedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,16 +71,6 @@ def head_of(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def _raw(text: str | None) -> msgspec.Raw | None:
-    return None if text is None else msgspec.Raw(text.encode())
-
-
-def _record(row: tuple[Any, ...]) -> EventRecord:
-    seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
-    return EventRecord(seq, ts, kind, scope, key, op, event_type, version, _raw(old), _raw(new),
-                       msgspec.Raw(meta.encode()))
-
-
 def iter_rows(conn: sqlite3.Connection, *, after: int = 0, upto: int | None = None, kind: KindFilter | None = None,
               scopes: Sequence[str] | None = None, keys: Sequence[str] | None = None,
               page: int = PAGE) -> Iterator[tuple[Any, ...]]:
@@ -117,8 +92,9 @@ def iter_rows(conn: sqlite3.Connection, *, after: int = 0, upto: int | None = No
 
 
 def event_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
+    """Each event as one JSON line, its stored JSON spliced in, not re-encoded."""
     for row in rows:
-        yield _encode(_record(row))
+        yield _encode(row_to_wire(row))
 
 
 # ---- get -------------------------------------------------------------------------------------------------------
