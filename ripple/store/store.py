@@ -252,6 +252,11 @@ class Store:
         return self._closed
 
     @property
+    def degraded(self) -> bool:
+        """True while writes are refused after an I/O error (``/v1/health`` then says ``degraded``)."""
+        return self.writer.degraded
+
+    @property
     def head(self) -> int:
         """The last committed offset (no I/O)."""
         return self.writer.head

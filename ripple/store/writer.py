@@ -400,6 +400,9 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread_ident: int | None = None
+        self._attempt: tuple[int, WriteTxn | None] = (0, None)
+        # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
+        self.degraded = False
 
     # -- lifecycle
 
@@ -434,7 +437,14 @@ class Writer:
         await loop.run_in_executor(self._thread, self._close_conn, final)
         self._thread.shutdown(wait=True)
 
-    def _close_conn(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
+    def _close_conn(self, final: Callable[[sqlite3.Connection], Any] | None = None, quiet: bool = False) -> None:
+        if self._conn is not None and quiet:
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:
+                log.warning("closing the failed write connection: %s", exc)
+            self._conn = None
+            return
         if self._conn is not None:
             if final is not None:
                 try:
@@ -534,26 +544,79 @@ class Writer:
     # -- in the writer thread
 
     def _commit_group(self, jobs: list[Job]) -> list[Event]:
-        assert self._conn is not None
+        if self._conn is None and not self._reopen():
+            error = StorageError("the database cannot be opened for writing; the store is degraded")
+            return self._fail_all(jobs, error)
         try:
             return self._try_group(jobs)
         except sqlite3.Error as exc:
+            if _is_io_error(exc):
+                return self._after_io_error(jobs, exc)
             if len(jobs) == 1:
                 self._fail_job(jobs[0], exc)
                 return []
             log.warning("group of %d commands failed (%s); retrying them one by one", len(jobs), exc)
-            events: list[Event] = []
-            for job in jobs:
-                try:
-                    events.extend(self._try_group([job]))
-                except sqlite3.Error as single:
-                    self._fail_job(job, single)
-            return events
+            return self._one_by_one(jobs)
+
+    def _one_by_one(self, jobs: list[Job]) -> list[Event]:
+        events: list[Event] = []
+        for i, job in enumerate(jobs):
+            try:
+                events.extend(self._try_group([job]))
+            except sqlite3.Error as single:
+                if _is_io_error(single):
+                    return events + self._after_io_error(jobs[i:], single)
+                self._fail_job(job, single)
+        return events
+
+    def _after_io_error(self, jobs: list[Job], exc: sqlite3.Error) -> list[Event]:
+        """Never retry on the connection that failed (DESIGN §13): reopen, then learn from the file what happened."""
+        log.error("I/O error on the write connection (%s); reopening it before anything else", exc)
+        before, txn = self._attempt
+        if not self._reopen():
+            return self._fail_all(jobs, StorageError(f"I/O error ({exc}); the store is degraded until the database "
+                                                     "can be reopened"))
+        on_disk = self._read_head()
+        if on_disk == before:  # nothing reached the file: each job may be tried again, alone, on the new connection
+            if len(jobs) == 1:
+                return self._fail_all(jobs, StorageError(f"the database could not write this command: {exc}"))
+            return self._one_by_one(jobs)
+        if txn is not None and on_disk == txn.head:  # the COMMIT did reach the file before the error
+            self._txn_head = on_disk
+            return txn.events
+        self.degraded = True
+        log.error("after the I/O error the log head is %d, expected %d or %s; refusing writes", on_disk, before,
+                  None if txn is None else txn.head)
+        return self._fail_all(jobs, StorageError("the log head changed unexpectedly after an I/O error; degraded"))
+
+    def _reopen(self) -> bool:
+        self._close_conn(quiet=True)
+        try:
+            self._conn = connect_writer(self.path, self.durability)
+            self._txn_head = self._read_head()
+        except sqlite3.Error as exc:
+            log.error("cannot reopen the write connection: %s", exc)
+            self._conn = None
+            self.degraded = True
+            return False
+        self.degraded = False
+        return True
+
+    def _read_head(self) -> int:
+        assert self._conn is not None
+        return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    @staticmethod
+    def _fail_all(jobs: list[Job], error: RippleError) -> list[Event]:
+        for job in jobs:
+            job.outcome, job.failed = error, True
+        return []
 
     def _try_group(self, jobs: list[Job]) -> list[Event]:
         conn = self._conn
         assert conn is not None
         txn = WriteTxn(conn, self._txn_head, int(time.time() * 1000), self.max_value_bytes)
+        self._attempt = (self._txn_head, txn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             txn.prefetch({k for job in jobs for k in job.keys()})
@@ -580,8 +643,8 @@ class Writer:
             job.outcome = DatabaseFullError(f"the database is full: {exc}")
             return
         job.outcome = StorageError(f"the database could not write this command: {exc}")
-        if isinstance(exc, sqlite3.OperationalError) and "disk i/o" in str(exc).lower():
-            # After an I/O error SQLite's state is suspect: reopen rather than retry on the same connection.
-            log.error("I/O error on the write connection; reopening it")
-            self._close_conn()
-            self._conn = connect_writer(self.path, self.durability)
+
+
+def _is_io_error(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR) or "disk i/o" in str(exc).lower()

@@ -17,6 +17,7 @@ from ripple import (
     DatabaseFullError,
     NotARippleDatabaseError,
     SchemaVersionError,
+    StorageError,
     Store,
     WriterLockedError,
 )
@@ -170,3 +171,66 @@ async def test_sql_failure_fails_only_its_own_job(store: Store) -> None:
     assert [type(r).__name__ for r in results].count("StorageError") == 1
     assert store.head == 20
     assert [e.offset for e in await store.read_events()] == list(range(1, 21))
+
+
+class FlakyConnection:
+    """Wraps the writer's sqlite3 connection: the next COMMITs raise a disk I/O error (before or after committing)."""
+
+    def __init__(self, conn: sqlite3.Connection, failures: int, *, after_commit: bool = False) -> None:
+        self.conn, self.failures, self.after_commit = conn, failures, after_commit
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql == "COMMIT" and self.failures > 0:
+            self.failures -= 1
+            if self.after_commit:
+                self.conn.execute(sql)
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+async def flaky(store: Store, failures: int, *, after_commit: bool = False) -> FlakyConnection:
+    def install(conn: sqlite3.Connection) -> FlakyConnection:
+        store.writer._conn = FlakyConnection(conn, failures, after_commit=after_commit)  # type: ignore[assignment]
+        return store.writer._conn  # type: ignore[return-value]
+    return await store.writer.call(install)
+
+
+async def test_io_error_reopens_the_connection_and_retries_nothing_twice(store: Store) -> None:
+    await store.set("s", "before", 1)
+    wrapper = await flaky(store, failures=1)
+    results = await asyncio.gather(*[store.set("s", f"k{i}", i) for i in range(20)], return_exceptions=True)
+    assert store.writer._conn is not wrapper  # never retried on the connection that failed
+    assert all(not isinstance(r, BaseException) for r in results), results  # nothing reached the file: retried
+    assert [e.offset for e in await store.read_events()] == list(range(1, 22))
+    assert not store.degraded
+
+
+async def test_io_error_after_the_commit_reached_the_file_acknowledges_once(store: Store) -> None:
+    wrapper = await flaky(store, failures=1, after_commit=True)
+    results = await asyncio.gather(*[store.set("s", f"k{i}", i) for i in range(10)])
+    assert store.writer._conn is not wrapper
+    assert sorted(r.offset for r in results) == list(range(1, 11))
+    assert [e.offset for e in await store.read_events()] == list(range(1, 11))  # not applied twice
+
+
+async def test_writer_that_cannot_reopen_is_degraded_then_recovers(store: Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ripple.store import writer as writer_module
+
+    real = writer_module.connect_writer
+    def refuse(*args: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+    await flaky(store, failures=1)
+    monkeypatch.setattr(writer_module, "connect_writer", refuse)
+    with pytest.raises(StorageError, match="degraded"):
+        await store.set("s", "k", 1)
+    assert store.degraded
+    with pytest.raises(StorageError):
+        await store.set("s", "k", 2)
+    assert await store.read_events() == []  # reads go on
+    monkeypatch.setattr(writer_module, "connect_writer", real)
+    assert (await store.set("s", "k", 3)).offset == 1
+    assert not store.degraded
