@@ -115,10 +115,10 @@ def get_value(conn: sqlite3.Connection, scope: str, key: str, at: int | None) ->
     return True, row[0].encode()
 
 
-def check_at(conn: sqlite3.Connection, at: int) -> None:
+def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
     head = head_of(conn)
     if at < 0 or at > head:
-        raise ValidationError(f"--at {at} is outside the log (0..{head})")
+        raise ValidationError(f"{option} {at} is outside the log (0..{head})")
 
 
 class EntryRecord(msgspec.Struct, frozen=True):
@@ -393,7 +393,7 @@ def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: boo
             conn.close()
             conn = None
         if not existed:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".lock"):
                 Path(f"{os.fspath(path)}{suffix}").unlink(missing_ok=True)
         raise
     finally:
@@ -517,7 +517,7 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         raise DatabaseFileError(f"{into} already exists; replay writes only a new file")
     src = open_readonly(source)
     try:
-        check_at(src, to)
+        check_at(src, to, "--to")
     finally:
         src.close()
     lock = WriterLock(into)

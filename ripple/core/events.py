@@ -125,6 +125,12 @@ class Entry(msgspec.Struct, frozen=True):
     offset: int
 
 
+class Groups(msgspec.Struct, frozen=True):
+    """``list_groups``: the scopes that hold at least one key, sorted."""
+
+    groups: list[str]
+
+
 class Page(msgspec.Struct, frozen=True):
     items: list[Entry]
     next_cursor: str | None = None

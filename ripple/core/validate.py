@@ -17,7 +17,12 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Control characters (C0, C1), lone surrogates, and invisible characters that make two names look identical or
+# reorder text on screen: zero-width space, LRM/RLM, line and paragraph separators, bidi embeddings, overrides and
+# isolates, word joiner and invisible operators, the BOM. ZWJ/ZWNJ (U+200C/D) stay: emoji and scripts need them.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]"
+)
 _LONG_NUMBER = re.compile(rb"\d{19}")
 
 
@@ -26,7 +31,9 @@ def _bad_char(name: str) -> str | None:
     if found is None:
         return None
     code = ord(found.group())
-    return f"lone surrogate U+{code:04X}" if 0xD800 <= code <= 0xDFFF else f"U+{code:04X}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"lone surrogate U+{code:04X}"
+    return f"U+{code:04X}" if code < 0x200B else f"invisible character U+{code:04X}"
 
 
 def validate_name(what: str, name: object, max_chars: int, *, allow_slash: bool) -> str:
@@ -43,7 +50,7 @@ def validate_name(what: str, name: object, max_chars: int, *, allow_slash: bool)
     bad = _bad_char(name)
     if bad is not None:
         raise InvalidNameError(
-            f"{what} contains a control character ({bad})",
+            f"{what} contains a control or invisible character ({bad})",
             detail={what: name.encode("utf-8", "backslashreplace").decode()},
         )
     return name

@@ -31,6 +31,7 @@ from ripple.core.events import (
     Delete,
     DeleteResult,
     Event,
+    Groups,
     KindFilter,
     OpError,
     Page,
@@ -110,10 +111,6 @@ def outcome(result: SetResult | UpdateResult | DeleteResult | None) -> CommandOu
         return CommandOutcome(result.old_value, result.offset)
     errors = result.errors if isinstance(result, UpdateResult) else msgspec.UNSET
     return CommandOutcome(result.old_value, result.offset, result.new_value, result.version, errors)
-
-
-class Groups(msgspec.Struct):
-    groups: list[str]
 
 
 class EventsPage(msgspec.Struct):
@@ -400,6 +397,8 @@ async def expected_offset(request: Request[Any, Any, Any], store: Store, scope: 
     weak, offset = tags[0]
     if weak:
         raise PreconditionFailedError("a weak entity tag never matches If-Match (strong comparison)")
+    if offset == 0:  # no ETag is ever "0" (offsets start at 1): If-Match needs an existing key, so it never matches
+        raise PreconditionFailedError(f'If-Match: "0" never matches: {scope}/{key} must exist for If-Match')
     return offset
 
 
@@ -584,7 +583,7 @@ async def list_scope(
 @get("/v1/scopes", tags=TAGS, summary="List scopes")
 async def list_scopes(request: Request[Any, Any, Any]) -> Groups:
     """Scopes that hold at least one key, sorted."""
-    return Groups(await store_of(request).list_groups())
+    return await store_of(request).list_groups()
 
 
 @post(

@@ -419,7 +419,7 @@ class Engine:
 
     async def _state_list_groups(self, data: Any) -> Any:
         try:
-            return {"groups": await self.store.list_groups()}
+            return {"groups": (await self.store.list_groups()).groups}
         except RippleError as exc:
             raise self._store_error("LIST_GROUPS_ERROR", exc) from None
 

@@ -95,6 +95,10 @@ class StreamServer:
         if target is None:
             message = "the stream server serves / and /stream/{stream}/{group}\n"
             return connection.respond(http.HTTPStatus.NOT_FOUND, message)
+        if target != "root" and target.after is not None and target.after > self.store.head:
+            # A resume point the log has not reached would silently skip every event up to it (offset_out_of_range).
+            message = f"offset_out_of_range: after={target.after} is beyond the head ({self.store.head})\n"
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, message)
         return None
 
     async def _connection(self, ws: ServerConnection) -> None:

@@ -23,6 +23,7 @@ from ripple.core.events import (
     DeleteResult,
     Entry,
     Event,
+    Groups,
     KindFilter,
     Meta,
     Page,
@@ -468,10 +469,10 @@ class Store:
         at = self._check_at(at)
         return await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
 
-    async def list_groups(self) -> builtins.list[str]:
-        """Scopes that hold at least one key, sorted."""
+    async def list_groups(self) -> Groups:
+        """``Groups{groups}``: the scopes that hold at least one key, sorted."""
         self._check_open()
-        return await self.reader.list_groups()
+        return Groups(await self.reader.list_groups())
 
     async def read_events(
         self,

@@ -75,7 +75,9 @@ def _text(raw: str | bytes | None) -> str | None:
 
 
 def command_hash(payload: Any) -> str:
-    return hashlib.sha256(_encode(payload)).hexdigest()
+    """The request hash of an idempotent command; object keys sorted, so a retry that re-serialises its JSON in
+    another key order is still the same command."""
+    return hashlib.sha256(msgspec.json.encode(payload, order="sorted")).hexdigest()
 
 
 class WriteTxn:

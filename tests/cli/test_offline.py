@@ -180,7 +180,7 @@ def test_import_names_the_bad_line_and_writes_nothing(db: Path, tmp_path: Path, 
     fixed = bad_line.replace(b'"offset":1,', b'"offset":4,').replace(b'"offset": 1}', b'"offset": 4}')
     done = ripple("import", "--db", str(copy), stdin=b"".join(good) + fixed)
     assert done.returncode == 2 and b"line 4" in done.stderr and done.stderr.count(b"\n") == 1
-    assert not copy.exists()
+    assert not copy.exists() and not Path(f"{copy}.lock").exists()
     before = digest(db)
     done = ripple("import", "--db", str(db), "--append", stdin=fixed.replace(b'"offset":4', b'"offset":999'))
     assert done.returncode == 2 and digest(db) == before

@@ -66,7 +66,8 @@ def test_update_result_over_size_limit() -> None:
         decide_update(Update("s", "k", [SetOp("a", "x" * 100)]), None, 50)
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "x\x00", "tab\there", "\x7f", "é" * 257, 5, None, "\ud800"])
+@pytest.mark.parametrize("bad", ["", "a/b", "x\x00", "tab\there", "\x7f", "é" * 257, 5, None, "\ud800",
+                                 "a\u2028b", "\ufeffx", "a\u200bb", "x\u202ey", "a\u2066b"])
 def test_bad_scopes(bad: object) -> None:
     with pytest.raises(InvalidNameError):
         validate_scope(bad)
@@ -74,6 +75,7 @@ def test_bad_scopes(bad: object) -> None:
 
 def test_keys_may_hold_slashes_but_not_controls() -> None:
     assert validate_key("user/1") == "user/1"
+    assert validate_key("family \U0001f468\u200d\U0001f469\u200d\U0001f467")  # emoji need ZWJ
     assert validate_key("ü" * 1024)
     for bad in ["", "k" * 1025, "a\nb", "\x00"]:
         with pytest.raises(InvalidNameError):

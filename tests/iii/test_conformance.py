@@ -511,6 +511,9 @@ async def test_20_stream_url_auto_join_and_resume(store: Store, iii: IIIServer) 
     with pytest.raises(websockets.InvalidStatus) as err:
         await websockets.connect(f"{url}?after=minus")
     assert err.value.response.status_code == 400
+    with pytest.raises(websockets.InvalidStatus) as beyond:  # would silently skip events up to it
+        await websockets.connect(f"{url}?after={store.head + 1}")
+    assert beyond.value.response.status_code == 400 and b"offset_out_of_range" in beyond.value.response.body
     with pytest.raises(websockets.InvalidStatus):
         await websockets.connect(f"ws://127.0.0.1:{iii.stream_port}/somewhere/else")
 

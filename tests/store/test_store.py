@@ -146,15 +146,18 @@ async def test_idempotency(store: Store) -> None:
     a, b = await asyncio.gather(store.update("s", "n", [IncrementOp("c", 1)], idempotency_key="req-2"),
                                 store.update("s", "n", [IncrementOp("c", 1)], idempotency_key="req-2"))
     assert a == b and await store.get("s", "n") == {"c": 1}
+    # the same command with its object keys in another order is the same command
+    o1 = await store.set("s", "o", {"a": 1, "b": 2}, idempotency_key="req-order")
+    assert await store.set("s", "o", {"b": 2, "a": 1}, idempotency_key="req-order") == o1
     d1 = await store.delete("s", "k", idempotency_key="req-3")
     assert await store.delete("s", "k", idempotency_key="req-3") == d1
     batch = [Set("s", "x", 1), Delete("s", "none")]
     assert await store.batch(batch, idempotency_key="req-4") == await store.batch(batch, idempotency_key="req-4")
     events = await store.read_events()
-    assert len(events) == 4 and events[0].meta.idempotency_key == "req-1"
+    assert len(events) == 5 and events[0].meta.idempotency_key == "req-1"
     async with store.reader.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM idempotency")
-        assert (await cur.fetchone()) == (4,)
+        assert (await cur.fetchone()) == (5,)
 
 
 async def test_time_travel(store: Store) -> None:
@@ -206,7 +209,7 @@ async def test_list_groups_and_read_events_filters(store: Store) -> None:
     await store.set("a", "2", 1)
     await store.delete("b", "1")
     await store.send("chat", "room", "msg", {"text": "hi"}, id="m1")
-    assert await store.list_groups() == ["a"]
+    assert (await store.list_groups()).groups == ["a"]
     assert [e.offset for e in await store.read_events(scopes=["a"])] == [2, 3]
     assert [e.offset for e in await store.read_events(keys=["1"], kind="state")] == [1, 2, 4]
     assert [e.offset for e in await store.read_events(after=2, limit=2)] == [3, 4]
