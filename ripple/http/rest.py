@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 import msgspec
 from litestar import Request, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
@@ -41,7 +41,7 @@ from ripple.core.events import (
     UpdateResult,
 )
 from ripple.core.ops import UpdateOp
-from ripple.core.validate import validate_scope
+from ripple.core.validate import MAX_KEY_CHARS, validate_scope
 from ripple.errors import (
     BadRequestError,
     InvalidOpError,
@@ -178,6 +178,18 @@ def json_schema(model: Any) -> dict[str, Any]:
     return inlined
 
 
+@dataclass
+class PlainPathOperation(Operation):
+    """Litestar documents a ``{name:path}`` parameter as ``format: uri``, but a key or stream group is any name
+    (DESIGN §2), not a URI: clients generated from the document (and fuzzers) would refuse ordinary keys."""
+
+    def __post_init__(self) -> None:
+        for param in self.parameters or []:
+            if isinstance(param, Parameter) and param.param_in == "path" and isinstance(param.schema, Schema):
+                if param.schema.format is not None:
+                    param.schema = Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_CHARS)
+
+
 def body_operation(model: Any, description: str) -> type[Operation]:
     """An Operation class documenting a JSON request body that the handler decodes itself."""
     schema = cast(Schema, json_schema(model))
@@ -186,8 +198,9 @@ def body_operation(model: Any, description: str) -> type[Operation]:
     )
 
     @dataclass
-    class _WithBody(Operation):
+    class _WithBody(PlainPathOperation):
         def __post_init__(self) -> None:
+            super().__post_init__()
             self.request_body = body
 
     return _WithBody
@@ -498,6 +511,7 @@ TAGS = ["state"]
 @get(
     KEY_PATH,
     tags=TAGS,
+    operation_class=PlainPathOperation,
     responses=errors(304, 400, 404, 422, s200=ResponseSpec(Any, description="The value (any JSON), ETag header")),
     summary="Read a key's value",
 )
@@ -557,7 +571,14 @@ async def patch_value(request: Request[Any, Any, Any]) -> ASGIApp:
     )
 
 
-@delete(KEY_PATH, tags=TAGS, status_code=200, responses=errors(400, 404, 412, 422, 503, 507), summary="Delete a key")
+@delete(
+    KEY_PATH,
+    tags=TAGS,
+    status_code=200,
+    operation_class=PlainPathOperation,
+    responses=errors(400, 404, 412, 422, 503, 507),
+    summary="Delete a key",
+)
 async def delete_value(request: Request[Any, Any, Any]) -> DeleteResult:
     """Delete a key: ``{old_value, offset}``; 404 (and nothing appended) when it is missing."""
     store = store_of(request)
