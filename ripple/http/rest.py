@@ -21,6 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request, delete, get, patch, post, put
+from litestar.connection import ASGIConnection
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -342,7 +343,7 @@ def _unquote(raw: bytes, what: str) -> str:
         raise BadRequestError(f"the {what} in the path is not valid UTF-8 once percent-decoded") from None
 
 
-def split_path(request: Request[Any, Any, Any], prefix: bytes) -> tuple[str, str | None]:
+def split_path(request: ASGIConnection[Any, Any, Any, Any], prefix: bytes) -> tuple[str, str | None]:
     """(first segment, rest or None) of the raw path after ``prefix``, each percent-decoded once."""
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     rest = raw[raw.index(prefix) + len(prefix) :] if prefix in raw else b""
