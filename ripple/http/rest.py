@@ -21,8 +21,9 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request, delete, get, patch, post, put
+from litestar.connection import ASGIConnection
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
@@ -42,7 +43,7 @@ from ripple.core.events import (
     UpdateResult,
 )
 from ripple.core.ops import UpdateOp
-from ripple.core.validate import validate_scope
+from ripple.core.validate import MAX_KEY_CHARS, validate_scope
 from ripple.errors import (
     BadRequestError,
     InvalidOpError,
@@ -175,6 +176,18 @@ def json_schema(model: Any) -> dict[str, Any]:
     return inlined
 
 
+@dataclass
+class PlainPathOperation(Operation):
+    """Litestar documents a ``{name:path}`` parameter as ``format: uri``, but a key or stream group is any name
+    (DESIGN §2), not a URI: clients generated from the document (and fuzzers) would refuse ordinary keys."""
+
+    def __post_init__(self) -> None:
+        for param in self.parameters or []:
+            if isinstance(param, Parameter) and param.param_in == "path" and isinstance(param.schema, Schema):
+                if param.schema.format is not None:
+                    param.schema = Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_CHARS)
+
+
 def body_operation(model: Any, description: str) -> type[Operation]:
     """An Operation class documenting a JSON request body that the handler decodes itself."""
     schema = cast(Schema, json_schema(model))
@@ -183,8 +196,9 @@ def body_operation(model: Any, description: str) -> type[Operation]:
     )
 
     @dataclass
-    class _WithBody(Operation):
+    class _WithBody(PlainPathOperation):
         def __post_init__(self) -> None:
+            super().__post_init__()
             self.request_body = body
 
     return _WithBody
@@ -326,7 +340,7 @@ def _unquote(raw: bytes, what: str) -> str:
         raise BadRequestError(f"the {what} in the path is not valid UTF-8 once percent-decoded") from None
 
 
-def split_path(request: Request[Any, Any, Any], prefix: bytes) -> tuple[str, str | None]:
+def split_path(request: ASGIConnection[Any, Any, Any, Any], prefix: bytes) -> tuple[str, str | None]:
     """(first segment, rest or None) of the raw path after ``prefix``, each percent-decoded once."""
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     rest = raw[raw.index(prefix) + len(prefix) :] if prefix in raw else b""
@@ -497,6 +511,7 @@ TAGS = ["state"]
 @get(
     KEY_PATH,
     tags=TAGS,
+    operation_class=PlainPathOperation,
     responses=errors(304, 400, 404, 422, s200=ResponseSpec(Any, description="The value (any JSON), ETag header")),
     summary="Read a key's value",
 )
@@ -556,7 +571,14 @@ async def patch_value(request: Request[Any, Any, Any]) -> ASGIApp:
     )
 
 
-@delete(KEY_PATH, tags=TAGS, status_code=200, responses=errors(400, 404, 412, 422, 503, 507), summary="Delete a key")
+@delete(
+    KEY_PATH,
+    tags=TAGS,
+    status_code=200,
+    operation_class=PlainPathOperation,
+    responses=errors(400, 404, 412, 422, 503, 507),
+    summary="Delete a key",
+)
 async def delete_value(request: Request[Any, Any, Any]) -> DeleteResult:
     """Delete a key: ``{old_value, offset}``; 404 (and nothing appended) when it is missing."""
     store = store_of(request)

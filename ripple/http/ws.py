@@ -26,6 +26,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from ripple.errors import BadRequestError, OffsetOutOfRangeError, RippleError, StoreClosedError
+from ripple.http.rest import STREAM_PREFIX, split_path
 from ripple.store.store import Store
 from ripple.subscriptions.catchup import Page, check_after, read_page, read_snapshot
 from ripple.subscriptions.cursor import Cursor
@@ -323,6 +324,13 @@ async def _serve(socket: WebSocket[Any, Any, Any], parse: Callable[[], Subscribe
     await WsSession(store, socket, params, proto).run()
 
 
+def _parse_stream_path(socket: WebSocket[Any, Any, Any]) -> SubscribeParams:
+    """Stream and group from the raw path, as the REST send does: the router decodes ``a%2Fb/c`` to ``a/b/c``, which
+    would subscribe to stream ``a``, group ``b/c`` instead of refusing the stream name ``a/b``."""
+    stream, group = split_path(socket, STREAM_PREFIX)
+    return parse_stream(stream, group or "", socket.scope.get("query_string", b""))
+
+
 def websocket_handlers() -> list[Any]:
     """Fresh Litestar route handlers for ``/v1/subscribe`` and ``/v1/streams/{stream}/{group}``.
 
@@ -333,9 +341,7 @@ def websocket_handlers() -> list[Any]:
         await _serve(socket, lambda: parse_subscribe(socket.scope.get("query_string", b"")))
 
     async def stream_handler(socket: WebSocket[Any, Any, Any]) -> None:
-        stream = str(socket.path_params.get("stream", ""))
-        group = str(socket.path_params.get("group", "")).lstrip("/")
-        await _serve(socket, lambda: parse_stream(stream, group, socket.scope.get("query_string", b"")))
+        await _serve(socket, lambda: _parse_stream_path(socket))
 
     return [
         websocket("/v1/subscribe", middleware=[_expose_protocol], name="ripple-subscribe")(subscribe_handler),
