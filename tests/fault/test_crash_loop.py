@@ -130,7 +130,7 @@ async def test_kill_9_loop_loses_no_acknowledged_write(tmp_path: Path) -> None:
         writers = [asyncio.create_task(writer(server.url, n, seed, load)) for n in range(WRITERS)]
         for _ in range(rounds):
             # a random moment: right after startup (reaction catching up) or deep into the write load
-            load.kill_at = load.acks + rng.choice([0, rng.randint(1, 10), rng.randint(10, 300)])
+            load.kill_at = load.acks + rng.choice([0, rng.randint(1, 10), rng.randint(10, count(300, 1000))])
             load.enough.clear()
             await until_enough(load, writers)
             load.up.clear()
