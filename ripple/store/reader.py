@@ -20,7 +20,7 @@ import aiosqlite
 
 from ripple.core.events import Entry, Event, KindFilter, Page
 from ripple.errors import BadRequestError
-from ripple.store.sqlite import EVENT_COLUMNS, decode_json, row_to_event, uri
+from ripple.store.sqlite import EVENT_COLUMNS, connect_reader, decode_json, row_to_event, uri
 
 
 def encode_cursor(created_seq: int) -> str:
@@ -93,6 +93,7 @@ class Reader:
         self.size = size
         self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
+        self._point: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         for _ in range(self.size):
@@ -101,11 +102,32 @@ class Reader:
             await conn.execute("PRAGMA query_only=1")
             self._all.append(conn)
             self._pool.put_nowait(conn)
+        # Point lookups (one row by primary key or index seek) run on the event loop: the SELECT costs microseconds,
+        # while a hop to a pooled connection's thread costs far more and queues behind other reads. A short busy
+        # timeout keeps the loop from ever waiting on a lock; then the lookup goes to the pool instead.
+        self._point = connect_reader(self.path)
+        self._point.execute("PRAGMA busy_timeout=50")
+        self._point.execute("PRAGMA query_only=1")
 
     async def close(self) -> None:
         for conn in self._all:
             await conn.close()
         self._all.clear()
+        if self._point is not None:
+            self._point.close()
+            self._point = None
+
+    async def _lookup(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row, read on the loop; fetchall exhausts the statement so no read snapshot stays open."""
+        if self._point is not None:
+            try:
+                rows = self._point.execute(sql, params).fetchall()
+                return rows[0] if rows else None
+            except sqlite3.OperationalError:
+                pass  # busy (a checkpoint or recovery holds a lock): take the pool's thread instead
+        async with self.connection() as conn:
+            found = list(await conn.execute_fetchall(sql, params))
+        return tuple(found[0]) if found else None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -131,21 +153,15 @@ class Reader:
     # -- queries
 
     async def entry(self, scope: str, key: str) -> Entry | None:
-        async with self.connection() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT value, version, last_seq FROM state WHERE scope = ? AND key = ?", (scope, key)
-            )
-        row = next(iter(rows), None)
+        row = await self._lookup("SELECT value, version, last_seq FROM state WHERE scope = ? AND key = ?", (scope, key))
         return None if row is None else Entry(key, decode_json(row[0]), row[1], row[2])
 
     async def entry_at(self, scope: str, key: str, at: int) -> Entry | None:
-        async with self.connection() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? "
-                "AND kind = 'state' AND seq <= ? ORDER BY seq DESC LIMIT 1",
-                (scope, key, at),
-            )
-        row = next(iter(rows), None)
+        row = await self._lookup(
+            "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? "
+            "AND kind = 'state' AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            (scope, key, at),
+        )
         if row is None or row[3] == "deleted":
             return None
         return Entry(key, decode_json(row[0]), row[1], row[2])
