@@ -7,6 +7,7 @@ writes (``import``, ``rebuild``, ``replay``'s target) takes the writer lock firs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -366,18 +367,40 @@ class ImportError_(ValidationError):
     code = "import_error"
 
 
-def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: bool = False,
-                  progress: Progress | None = None,
-                  after_import: Callable[[sqlite3.Connection], None] | None = None) -> int:
-    """Import JSON lines into ``path`` all-or-nothing; returns the number of events. Takes the writer lock."""
-    existed = Path(path).exists() and Path(path).stat().st_size > 0
-    inspect_file(path)
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], *, new_file: bool) -> Iterator[sqlite3.Connection]:
+    """The writer lock and a migrated write connection. When ``new_file``, a failure removes the file again, and
+    the lock file goes at the end (nobody else knows this file, so removing it cannot race another writer)."""
     lock = WriterLock(path)
     lock.acquire()
     conn: sqlite3.Connection | None = None
     try:
         conn = connect_writer(path, "full")
         migrate(conn, str(path))
+        yield conn
+    except BaseException:
+        if conn is not None:
+            conn.close()
+            conn = None
+        if new_file:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{os.fspath(path)}{suffix}").unlink(missing_ok=True)
+        raise
+    finally:
+        if conn is not None:
+            conn.close()
+        lock.release()
+        if new_file:
+            Path(f"{os.fspath(path)}.lock").unlink(missing_ok=True)
+
+
+def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: bool = False,
+                  progress: Progress | None = None,
+                  after_import: Callable[[sqlite3.Connection], None] | None = None) -> int:
+    """Import JSON lines into ``path`` all-or-nothing; returns the number of events. Takes the writer lock."""
+    existed = Path(path).exists() and Path(path).stat().st_size > 0
+    inspect_file(path)
+    with writing(path, new_file=not existed) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             n = _import_into(conn, lines, append, progress)
@@ -388,18 +411,6 @@ def import_events(path: str | os.PathLike[str], lines: IO[bytes], *, append: boo
             conn.execute("ROLLBACK")
             raise
         return n
-    except BaseException:
-        if conn is not None:
-            conn.close()
-            conn = None
-        if not existed:
-            for suffix in ("", "-wal", "-shm", ".lock"):
-                Path(f"{os.fspath(path)}{suffix}").unlink(missing_ok=True)
-        raise
-    finally:
-        if conn is not None:
-            conn.close()
-        lock.release()
 
 
 class _KeyFold(msgspec.Struct):
@@ -520,12 +531,7 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         check_at(src, to, "--to")
     finally:
         src.close()
-    lock = WriterLock(into)
-    lock.acquire()
-    conn: sqlite3.Connection | None = None
-    try:
-        conn = connect_writer(into, "full")
-        migrate(conn, str(into))
+    with writing(into, new_file=True) as conn:
         conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
@@ -540,18 +546,6 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return head_of(conn)
-    except BaseException:
-        if conn is not None:
-            conn.close()
-            conn = None
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{os.fspath(into)}{suffix}").unlink(missing_ok=True)
-        raise
-    finally:
-        if conn is not None:
-            conn.close()
-        lock.release()
-        Path(f"{os.fspath(into)}.lock").unlink(missing_ok=True)
 
 
 # ---- projections ---------------------------------------------------------------------------------------------
