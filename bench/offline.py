@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -20,6 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ripple import offline
 from ripple.wire import WireEvent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rebuild import raw_scan
 
 ROOT = Path(__file__).resolve().parent.parent
 NULL = msgspec.Raw(b"null")
@@ -49,20 +51,9 @@ def make_jsonl(n: int, keys: int) -> bytes:
     return out.getvalue()
 
 
-def raw_scan(path: Path) -> float:
-    conn = sqlite3.connect(path)
-    decode = msgspec.json.Decoder().decode
-    t = time.perf_counter()
-    n = 0
-    for old, new, meta in conn.execute("SELECT old_value, new_value, meta FROM events ORDER BY seq"):
-        if old is not None:
-            decode(old)
-        if new is not None:
-            decode(new)
-        decode(meta)
-        n += 1
-    elapsed = time.perf_counter() - t
-    conn.close()
+def raw_scan_rate(path: Path) -> float:
+    """The yardstick, shared with bench/rebuild.py: raw sqlite3 scan + msgspec decode of the same rows."""
+    elapsed, n = raw_scan(path)
     return n / elapsed
 
 
@@ -83,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         t_import = timed(lambda: offline.import_events(path, io.BytesIO(data)))
-        raw = raw_scan(path)
+        raw = raw_scan_rate(path)
 
         def run_verify() -> None:
             conn = offline.open_readonly(path)
