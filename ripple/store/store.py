@@ -526,7 +526,6 @@ class Store:
         """Add a projection; on an open store its tables are created (or caught up, or rebuilt) in the background."""
         return self.projections.register(projection)
 
-    add_projection = register_projection
 
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
