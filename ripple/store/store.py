@@ -446,9 +446,12 @@ class Store:
         validate_scope(scope)
         validate_key(key)
         at = self._check_at(at)
-        if at is None:
-            return await self.reader.entry(scope, key)
-        return await self.reader.entry_at(scope, key, at)
+        found = await (self.reader.entry(scope, key) if at is None else self.reader.entry_at(scope, key, at))
+        if found is not None and found.offset > self.head:
+            # Committed by the writer thread but not yet acknowledged on the loop: never hand out an offset beyond
+            # the head (a client could not subscribe after it yet).
+            await self.writer.wait_for_head(found.offset)
+        return found
 
     async def get(self, scope: str, key: str, *, at: int | None = None) -> Any:
         """A key's value (as of offset ``at``), or ``None`` when missing."""
@@ -467,7 +470,11 @@ class Store:
                 f"limit must be at most {MAX_LIST_LIMIT}, got {limit}", detail={"limit": limit}
             )
         at = self._check_at(at)
-        return await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
+        page = await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
+        newest = max((item.offset for item in page.items), default=0)
+        if newest > self.head:
+            await self.writer.wait_for_head(newest)  # as in entry(): no offset beyond the head
+        return page
 
     async def list_groups(self) -> Groups:
         """``Groups{groups}``: the scopes that hold at least one key, sorted."""

@@ -403,6 +403,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._thread_ident: int | None = None
         self._attempt: tuple[int, WriteTxn | None] = (0, None)
+        self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
         self.degraded = False
 
@@ -517,6 +518,7 @@ class Writer:
             raise
         finally:
             self._fail_pending(StoreClosedError("the store closed before this command was written"))
+            self._release_head_waiters()
 
     def _fail_pending(self, error: RippleError) -> None:
         while self._queue:
@@ -524,10 +526,30 @@ class Writer:
             if job is not None and job.fut is not None and not job.fut.done():
                 job.fut.set_exception(error)
 
+    async def wait_for_head(self, offset: int) -> None:
+        """Return once ``head`` reaches ``offset`` (a read may see a COMMIT a moment before it is acknowledged)."""
+        if offset <= self.head:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head_waiters.append((offset, fut))
+        await fut
+
+    def _release_head_waiters(self) -> None:
+        waiting = []
+        for offset, fut in self._head_waiters:
+            if offset <= self.head or self._closing:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((offset, fut))
+        self._head_waiters = waiting
+
     def _after_commit(self, jobs: list[Job], events: list[Event]) -> None:
         if events:
             self.head = events[-1].offset
             self.commits += 1
+            if self._head_waiters:
+                self._release_head_waiters()
             for listener in self.listeners:
                 try:
                     listener(events)

@@ -347,3 +347,20 @@ async def test_idempotency_records_expire_after_24_hours(store: Store) -> None:
 
 def first_ts(events: list[Event]) -> int:
     return events[0].ts
+
+
+async def test_reads_never_return_an_offset_beyond_the_head(store: Store) -> None:
+    """Between the writer thread's COMMIT and the loop's acknowledgement a read waits for the head instead of
+    handing out an offset a client could not yet subscribe after."""
+    r = await store.set("s", "k", 1)
+    store.writer.head = r.offset - 1  # as if the COMMIT had landed and its acknowledgement were still queued
+    get = asyncio.ensure_future(store.entry("s", "k"))
+    page = asyncio.ensure_future(store.list("s"))
+    for _ in range(20):
+        await asyncio.sleep(0)  # sleep-ok: give the reads every chance to (wrongly) finish early
+    assert not get.done() and not page.done()
+    store.writer.head = r.offset
+    store.writer._release_head_waiters()
+    entry = await asyncio.wait_for(get, 5 * SECOND)
+    assert entry is not None and entry.offset == r.offset
+    assert (await asyncio.wait_for(page, 5 * SECOND)).items[0].offset == r.offset
