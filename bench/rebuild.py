@@ -122,7 +122,7 @@ async def latency(path: Path, seconds: float, rate: int) -> tuple[list[float], l
 
     async with Store.open(path) as store:
         setup(store)  # the todo reaction and projection run too, as in production
-        store.writer.listeners.insert(0, lambda events: commit_at.update((e.offset, time.perf_counter())
+        store.commits.subscribe(lambda events: commit_at.update((e.offset, time.perf_counter())
                                                                           for e in events))
 
         @store.on_change("load")

@@ -383,7 +383,7 @@ class Reactions:
             txn.conn.execute("INSERT INTO reactions (name, cursor) VALUES (?, ?)", (name, cursor))
             return cursor
 
-        return await self.store.writer.run_in_txn(init)
+        return await self.store.commits.run_in_txn(init)
 
     async def _commit(
         self,
@@ -410,7 +410,7 @@ class Reactions:
 
         for attempt in itertools.count():
             try:
-                await self.store.writer.run_in_txn(commit)
+                await self.store.commits.run_in_txn(commit)
                 break
             except StoreClosedError:
                 return False

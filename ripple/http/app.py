@@ -176,7 +176,7 @@ def create_app(
 def attached(app: Litestar, store: Store) -> Iterator[None]:
     """Make ``store`` the app's store and wire the long-poll wake-up to its commits while the app runs."""
     signal = rest.CommitSignal()
-    store.writer.listeners.append(signal)
+    unsubscribe = store.commits.subscribe(signal)
 
     async def _close_signal() -> None:
         signal.close()
@@ -188,5 +188,4 @@ def attached(app: Litestar, store: Store) -> Iterator[None]:
         yield
     finally:
         signal.close()
-        if signal in store.writer.listeners:
-            store.writer.listeners.remove(signal)
+        unsubscribe()

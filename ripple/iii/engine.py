@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 import uuid
@@ -120,16 +119,16 @@ class Engine:
         self._causes: collections.OrderedDict[str, Meta] = collections.OrderedDict()
         self._closed = False
         self._watchers: list[asyncio.Future[None]] = []
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     # -- lifecycle
 
     def start(self) -> None:
-        self.store.writer.listeners.append(self._on_commit)
+        self._unsubscribe = self.store.commits.subscribe(self._on_commit)
 
     async def close(self) -> None:
         self._closed = True
-        with contextlib.suppress(ValueError):
-            self.store.writer.listeners.remove(self._on_commit)
+        self._unsubscribe()
         for pump in list(self.pumps.values()):
             pump.stop()
         for worker in list(self.workers.values()):

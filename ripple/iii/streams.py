@@ -13,10 +13,10 @@ own pace (with backpressure), then goes live again — one slow client never sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -65,9 +65,10 @@ class StreamServer:
         self.subs: dict[tuple[str, str], list[Subscription]] = {}
         self.fallbacks = 0
         self._server: Server | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
-        self.store.writer.listeners.append(self._on_commit)
+        self._unsubscribe = self.store.commits.subscribe(self._on_commit)
         self._server = await serve(
             self._connection,
             self.host,
@@ -79,8 +80,7 @@ class StreamServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.store.writer.listeners.remove(self._on_commit)
+        self._unsubscribe()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()

@@ -56,17 +56,16 @@ class LogFeed:
         self._on_idle = on_idle
         self._buffer: collections.deque[Event] = collections.deque()
         self._wake = asyncio.Event()
-        self._attached = False
+        self._unsubscribe: Callable[[], None] | None = None
 
     def attach(self) -> None:
-        if not self._attached:
-            self.store.writer.listeners.append(self.push)
-            self._attached = True
+        if self._unsubscribe is None:
+            self._unsubscribe = self.store.commits.subscribe(self.push)
 
     def detach(self) -> None:
-        if self._attached:
-            self.store.writer.listeners.remove(self.push)
-            self._attached = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def matches(self, event: Event) -> bool:
         if self.kind != "all" and event.kind != self.kind:

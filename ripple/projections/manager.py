@@ -98,7 +98,7 @@ class Projections:
         self._handles: dict[str, ProjectionHandle] = {}
         self._inline: tuple[ProjectionHandle, ...] = ()  # replaced, never mutated: the writer thread reads it
         self._started = False
-        store.writer.txn_hooks.append(self._inline_hook)
+        store.commits.add_txn_hook(self._inline_hook)
 
     def __iter__(self) -> Any:
         return iter([h.projection for h in self._handles.values()])
@@ -140,7 +140,7 @@ class Projections:
         handles = list(self._handles.values())
         if not handles:
             return
-        rows = await self.store.writer.run_in_txn(lambda txn: [self._ensure(txn, h) for h in handles])
+        rows = await self.store.commits.run_in_txn(lambda txn: [self._ensure(txn, h) for h in handles])
         for handle, row in zip(handles, rows, strict=True):
             self._launch(handle, row, rebuild=False)
         stale = [h for h, row in zip(handles, rows, strict=True) if row.status == "rebuilding"]
@@ -150,7 +150,7 @@ class Projections:
             self._spawn_rebuild(stale)
 
     async def _start_one(self, handle: ProjectionHandle) -> None:
-        row = await self.store.writer.run_in_txn(lambda txn: self._ensure(txn, handle))
+        row = await self.store.commits.run_in_txn(lambda txn: self._ensure(txn, handle))
         self._launch(handle, row)
 
     def _ensure(self, txn: WriteTxn, handle: ProjectionHandle) -> ProjectionRow:
@@ -268,7 +268,7 @@ class Projections:
             while True:
                 batch, position = await feed.next(PAGE)
                 folded = fold_events(p, tables, batch)
-                outcome: FollowOutcome = await self.store.writer.run_in_txn(
+                outcome: FollowOutcome = await self.store.commits.run_in_txn(
                     functools.partial(self._apply, handle=handle, generation=row.generation, expected=checkpoint,
                                       folded=folded, position=position, live=feed.idle)
                 )
@@ -353,7 +353,7 @@ class Projections:
             handle.rebuild = task
 
     async def _rebuild(self, handles: list[ProjectionHandle]) -> None:
-        writer = self.store.writer
+        writer = self.store.commits
 
         def prepare(txn: WriteTxn) -> list[int]:
             generations = []
@@ -396,7 +396,7 @@ class Projections:
     ) -> tuple[dict[str, Folded], int]:
         """In a worker thread: one page of the log after ``after``, folded for each target, and the page's end."""
         kind, scopes = event_filter([p for p, _ in targets])
-        upto = self.store.writer.head
+        upto = self.store.head
         where, params = events_filter(after, kind=kind, scopes=scopes, keys=None, upto=upto)
         conn = connect_reader(self.store.path)
         try:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ripple.core.events import Entry, Event, KindFilter, Page
-from ripple.store.writer import CommitListener, Job, TxnHook, WriteTxn
+from ripple.store.bus import CommitBus
+from ripple.store.writer import Job, WriteTxn
 
 T = TypeVar("T")
 
@@ -22,8 +23,7 @@ class LogWriter(Protocol):
     """The one writer of a log: commands in, committed events out."""
 
     head: int
-    listeners: list[CommitListener]
-    txn_hooks: list[TxnHook]
+    bus: CommitBus  # listeners after COMMIT and hooks inside the transaction
 
     async def start(self) -> None: ...
 

@@ -56,6 +56,7 @@ from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
 from ripple.reactions import Reactions, Start
+from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
@@ -142,12 +143,15 @@ class Store:
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
         self.cascade_limit = cascade_limit
+        #: The commit bus: listeners after COMMIT, hooks inside the transaction, jobs merged into group commits.
+        self.commits = CommitBus()
         self.writer: Writer = Writer(
             self.path,
             durability=durability,
             max_batch=max_batch,
             max_queue=max_queue,
             max_value_bytes=max_value_bytes,
+            bus=self.commits,
         )
         self.reader: Reader = Reader(self.path, size=readers)
         self.counters: dict[str, int] = {"refused_cascades": 0}
@@ -192,9 +196,9 @@ class Store:
                 await self.writer.close()
             self._lock.release()
             raise
-        self.writer.listeners.append(lambda _events: self._checkpoint_due.set())
-        # subscriptions (issue 5): publish after each COMMIT; close subscribers first thing on close
-        self.writer.listeners.append(self.hub.publish)
+        self.commits.subscribe(lambda _events: self._checkpoint_due.set())
+        # publish to subscribers after each COMMIT; close them first thing on close
+        self.commits.subscribe(self.hub.publish)
         self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
         self.spawn(self._expire_idempotency(), name="ripple-idempotency-expiry")

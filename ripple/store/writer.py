@@ -50,6 +50,7 @@ from ripple.errors import (
     StoreClosedError,
 )
 from ripple.migrations import migrate
+from ripple.store.bus import CommitBus
 from ripple.store.sqlite import Durability, connect_writer
 
 log = logging.getLogger("ripple.writer")
@@ -368,9 +369,6 @@ def _decode_stored_result(text: str, payload: Any, result_type: Any) -> Any:
 
 # ---- the writer -----------------------------------------------------------------------------------------------
 
-TxnHook = Callable[[WriteTxn, list[Event]], None]
-CommitListener = Callable[[list[Event]], None]
-
 
 class Writer:
     """Owns the write connection. Create with :meth:`start`; stop with :meth:`close`."""
@@ -383,6 +381,7 @@ class Writer:
         max_batch: int = 1000,
         max_queue: int = 100_000,
         max_value_bytes: int = 1024 * 1024,
+        bus: CommitBus | None = None,
     ) -> None:
         self.path = path
         self.durability = durability
@@ -393,8 +392,8 @@ class Writer:
         self._txn_head = 0
         self.schema_version_found: int = 0
         self.commits = 0
-        self.txn_hooks: list[TxnHook] = []
-        self.listeners: list[CommitListener] = []
+        self.bus = bus or CommitBus()
+        self.bus.bind(self)
         self._queue: collections.deque[Job | None] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -550,11 +549,7 @@ class Writer:
             self.commits += 1
             if self._head_waiters:
                 self._release_head_waiters()
-            for listener in self.listeners:
-                try:
-                    listener(events)
-                except Exception:
-                    log.exception("commit listener %r failed", listener)
+            self.bus.publish(events)
         for job in jobs:
             fut = job.fut
             # A cancelled caller: its command may still be committed (DESIGN §12).
@@ -651,8 +646,7 @@ class Writer:
                     job.outcome, job.failed = exc, True
             txn.flush()
             if txn.events:
-                for hook in self.txn_hooks:
-                    hook(txn, txn.events)
+                self.bus.run_txn_hooks(txn, txn.events)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

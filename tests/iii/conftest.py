@@ -103,7 +103,7 @@ class LogWatch:
         self.store = store
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.seen: list[Event] = []
-        store.writer.listeners.append(self._on_commit)
+        self._unsubscribe = store.commits.subscribe(self._on_commit)
 
     def _on_commit(self, events: list[Event]) -> None:
         for event in events:
@@ -122,8 +122,7 @@ class LogWatch:
                 self.seen.append(event)
 
     def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.store.writer.listeners.remove(self._on_commit)
+        self._unsubscribe()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ class Watch:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.buffer_events = self.buffer_bytes = self.transport_bytes = 0
-        store.writer.listeners.append(self)
+        store.commits.subscribe(self)
 
     def __call__(self, _events: list[Event]) -> None:
         for session in self.store.hub.sessions:
