@@ -24,6 +24,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ripple.core.events import Event
+from ripple.iii.items import sync_data
+from ripple.iii.names import item_scope
 from ripple.iii.protocol import (
     Join,
     StreamPath,
@@ -31,6 +33,8 @@ from ripple.iii.protocol import (
     encode,
     parse_stream_path,
     stream_envelope,
+    stream_matches,
+    stream_target,
     sync_envelope,
 )
 from ripple.store.store import Store
@@ -129,9 +133,20 @@ class StreamServer:
         sub = Subscription(ws, stream, group, item_id)
         start = self.store.head if after is None else after
         self.subs.setdefault((stream, group), []).append(sub)  # attach before catching up: nothing is missed
-        sync = sync_envelope(stream, group, item_id, int(time.time() * 1000), start)
-        sub.task = asyncio.create_task(self._catch_up(sub, start, first=encode(sync)), name="iii-stream-catch-up")
+        sub.task = asyncio.create_task(self._catch_up(sub, start, sync=True), name="iii-stream-catch-up")
         return sub
+
+    async def _sync_frame(self, sub: Subscription, at: int) -> bytes:
+        """The ``sync`` frame: the group's stored items (or the joined item) as of offset ``at``."""
+        data = await sync_data(self.store, sub.stream, sub.group, sub.item_id, at)
+        return encode(sync_envelope(sub.stream, sub.group, sub.item_id, int(time.time() * 1000), at, data))
+
+    def _scopes(self, sub: Subscription) -> list[str]:
+        """The scopes a group's changes are logged under: its sends, and its stored items' scope."""
+        try:
+            return [sub.stream, item_scope(sub.stream, sub.group)]
+        except ValueError:  # no item can live under a name that long
+            return [sub.stream]
 
     def _detach(self, sub: Subscription) -> None:
         subs = self.subs.get((sub.stream, sub.group))
@@ -144,16 +159,17 @@ class StreamServer:
 
     # -- delivery
 
-    async def _catch_up(self, sub: Subscription, after: int, first: bytes | None = None) -> None:
+    async def _catch_up(self, sub: Subscription, after: int, sync: bool = False) -> None:
         """Send logged events after ``after`` with backpressure, then flush the live buffer and go live."""
         try:
-            if first is not None:
-                await sub.ws.send(first, text=True)
+            if sync:
+                await sub.ws.send(await self._sync_frame(sub, after), text=True)
+            scopes = self._scopes(sub)
             while True:
                 head = self.store.head
-                page = await self.store.read_events(after, PAGE, kind="stream", scopes=[sub.stream], keys=[sub.group])
+                page = await self.store.read_events(after, PAGE, kind="all", scopes=scopes)
                 for event in page:
-                    if sub.item_id is None or event.meta.id == sub.item_id:
+                    if stream_matches(sub.stream, sub.group, sub.item_id, event):
                         await sub.ws.send(encode(stream_envelope(event)), text=True)
                     sub.last_sent = event.offset
                 if len(page) == PAGE:
@@ -179,9 +195,10 @@ class StreamServer:
 
     def _on_commit(self, events: list[Event]) -> None:
         for event in events:
-            if event.kind != "stream":
+            target = stream_target(event)
+            if target is None:
                 continue
-            subs = self.subs.get((event.scope, event.key))
+            subs = self.subs.get((target[0], target[1]))
             if not subs:
                 continue
             frame = encode(stream_envelope(event))  # once per event, shared by every subscriber
@@ -189,7 +206,7 @@ class StreamServer:
                 self._deliver(sub, event, frame)
 
     def _deliver(self, sub: Subscription, event: Event, frame: bytes) -> None:
-        if sub.item_id is not None and event.meta.id != sub.item_id:
+        if sub.item_id is not None and not stream_matches(sub.stream, sub.group, sub.item_id, event):
             return
         if not sub.live:
             if sub.buffer is not None:

@@ -47,22 +47,33 @@ def events_filter(
     scopes: Sequence[str] | None,
     keys: Sequence[str] | None,
     upto: int | None = None,
+    item_scopes: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause shared by every log read (API, catch-up, CLI)."""
+    """The WHERE clause shared by every log read (API, catch-up, CLI). ``item_scopes``: also every state event of
+    these scopes, whatever the other filters say (see ``ripple.subscriptions.cursor.Filter``)."""
     where: list[str] = ["seq > ?"]
     params: list[Any] = [after]
     if upto is not None:
         where.append("seq <= ?")
         params.append(upto)
+    wanted: list[str] = []
+    wanted_params: list[Any] = []
     if kind is not None and kind != "all":
-        where.append("kind = ?")
-        params.append(kind)
+        wanted.append("kind = ?")
+        wanted_params.append(kind)
     if scopes:
-        where.append(f"scope IN ({','.join('?' * len(scopes))})")
-        params.extend(scopes)
+        wanted.append(f"scope IN ({','.join('?' * len(scopes))})")
+        wanted_params.extend(scopes)
     if keys:
-        where.append(f"key IN ({','.join('?' * len(keys))})")
-        params.extend(keys)
+        wanted.append(f"key IN ({','.join('?' * len(keys))})")
+        wanted_params.extend(keys)
+    if item_scopes:
+        base = " AND ".join(wanted) or "1=1"
+        where.append(f"(({base}) OR (kind = 'state' AND scope IN ({','.join('?' * len(item_scopes))})))")
+        params.extend([*wanted_params, *item_scopes])
+    else:
+        where.extend(wanted)
+        params.extend(wanted_params)
     return " AND ".join(where), params
 
 

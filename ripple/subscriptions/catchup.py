@@ -44,7 +44,12 @@ async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, 
     """Rows ``EVENT_COLUMNS`` (or ``(seq, event JSON text)`` with ``as_json``) after ``after``, up to ``upto``."""
     columns = f"seq, {EVENT_JSON}" if as_json else EVENT_COLUMNS
     where, params = events_filter(
-        after, kind=f.kind, scopes=sorted(f.scopes) or None, keys=sorted(f.keys) or None, upto=upto
+        after,
+        kind=f.kind,
+        scopes=sorted(f.scopes) or None,
+        keys=sorted(f.keys) or None,
+        upto=upto,
+        item_scopes=sorted(f.item_scopes) or None,
     )
     # A scope filter reads the (scope, seq) index range in order (migration 0003); the page is capped at `upto`.
     async with store.reader.connection() as conn:

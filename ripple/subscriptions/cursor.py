@@ -33,18 +33,23 @@ DEFAULT_PAGE_SIZE = 1000
 
 
 class Filter(msgspec.Struct, frozen=True):
-    """Which events a subscription wants (DESIGN §7): kind, then any of the scopes, then any of the keys."""
+    """Which events a subscription wants (DESIGN §7): kind, then any of the scopes, then any of the keys.
+
+    ``item_scopes`` adds every state event of those scopes, whatever its key: a stream group's stored items
+    (``ripple.iii.names``), which ``/v1/streams/{stream}/{group}`` delivers along with the group's sends.
+    """
 
     kind: KindFilter = "state"
     scopes: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()
+    item_scopes: frozenset[str] = frozenset()
 
     def matches(self, event: Event) -> bool:
         return (
             (self.kind == "all" or event.kind == self.kind)
             and (not self.scopes or event.scope in self.scopes)
             and (not self.keys or event.key in self.keys)
-        )
+        ) or (event.kind == "state" and event.scope in self.item_scopes)
 
 
 class Limits(msgspec.Struct, frozen=True):
