@@ -140,7 +140,9 @@ def ripple_server(work: Path, name: str) -> Iterator[Ripple]:
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900) -> None:
     print("  $", " ".join(argv), f"(in {cwd})", flush=True)
-    subprocess.run(argv, cwd=cwd, env=env, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    done = subprocess.run(argv, cwd=cwd, env=env, timeout=timeout, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def run_capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[str, bool]:
@@ -357,54 +359,86 @@ TODO_DRIVER = textwrap.dedent(
     import { registerWorker } from 'iii-sdk'
     const iii = registerWorker(process.env.III_URL)
     const changes = []
-    const out = (step, ok, detail) => console.log(JSON.stringify({ step, ok, detail }))
     const call = (function_id, payload) => iii.trigger({ function_id, payload })
     const pause = () => new Promise(r => setTimeout(r, 100))
-    const settle = async (n) => { for (let i = 0; i < 50 && changes.length < n; i++) await pause() }
+    const state = {}
+    async function step(name, body) {
+      try {
+        const [ok, detail] = await body()
+        console.log(JSON.stringify({ step: name, ok, detail }))
+      } catch (err) {
+        console.log(JSON.stringify({ step: name, ok: false, detail: String(err && err.message || err) }))
+      }
+    }
     const fn = iii.registerFunction('ui::on-todo-change', async (input) => { changes.push(input); return {} })
     iii.registerTrigger({ type: 'stream', function_id: fn.id, config: { stream_name: 'todo', group_id: 'todos' } })
-    try {
-      for (let i = 0; i < 100; i++) {
-        try { await call('todos::list', {}); break } catch { await pause() }
-      }
-      const first = await call('todos::list', {})
-      out('list (empty)', Array.isArray(first.items) && first.items.length === 0, first)
-      const a = await call('todos::create', { title: 'milk' })
-      out('create', a && a.title === 'milk' && a.completed === false && typeof a.id === 'string', a)
-      const b = await call('todos::create', { title: 'bread' })
-      const listed = await call('todos::list', {})
-      out('list (two, in order)', listed.items.map(t => t.title).join(',') === 'milk,bread', listed)
-      const got = await call('todos::get', { id: a.id })
-      out('get', got && got.id === a.id, got)
-      const toggled = await call('todos::toggle', { id: a.id })
-      out('toggle', toggled && toggled.completed === true && toggled.title === 'milk', toggled)
-      const deleted = await call('todos::delete', { id: b.id })
-      out('delete', deleted && deleted.deleted === true, deleted)
-      const gone = await call('todos::get', { id: b.id })
-      out('get (deleted)', gone === null, gone)
-      const missing = await call('todos::delete', { id: 'nope' })
-      out('delete (missing)', missing && missing.deleted === false, missing)
-      await settle(4)
-      const kinds = changes.map(c => c.event && c.event.type).join(',')
-      out('stream trigger: create, create, update, delete', kinds === 'create,create,update,delete', changes)
-    } catch (err) {
-      out('driver', false, String(err && err.message || err))
+    for (let i = 0; i < 100; i++) {  // until the api worker has registered todos::list
+      try { await call('todos::list', {}); break } catch { await pause() }
     }
+    await step('list (empty)', async () => {
+      const r = await call('todos::list', {})
+      return [Array.isArray(r.items) && r.items.length === 0, r]
+    })
+    await step('create', async () => {
+      const a = state.a = await call('todos::create', { title: 'milk' })
+      state.b = await call('todos::create', { title: 'bread' })
+      return [a && a.title === 'milk' && a.completed === false && typeof a.id === 'string', a]
+    })
+    await step('list (two, in order)', async () => {
+      const r = await call('todos::list', {})
+      return [r.items.map(t => t.title).join(',') === 'milk,bread', r]
+    })
+    await step('get', async () => {
+      const r = await call('todos::get', { id: state.a.id })
+      return [r && r.id === state.a.id, r]
+    })
+    await step('toggle', async () => {
+      const r = await call('todos::toggle', { id: state.a.id })
+      return [r && r.completed === true && r.title === 'milk', r]
+    })
+    await step('delete', async () => {
+      const r = await call('todos::delete', { id: state.b.id })
+      return [r && r.deleted === true, r]
+    })
+    await step('get (deleted)', async () => {
+      const r = await call('todos::get', { id: state.b.id })
+      return [r === null, r]
+    })
+    await step('delete (missing)', async () => {
+      const r = await call('todos::delete', { id: 'nope' })
+      return [r && r.deleted === false, r]
+    })
+    await step('stream trigger: create, create, update, delete', async () => {
+      for (let i = 0; i < 50 && changes.length < 4; i++) await pause()
+      return [changes.map(c => c.event && c.event.type).join(',') === 'create,create,update,delete', changes]
+    })
     await iii.shutdown()
     process.exit(0)
     """
 )
 
 
-def setup_todo(app: Path) -> Path:
+# The todo-app's lockfile pins iii-sdk 0.11.0-next.5, which npm no longer serves (404); 0.11.6 is the newest release
+# of that line (same API: registerWorker, Logger, iii-sdk/stream). tsx runs the TypeScript as the app's devDependency.
+TODO_SDK = "iii-sdk@0.11.6"
+
+
+def setup_todo(app: Path, work: Path) -> Path:
+    """Install the app's runtime dependencies next to it (``apps/api/node_modules``, a link to ``--work``)."""
     api = app / "apps" / "api"
-    if not (api / "node_modules" / "iii-sdk").exists():
-        run(["npx", "--yes", PNPM, "install", "--filter", "api..."], app)
+    deps = work / "todo-deps"
+    if not (deps / "node_modules" / "iii-sdk").exists():
+        deps.mkdir(parents=True, exist_ok=True)
+        (deps / "package.json").write_text('{"name": "todo-deps", "private": true, "type": "module"}')
+        run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", TODO_SDK, "tsx@4"], deps)
+    modules = api / "node_modules"
+    if not modules.exists():
+        modules.symlink_to(deps / "node_modules")
     return api
 
 
 def run_todo(app: Path, work: Path) -> list[FileResult]:
-    api = setup_todo(app)
+    api = setup_todo(app, work)
     checks = Checks("todo-app", "apps/api")
     driver_dir = work / "todo-driver"
     shutil.rmtree(driver_dir, ignore_errors=True)
@@ -456,8 +490,8 @@ def run_example(iii: Path, work: Path) -> list[FileResult]:
         try:
             routed = wait_for(lambda: http_json("GET", f"{base}/state/nothing")[0] != 404, 30)
             checks.check("routes registered", routed, log_path.read_text()[-300:])
-            checks.check("trigger type catalog printed", wait_for(lambda: "Found" in log_path.read_text(), 10),
-                         log_path.read_text()[-300:])  # fmt: skip
+            catalog = wait_for(lambda: "Found" in log_path.read_text(), 10) and "Traceback" not in log_path.read_text()
+            checks.check("trigger type catalog printed", catalog, log_path.read_text()[-300:])
             checks.check(
                 "functions-available fired",
                 wait_for(lambda: "Functions available" in log_path.read_text(), 10),

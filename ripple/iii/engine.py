@@ -21,7 +21,7 @@ import msgspec
 from ripple.core.events import Event, Meta
 from ripple.errors import CascadeLimitError, InvalidOpError, RippleError, UpdateRejectedError, ValueTooLargeError
 from ripple.iii.cronjobs import CronJob
-from ripple.iii.introspect import Introspection
+from ripple.iii.introspect import CALLER, Introspection
 from ripple.iii.items import StreamItems
 from ripple.iii.names import is_item_scope, item_scope
 from ripple.iii.protocol import (
@@ -300,11 +300,14 @@ class Engine:
             if msg.invocation_id is not None:
                 await self._send(worker, encode(answer))
             return
+        data = msg.data
+        if isinstance(data, dict):  # as the engine: the caller's worker id rides along in object data
+            data = {**data, CALLER: worker.id}
         token = current_origin.set(self._cause_of(msg.traceparent))
         try:
             result = await self.invoke(
                 msg.function_id,
-                msg.data,
+                data,
                 void=void,
                 traceparent=msg.traceparent,
                 baggage=msg.baggage,
