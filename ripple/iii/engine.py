@@ -20,6 +20,7 @@ import msgspec
 
 from ripple.core.events import Event, Meta
 from ripple.errors import CascadeLimitError, InvalidOpError, RippleError, UpdateRejectedError, ValueTooLargeError
+from ripple.iii.channels import Channels
 from ripple.iii.cronjobs import CronJob
 from ripple.iii.introspect import CALLER, Introspection
 from ripple.iii.items import StreamItems
@@ -29,7 +30,6 @@ from ripple.iii.protocol import (
     EnqueueAction,
     ErrorBody,
     ErrorFrame,
-    HttpReply,
     IIIError,
     Inbound,
     InvocationResult,
@@ -56,12 +56,9 @@ from ripple.iii.protocol import (
     UnregisterTrigger,
     UnregisterTriggerOut,
     VoidAction,
-    api_request,
     deserialization_error,
     encode,
-    error_reply,
     function_not_found,
-    http_reply,
     parse_input,
     parse_set,
     parse_stream_send,
@@ -73,6 +70,7 @@ from ripple.iii.protocol import (
 )
 from ripple.iii.queues import Queues
 from ripple.iii.registry import Registry, TriggerEntry
+from ripple.iii.routes import HttpRoutes
 from ripple.store.origin import current_origin
 from ripple.store.store import Store
 
@@ -111,6 +109,8 @@ class Engine:
         self.workers: dict[str, Worker] = {}
         self.queues = Queues(self)
         self.introspect = Introspection(self)
+        self.channels = Channels()
+        self.routes = HttpRoutes(self)
         self.builtins: dict[str, Builtin] = {
             "state::set": self._state_set,
             "state::get": self._state_get,
@@ -122,6 +122,7 @@ class Engine:
             **StreamItems(self).builtins(),
             **self.queues.builtins(),
             **self.introspect.builtins(),
+            "engine::channels::create": self.channels.create_builtin,
         }
         self.registry = Registry(frozenset(self.builtins))
         self.pumps: dict[str, TriggerPump] = {}
@@ -605,37 +606,6 @@ class Engine:
             )
             return False
         return True
-
-    # -- http triggers
-
-    async def http_request(
-        self, method: str, path: str, query_string: str, headers: list[tuple[str, str]], body: Any
-    ) -> HttpReply:
-        """Route one HTTP request to its ``http`` trigger and shape the reply (never hangs: every call times out)."""
-        found = self.registry.route(method, path)
-        if found is None:
-            return error_reply(404, "NOT_FOUND", f"no route for {method} {path}")
-        entry, params = found
-        config = entry.config
-        request = api_request(
-            pattern=getattr(config, "api_path", path),
-            method=method,
-            path_params=params,
-            query_string=query_string,
-            headers=headers,
-            body=body,
-            compat=self.compat,
-        )
-        try:
-            condition = getattr(config, "condition_function_id", None)
-            if condition is not None and await self.invoke(condition, request) is False:
-                return error_reply(422, "CONDITION_NOT_MET", "the trigger's condition was not met", skipped=True)
-            result = await self.invoke(entry.function_id, request, metadata=entry.metadata)
-        except IIIError as exc:
-            status = 504 if exc.code == "timeout" else 500
-            return error_reply(status, exc.code, exc.message, error_id=str(uuid.uuid4()))
-        return http_reply(result, compat=self.compat)
-
 
 def bind_frame(entry: TriggerEntry) -> RegisterTriggerOut:
     """The ``registertrigger`` frame that hands a trigger to the worker providing its type (config as sent)."""

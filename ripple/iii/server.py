@@ -19,6 +19,7 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
 from ripple.iii.http import HttpTriggerApp, HttpTriggerServer
 from ripple.iii.protocol import WorkerRegistered, decode_frame, encode
@@ -122,12 +123,25 @@ class IIIServer:
         path = request.path.partition("?")[0]
         if path in ("", "/", "/otel"):
             return None
-        return connection.respond(http.HTTPStatus.NOT_FOUND, "iii workers connect to / (and telemetry to /otel)\n")
+        channel = parse_channel_path(request.path)
+        if channel is not None:
+            if self.engine.channels.get(channel[0], channel[1]) is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "Channel not found")
+            return None
+        message = "iii workers connect to / (telemetry to /otel, byte channels to /ws/channels/{id})\n"
+        return connection.respond(http.HTTPStatus.NOT_FOUND, message)
 
     async def _worker_connection(self, ws: ServerConnection) -> None:
-        path = ws.request.path.partition("?")[0] if ws.request else "/"
+        full_path = ws.request.path if ws.request else "/"
+        path = full_path.partition("?")[0]
         if path == "/otel":
             await self._telemetry(ws)
+            return
+        target = parse_channel_path(full_path)
+        if target is not None:
+            channel = self.engine.channels.get(target[0], target[1])
+            if channel is not None:
+                await self.engine.channels.serve(ws, channel, target[2])
             return
 
         async def send(frame: bytes) -> None:
