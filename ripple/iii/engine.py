@@ -22,6 +22,7 @@ from ripple.core.events import Event, Meta
 from ripple.errors import CascadeLimitError, InvalidOpError, RippleError, UpdateRejectedError, ValueTooLargeError
 from ripple.iii.channels import Channels
 from ripple.iii.cronjobs import CronJob
+from ripple.iii.httpfn import HttpFunctions, parse_invocation
 from ripple.iii.introspect import CALLER, Introspection
 from ripple.iii.items import StreamItems
 from ripple.iii.names import is_item_scope, item_scope
@@ -111,6 +112,7 @@ class Engine:
         self.introspect = Introspection(self)
         self.channels = Channels()
         self.routes = HttpRoutes(self)
+        self.http_functions = HttpFunctions()
         self.builtins: dict[str, Builtin] = {
             "state::set": self._state_set,
             "state::get": self._state_get,
@@ -144,6 +146,7 @@ class Engine:
         self._closed = True
         self._unsubscribe()
         await self.queues.close()
+        self.introspect.close()
         for job in list(self.cron_jobs.values()):
             job.stop()
         for pump in list(self.pumps.values()):
@@ -341,8 +344,14 @@ class Engine:
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             return await builtin(data)
-        owner = self.registry.owner(function_id)
-        worker = self.workers.get(owner) if owner is not None else None
+        entry = self.registry.functions.get(function_id)
+        if entry is not None and entry.invocation is not None:  # an HTTP-invoked function: ripple calls its URL
+            call = self.http_functions.call(function_id, parse_invocation(entry.invocation), data)
+            if void:
+                self.spawn(call, name=f"iii-http-fn-{function_id}")
+                return None
+            return await call
+        worker = self.workers.get(entry.worker_id) if entry is not None else None
         if worker is None:
             raise function_not_found(function_id)
         out = InvokeFunctionOut(function_id, data, None, traceparent, baggage, metadata)
