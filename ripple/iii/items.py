@@ -148,10 +148,8 @@ class StreamItems:
         custom = self._custom("delete", inp.stream_name)
         if custom is not None:
             result = await self._forward(custom, inp)
+            await self._record(scope, inp.item_id, None)  # the worker deleted it: so does the record (if any)
             # The engine fails a custom delete that answers nothing; ripple reads it as "nothing was there".
-            old_value = result.get("old_value") if isinstance(result, dict) else None
-            if old_value is not None:
-                await self._record(scope, inp.item_id, None)
             return result if isinstance(result, dict) else {"old_value": None}
         try:
             deleted = await self.store.delete(scope, inp.item_id)  # a missing item writes nothing
