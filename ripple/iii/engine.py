@@ -69,7 +69,7 @@ from ripple.iii.protocol import (
     stream_matches,
     update_reply,
 )
-from ripple.iii.queues import Queues
+from ripple.iii.queues import Policy, Queues
 from ripple.iii.registry import Registry, TriggerEntry
 from ripple.iii.routes import HttpRoutes
 from ripple.store.origin import current_origin
@@ -103,12 +103,19 @@ Builtin = Callable[[Any], Awaitable[Any]]
 class Engine:
     """Routes iii calls between workers and ripple's built-ins; fires ``state``, ``stream`` and ``http`` triggers."""
 
-    def __init__(self, store: Store, *, strict: bool = False, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        strict: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        queue_policy: Policy | None = None,
+    ) -> None:
         self.store = store
         self.compat = not strict
         self.call_timeout = call_timeout
         self.workers: dict[str, Worker] = {}
-        self.queues = Queues(self)
+        self.queues = Queues(self, queue_policy)
         self.introspect = Introspection(self)
         self.channels = Channels()
         self.routes = HttpRoutes(self)
@@ -164,7 +171,7 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
         """Wake :meth:`wait_until` callers: a worker, function or trigger came or went, or a call was sent."""
         watchers, self._watchers = self._watchers, []
         for fut in watchers:
@@ -186,7 +193,7 @@ class Engine:
         self.workers[worker.id] = worker
         log.info("iii worker %s connected", worker.id)
         self.introspect.worker_event("worker_connected", worker.id)
-        self._changed()
+        self.changed()
 
     def disconnect(self, worker: Worker) -> None:
         """Drop everything the worker registered and fail the calls it still owes. Idempotent."""
@@ -218,7 +225,7 @@ class Engine:
         self.introspect.worker_event("worker_disconnected", worker.id)
         if functions:
             self.introspect.functions_changed()
-        self._changed()
+        self.changed()
 
     async def handle(self, worker: Worker, message: Inbound | Telemetry | BadFrame) -> None:
         """One decoded frame from a worker. Never raises for bad input: the connection stays usable."""
@@ -255,7 +262,7 @@ class Engine:
         if isinstance(
             message, RegisterFunction | UnregisterFunction | RegisterTrigger | UnregisterTrigger | RegisterTriggerType
         ):
-            self._changed()
+            self.changed()
         # registerservice, pong: accepted and ignored
 
     async def _bad_frame(self, worker: Worker, bad: BadFrame) -> None:
@@ -365,7 +372,7 @@ class Engine:
             if not await self._send(worker, encode(msgspec.structs.replace(out, invocation_id=invocation_id))):
                 raise IIIError("worker_disconnected", f"worker {worker.id} is gone; {function_id} was not called")
             if self._watchers:
-                self._changed()
+                self.changed()
             try:
                 async with asyncio.timeout(self.call_timeout):
                     return await fut

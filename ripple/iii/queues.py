@@ -147,6 +147,7 @@ class Consumer:
             self.delivered += 1
         else:
             self.dead += 1
+        self.queues.engine.changed()  # wakes engine.wait_until callers (tests, tools)
 
     async def _call(self, event: Event) -> IIIError | None:
         engine = self.queues.engine

@@ -23,6 +23,7 @@ from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
 from ripple.iii.http import HttpTriggerApp, HttpTriggerServer
 from ripple.iii.protocol import WorkerRegistered, decode_frame, encode
+from ripple.iii.queues import Policy
 from ripple.iii.streams import StreamServer
 from ripple.store.store import Store
 
@@ -45,6 +46,7 @@ class IIIServer:
         strict: bool = False,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_frame: int = MAX_WORKER_FRAME,
+        queue_policy: Policy | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -53,7 +55,7 @@ class IIIServer:
         self.stream_port = stream_port
         self.strict = strict
         self.max_frame = max_frame
-        self.engine = Engine(store, strict=strict, call_timeout=call_timeout)
+        self.engine = Engine(store, strict=strict, call_timeout=call_timeout, queue_policy=queue_policy)
         self.streams = StreamServer(store, host, stream_port)
         self.http = HttpTriggerServer(HttpTriggerApp(self.engine), host, http_port)
         self._workers: Server | None = None
