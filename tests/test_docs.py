@@ -18,15 +18,17 @@ How a page's fences run (the convention for whoever writes docs):
   each command is started (in a folder of its own, with ``--port 0`` and ``0`` for the iii ports added), must print
   ``ripple serving``, and must exit 0 on SIGTERM. Don't mix ``ripple serve`` with other commands in one fence.
 - ```` ```json ```` must parse. Every fence names its language (``text`` for output); an unknown one fails.
-- ``<!-- docs-test: skip (why) -->`` on the line before a fence: not run. Every such fence is listed in ``SKIPPED``
-  below, so a new skip is a visible decision; keep the list short.
+- ``<!-- docs-test: skip (why) -->`` on the line right before a fence: not run. Markers are lines of their own. Every
+  skipped fence is listed in ``SKIPPED`` below, so a new skip is a visible decision; keep the list short.
 - Fences start at the beginning of a line: an indented fence (inside a list) would escape this test and is refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import selectors
 import shlex
 import signal
 import subprocess
@@ -61,7 +63,8 @@ SKIPPED = {
 
 # An info string never holds a backtick (CommonMark), so a line of inline code spans is not taken for a fence.
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[^\s`]*)[^\n`]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
-MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<what>[\w-]+)\s*(?P<arg>.*?)\s*-->")
+# A marker is an HTML comment on a line of its own (so prose that quotes one in backticks is not a marker).
+MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<what>[\w-]+)\s*(?P<arg>.*?)\s*-->[ \t]*$", re.M)
 SERVER_ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):8000\b")
 STARTED = re.compile(r"^ripple serving .+ on http://127\.0\.0\.1:(?P<port>\d+) ")
 FENCE_TIMEOUT = 90 * SECOND
@@ -172,8 +175,6 @@ class PageRun:
             else:
                 self.run_shell(fence)
         elif fence.lang == "json":
-            import json
-
             try:
                 json.loads(fence.code)
             except ValueError as exc:
@@ -235,8 +236,6 @@ def start_server(args: list[str], folder: Path, env: dict[str, str], where: str 
 
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     """The child's first stdout line, or "" if it closed stdout or did not print one in time."""
-    import selectors
-
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
@@ -305,6 +304,14 @@ def test_fences_are_runnable_or_named(page: Path) -> None:
             )
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_markers_are_known_and_in_place(page: Path) -> None:
+    markers = [m.group("what") for m in MARKER.finditer(page.read_text())]
+    assert set(markers) <= {"skip", "serve-options"}, f"{page}: unknown docs-test markers {markers}"
+    skipped = [f for f in fences(page) if f.skip is not None]
+    assert markers.count("skip") == len(skipped), f"{page}: a skip marker must be on the line right before its fence"
+
+
 def test_skipped_fences_are_the_listed_ones() -> None:
     found = {(f.page.relative_to(ROOT).as_posix(), f.skip) for p in PAGES for f in fences(p) if f.skip is not None}
     assert found == SKIPPED
@@ -312,25 +319,29 @@ def test_skipped_fences_are_the_listed_ones() -> None:
 
 # ---- the runner can fail ----------------------------------------------------------------------------------------
 
+# kind -> (a page holding one sample with a typo, what the failure must say)
 TYPOS = {
-    "python": "```python\nimport asyncio\nfrom ripple import Store\n\nasync def main() -> None:\n"
-              "    async with Store.open('a.db') as store:\n        await store.sett('s', 'k', 1)\n\n"
-              "asyncio.run(main())\n```\n",
-    "bash": "```bash\nripple lgo --db a.db\n```\n",
-    "route": "```bash\ncurl -X PUT localhost:8000/v1/stat/notes/a -H 'content-type: application/json' -d 1\n```\n",
-    "method": "```bash\ncurl -X POST localhost:8000/v1/state/notes/a -H 'content-type: application/json' -d 1\n```\n",
-    "server": "```bash\nripple serve --ap examples.todo:setup\n```\n",
-    "json": '```json\n{"error": {"code": "x",}}\n```\n',
+    "python": ("```python\nimport asyncio\nfrom ripple import Store\n\nasync def main() -> None:\n"
+               "    async with Store.open('a.db') as store:\n        await store.sett('s', 'k', 1)\n\n"
+               "asyncio.run(main())\n```\n", "has no attribute 'sett'"),
+    "bash": ("```bash\nripple lgo --db a.db\n```\n", "No such command 'lgo'"),
+    "route": ("```bash\ncurl -X PUT localhost:8000/v1/stat/notes/a -H 'content-type: application/json' -d 1\n```\n",
+              "no route for PUT /v1/stat/notes/a"),
+    "method": ("```bash\ncurl -X POST localhost:8000/v1/state/notes/a -H 'content-type: application/json' -d 1\n```\n",
+               "method_not_allowed"),
+    "server": ("```bash\nripple serve --ap examples.todo:setup\n```\n", "No such option '--ap'"),
+    "json": ('```json\n{"error": {"code": "x",}}\n```\n', "does not parse"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(TYPOS))
 def test_a_sample_with_a_typo_fails(kind: str, tmp_path: Path) -> None:
+    sample, reason = TYPOS[kind]
     page = tmp_path / "page.md"
-    page.write_text(f"# A page\n\n{TYPOS[kind]}")
+    page.write_text(f"# A page\n\n{sample}")
     folder = tmp_path / "run"
     folder.mkdir()
-    with pytest.raises((pytest.fail.Exception, AssertionError)):
+    with pytest.raises((pytest.fail.Exception, AssertionError), match=re.escape(reason)):
         run_page(page, folder)
 
 
