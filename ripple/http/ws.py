@@ -258,13 +258,7 @@ class WsSession:
         store = self.store
         ahead: asyncio.Task[Page] | None = None
         try:
-            while True:
-                if cursor.caught_up:
-                    if cursor.go_live():
-                        await self._send(encode(Live(cursor.current_through(store.head))))
-                        return
-                    cursor.start_round(store.head)  # the buffer overflowed: read what it dropped from the log
-                    continue
+            while cursor.next_read(store.head):
                 if ahead is None:
                     page = await self._read(cursor, cursor.through)
                 else:
@@ -280,6 +274,7 @@ class WsSession:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+        await self._send(encode(Live(cursor.current_through(store.head))))
 
     async def _read(self, cursor: Cursor, after: int) -> Page:
         return await read_page(self.store, cursor.filter, after, cursor.target, cursor.limits.page_size, as_json=True)

@@ -22,8 +22,6 @@ from ripple.migrations import APPLICATION_ID, check_version
 Durability = Literal["full", "normal"]
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-EVENT_COLUMNS = "seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta"
-
 _decode = msgspec.json.Decoder().decode
 _decode_meta = msgspec.json.Decoder(Meta).decode
 
@@ -146,7 +144,7 @@ def decode_json(text: str | bytes | None) -> Any:
 
 
 def row_to_event(row: tuple[Any, ...] | sqlite3.Row) -> Event:
-    """A row selected with :data:`EVENT_COLUMNS` as an :class:`Event`."""
+    """A row selected with ``ripple.store.sql.EVENT_COLUMNS`` as an :class:`Event`."""
     seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
     return Event(
         seq,

@@ -15,7 +15,8 @@ import pytest
 
 from ripple import Store
 from ripple.core.fold import fold_state
-from ripple.store.sqlite import EVENT_COLUMNS, row_to_event
+from ripple.store.sql import EVENT_COLUMNS
+from ripple.store.sqlite import row_to_event
 from tests.conftest import ROOT, SECOND, count, ripple_env
 
 CHILD = ROOT / "tests" / "store" / "durable_child.py"
