@@ -373,10 +373,6 @@ def _etags(header: str, name: str) -> list[tuple[bool, int]]:
     return out
 
 
-def etag(offset: int) -> str:
-    return f'"{offset}"'
-
-
 def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
     value = header(request, "idempotency-key")
     if value is None:

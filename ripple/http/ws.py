@@ -121,6 +121,7 @@ class WsSession:
         write = proto.transport.write
         for frame in commit.frames(self.cursor.filter, self.batch):
             write(frame)
+        self.store.counters["ws_fast_path_commits"] += 1
         return True
 
     async def _refuse(self, code: str, message: str, close_code: int, earliest: int | None = None) -> None:

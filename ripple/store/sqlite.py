@@ -90,21 +90,6 @@ class WriterLock:
         except (OSError, ValueError):
             return None
 
-    def holder(self) -> int | None:
-        """The pid holding the lock, or ``None`` if nobody does (a probe that takes no lock for long)."""
-        if not self.path.exists():
-            return None
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return self._read_pid(fd) or -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
-
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

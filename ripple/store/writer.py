@@ -17,7 +17,6 @@ import collections
 import hashlib
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -381,7 +380,6 @@ class Writer:
         self.max_value_bytes = max_value_bytes
         self.head = 0
         self._txn_head = 0
-        self.schema_version_found: int = 0
         self.commits = 0
         self.bus = bus or CommitBus()
         self.bus.bind(self)
@@ -391,7 +389,6 @@ class Writer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-writer")
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._thread_ident: int | None = None
         self._attempt: tuple[int, WriteTxn | None] = (0, None)
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
@@ -401,19 +398,18 @@ class Writer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.schema_version_found, self.head = await loop.run_in_executor(self._thread, self._open)
+        self.head = await loop.run_in_executor(self._thread, self._open)
         self._txn_head = self.head
         self._task = asyncio.create_task(self._run(), name="ripple-writer")
 
-    def _open(self) -> tuple[int, int]:
-        self._thread_ident = threading.get_ident()
+    def _open(self) -> int:
         self._conn = connect_writer(self.path, self.durability)
-        found = migrate(self._conn, self.path)
+        migrate(self._conn, self.path)
         head = sql.head(self._conn)
         self._conn.execute(
             "DELETE FROM idempotency WHERE created_ts < ?", (int(time.time() * 1000) - IDEMPOTENCY_TTL_MS,)
         )
-        return found, int(head)
+        return head
 
     async def close(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         """Commit (or fail) everything queued, run ``final`` on the connection, then close it. Idempotent."""

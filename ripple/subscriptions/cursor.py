@@ -74,7 +74,6 @@ class Cursor:
         "live",
         "on_overflow",
         "overflow_counter",
-        "overflows",
         "target",
         "through",
         "wake",
@@ -100,7 +99,6 @@ class Cursor:
         self.buffer: collections.deque[Buffered] = collections.deque()
         self.buffer_bytes = 0
         self.buffer_through = after
-        self.overflows = 0
         self.counters = counters
         self.wake = wake
         self.inline: Callable[[Commit], bool] | None = None
@@ -220,7 +218,6 @@ class Cursor:
         self.buffer_bytes = 0
         self.live = False
         self.accepting = False
-        self.overflows += 1
         self.counters[self.overflow_counter] = self.counters.get(self.overflow_counter, 0) + 1
         if self.on_overflow is not None:
             self.on_overflow()

@@ -117,6 +117,7 @@ class Hub:
         self._head = head
         self.counters = counters
         counters.setdefault("subscriber_overflows", 0)
+        counters.setdefault("ws_fast_path_commits", 0)  # commits written straight to a WebSocket (DESIGN §13)
         self.settings = settings or HubSettings()
         self._by_scope: dict[str, set[Cursor]] = {}
         self._any_scope: set[Cursor] = set()
