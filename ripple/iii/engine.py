@@ -1,9 +1,9 @@
 """The iii engine on top of a Store: built-in functions, calls between workers, and trigger fan-out.
 
-No sockets here: a :class:`Worker` is given a ``send`` coroutine by the network layer (``worker_server.py``), and HTTP
-requests arrive as plain values (``http_server.py``). Triggers run after the write, off the writer's path: the
-store's commit listener only queues events, and each trigger has its own task that delivers them in offset order
-(falling back to reading the log if its queue overflows, so nothing is dropped while the worker is connected).
+No sockets here: a :class:`Worker` is given a ``send`` coroutine by the network layer (``ripple/iii/server.py``), and
+HTTP requests arrive as plain values (``ripple/iii/http.py``). Triggers run after the write, off the writer's path:
+each trigger follows the log with its own :class:`TriggerPump` and delivers events in offset order (falling back to
+reading the log if it falls behind, so nothing is dropped while the worker is connected).
 """
 
 from __future__ import annotations

@@ -62,13 +62,9 @@ from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
-
-# -- subscriptions (issue 5) ------------------------------------------------------------------------------------
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
 from ripple.subscriptions.hub import Hub, HubSettings
-
-# -- end subscriptions ------------------------------------------------------------------------------------------
 
 log = logging.getLogger("ripple.store")
 
@@ -164,13 +160,13 @@ class Store:
         self._close_callbacks: list[Any] = []
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-checkpoint")
-        # -- reactions and projections (issue 4). run_reactions=False: the offline tool registers the user's
+        # reactions and projections. run_reactions=False: the offline tool registers the user's
         # projections; reactions are accepted but never run.
         self.reactions = Reactions(self, enabled=run_reactions)
         self.projections = Projections(self)
         self.projections.register(metrics_projection())
 
-        # subscriptions (issue 5): the hub fans committed events out to subscribers
+        # the hub fans committed events out to every follower of the log (subscriptions, reactions, projections)
         self.hub = Hub(lambda: self.writer.head, self.counters, subscription_settings)
 
     @classmethod
@@ -526,7 +522,7 @@ class Store:
         self.check_open()
         return await self.reader.earliest()
 
-    # -- reactions and projections (issue 4; DESIGN §5-6)
+    # -- reactions and projections (DESIGN §5-6)
 
     def on_change(
         self,
@@ -559,7 +555,7 @@ class Store:
         self.check_open()
         return await self.projections.rebuild(name)
 
-    # -- subscriptions (issue 5) ----------------------------------------------------------------------------------
+    # -- subscriptions (DESIGN §7)
 
     def subscribe(
         self,
