@@ -136,14 +136,15 @@ def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, .
     ripple log --db app.db --follow        # tail a file a live server is writing
     """
     from ripple import offline
+    from ripple.core.filter import Filter
+    from ripple.store import sql
 
     conn = offline.open_readonly(db)
+    f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
     try:
         while True:
-            upto = offline.head_of(conn)
-            rows = offline.iter_rows(conn, after=after, upto=upto, kind=kind,  # type: ignore[arg-type]
-                                     scopes=scopes or None, keys=keys or None)
-            write_lines(offline.event_lines(rows))
+            upto = sql.head(conn)
+            write_lines(offline.event_lines(conn, f, after=after, upto=upto))
             if not follow:
                 return
             after = upto
@@ -192,7 +193,7 @@ def export_command(db: str, after: int) -> None:
 
     conn = offline.open_readonly(db)
     try:
-        write_lines(offline.event_lines(offline.iter_rows(conn, after=after)))
+        write_lines(offline.event_lines(conn, after=after))
     finally:
         conn.close()
 
@@ -308,11 +309,12 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     ripple rebuild --db app.db metrics
     """
     from ripple import offline
+    from ripple.store import sql
 
     total = None
     if Path(db).exists():
         conn = offline.open_readonly(db)
-        total = offline.head_of(conn)
+        total = sql.head(conn)
         conn.close()
     with tracked("rebuild", total) as advance:
         rebuilt = offline.rebuild_projections(db, name, app, advance)

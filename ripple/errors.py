@@ -46,10 +46,6 @@ class RippleError(Exception):
             self.code = code
         self.detail = detail
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON error body of DESIGN §8 (``{"error": {...}}`` minus the wrapper)."""
-        return {"code": self.code, "message": self.message, "detail": self.detail}
-
 
 class BadRequestError(RippleError):
     code = "bad_request"

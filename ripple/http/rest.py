@@ -373,10 +373,6 @@ def _etags(header: str, name: str) -> list[tuple[bool, int]]:
     return out
 
 
-def etag(offset: int) -> str:
-    return f'"{offset}"'
-
-
 def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
     value = header(request, "idempotency-key")
     if value is None:
@@ -695,8 +691,8 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
 async def get_health(request: Request[Any, Any, Any]) -> Health:
     """``status`` is ``degraded`` when the writer stopped or the store reports it."""
     store = store_of(request)
-    degraded = store.closed or store.writer.closed or bool(getattr(store, "degraded", False))
-    counters = {**store.counters, "queue_depth": store.writer.queue_depth, "commits": store.writer.commits}
+    degraded = store.closed or store.degraded
+    counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
     return Health(
         "degraded" if degraded else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters
     )
