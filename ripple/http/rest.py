@@ -273,11 +273,27 @@ class UnsupportedMediaTypeError(BadRequestError):
     status = 415
 
 
+def _not_json(raw: bytes, exc: msgspec.DecodeError) -> BadRequestError:
+    what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
+    return BadRequestError(what)
+
+
 def decode_body(raw: bytes, model: Any) -> Any:
-    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path."""
+    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path.
+
+    msgspec validates while it parses, so ``[{`` against an object type fails on the ``[`` as the wrong shape before
+    the parser reaches the syntax error. Decode first, validate second: a shape error is checked against an untyped
+    parse, which costs nothing on the happy path (only bodies already refused are parsed twice).
+    """
     try:
         value = msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.ValidationError:
+            pass  # well-formed JSON that no Python value can hold (an integer beyond int64): a 422 like the rest
+        except msgspec.DecodeError as syntax:
+            raise _not_json(raw, syntax) from None
         message = str(exc)
         match = _AT_PATH.search(message)
         path = "$" + match.group(1) if match else "$"
@@ -288,8 +304,7 @@ def decode_body(raw: bytes, model: Any) -> Any:
         error = InvalidValueError if model is Any else InvalidOpError if ".ops" in path else ValidationError
         raise error(f"invalid body: {message}", detail=detail) from None
     except msgspec.DecodeError as exc:
-        what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
-        raise BadRequestError(what) from None
+        raise _not_json(raw, exc) from None
     return value
 
 
