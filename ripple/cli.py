@@ -142,6 +142,7 @@ def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, .
     conn = offline.open_readonly(db)
     f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
     try:
+        offline.check_after(conn, after)  # beyond the head, even --follow would skip what is written up to it
         while True:
             upto = sql.head(conn)
             write_lines(offline.event_lines(conn, f, after=after, upto=upto))
@@ -193,6 +194,7 @@ def export_command(db: str, after: int) -> None:
 
     conn = offline.open_readonly(db)
     try:
+        offline.check_after(conn, after)
         write_lines(offline.event_lines(conn, after=after))
     finally:
         conn.close()

@@ -108,6 +108,18 @@ def get_value(conn: sqlite3.Connection, scope: str, key: str, at: int | None) ->
     return True, row[0].encode()
 
 
+def check_after(conn: sqlite3.Connection, after: int, option: str = "--after ") -> None:
+    """Refuse an ``--after`` outside the log, by the rule the server applies (``check_after_range``)."""
+    from ripple.subscriptions.catchup import check_after_range
+
+    conn.execute("BEGIN")
+    try:
+        head, earliest = sql.head(conn), sql.earliest(conn)
+    finally:
+        conn.execute("COMMIT")
+    check_after_range(after, earliest=earliest, head=head, option=option)
+
+
 def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
     head = sql.head(conn)
     if at < 0 or at > head:

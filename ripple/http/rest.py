@@ -55,6 +55,7 @@ from ripple.errors import (
 )
 from ripple.migrations import LATEST_VERSION
 from ripple.store.store import Store
+from ripple.subscriptions.catchup import check_after
 
 T = TypeVar("T")
 
@@ -660,10 +661,15 @@ async def get_events(
     kind: FromQuery[KindFilter] = "all",
     wait: FromQuery[float] = 0.0,
 ) -> EventsPage:
-    """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event."""
+    """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event.
+
+    ``after`` beyond the head → 400 ``offset_out_of_range`` (a long-poll from there would skip what is written
+    meanwhile)."""
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise ValidationError(f"wait must be 0-{MAX_WAIT_SECONDS:g} seconds, got {wait}", detail={"wait": wait})
     store, signal = store_of(request), request.app.state.commits
+    if after >= 0:  # a negative one is a bad value (422 from read_events), not a position outside the log
+        await check_after(store, after)
     deadline = time.monotonic() + wait
     while True:
         head = store.head
