@@ -393,9 +393,11 @@ def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
     value = header(request, "idempotency-key")
     if value is None:
         return None
-    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
+    # Header bytes arrive as latin-1: a UTF-8 "é" would pass isprintable() as "Ã©", so check for ASCII first.
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not (value.isascii() and value.isprintable()):
         raise BadRequestError(
-            f"malformed Idempotency-Key header: 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters expected",
+            f"malformed Idempotency-Key header: expected 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters "
+            "(space to ~, e.g. a UUID)",
             detail={"header": "Idempotency-Key"},
         )
     return value
