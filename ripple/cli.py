@@ -80,9 +80,10 @@ db_option = click.option(
     "--db", "db", envvar="RIPPLE_DB", default="ripple.db", show_default=True, metavar="PATH",
     help="The ripple database file (env RIPPLE_DB).",
 )
+APP_HELP = "module:function, or path/to/file.py:function (a module file or a package's __init__.py; from anywhere)"
 app_option = click.option(
     "--app", "app", default=None, metavar="MODULE:FUNCTION",
-    help="Load user projections from setup(store) in this module (reactions are never run offline).",
+    help=f"Load user projections from setup(store): {APP_HELP}. Reactions are never run offline.",
 )
 KINDS = click.Choice(["state", "stream", "all"])
 
@@ -333,7 +334,8 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True)
-@click.option("--app", "app_spec", metavar="MODULE:SETUP", help="User code: reactions, projections, routes.")
+@click.option("--app", "app_spec", metavar="MODULE:SETUP",
+              help=f"User code (reactions, projections, routes): {APP_HELP}.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("--ws-ping-interval", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="WebSocket keepalive ping interval, seconds.")
@@ -356,7 +358,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     \b
     ripple serve
     ripple serve app.db --port 9000
-    ripple serve --app examples.todo:setup
+    ripple serve --app examples.todo:setup              # from the checkout root
+    ripple serve --app path/to/examples/todo/__init__.py:setup   # from anywhere
     """
     from ripple.http.serve import IiiOptions, ServeOptions, run
 

@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
 import resource
 import signal
 import socket
-import sys
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import uvicorn
 
-from ripple.errors import RippleError
 from ripple.http import ws
 from ripple.http.app import create_app
 from ripple.iii.server import IIIServer
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.hub import HubSettings
+from ripple.userapp import apply_setup, load_setup
 
 log = logging.getLogger("ripple.serve")
 
@@ -133,18 +130,6 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def load_user_app(store: Store, spec: str) -> list[Any]:
-    """``--app module:setup``: import the user's setup, let it register on the store, return its route handlers."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like uvicorn's --app-dir ".": `examples.todo:setup` from the project
-    try:
-        userapp = importlib.import_module("ripple.userapp")
-    except ImportError as exc:
-        raise RippleError(f"--app needs ripple.userapp, which this build lacks ({exc})") from None
-    handlers: Sequence[Any] | None = userapp.apply_setup(store, spec)
-    return list(handlers or [])
-
-
 async def start_iii(store: Store, options: IiiOptions) -> IIIServer | None:
     """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given."""
     if not options.enabled:
@@ -190,8 +175,10 @@ async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
+    # Import the user's code before the file is opened: a broken --app is one line and leaves no file behind.
+    setup = load_setup(options.app) if options.app else None
     async with Store.open(options.db, durability=options.durability, subscription_settings=settings) as store:
-        handlers = load_user_app(store, options.app) if options.app else []
+        handlers = apply_setup(store, setup) if setup is not None else []
         iii = await start_iii(store, options.iii)
         try:
             server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
