@@ -33,7 +33,7 @@ from ripple.iii.server import IIIServer
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.hub import HubSettings
-from ripple.userapp import apply_setup, load_setup
+from ripple.userapp import apply_setup
 
 log = logging.getLogger("ripple.serve")
 
@@ -175,10 +175,11 @@ async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
-    # Import the user's code before the file is opened: a broken --app is one line and leaves no file behind.
-    setup = load_setup(options.app) if options.app else None
-    async with Store.open(options.db, durability=options.durability, subscription_settings=settings) as store:
-        handlers = apply_setup(store, setup) if setup is not None else []
+    # The user's code is imported and registered before the file is opened: a broken --app is one line and leaves
+    # no file behind, and its projections start in the opening transaction (inline from the first write).
+    store = Store(options.db, durability=options.durability, subscription_settings=settings)
+    handlers = apply_setup(store, options.app) if options.app else []
+    async with store:
         iii = await start_iii(store, options.iii)
         try:
             server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
