@@ -218,6 +218,30 @@ def stats_command(db: str) -> None:
         conn.close()
 
 
+@main.command("projections")
+@db_option
+@app_option
+def projections_command(db: str, app: str | None) -> None:
+    """List the projections recorded in the file (JSON): name, version, status, checkpoint and lag (head - checkpoint).
+
+    Read-only; works beside a live server. --app adds the user's projections the file does not record yet
+    (status not_built).
+
+    \b
+    ripple projections --db app.db
+    ripple projections --db app.db --app examples.todo:setup
+    """
+    from ripple import offline
+
+    projections = offline.load_projections(db, app)
+    conn = offline.open_readonly(db)
+    try:
+        listing = offline.projection_list(conn, projections)
+    finally:
+        conn.close()
+    click.echo(msgspec.json.format(msgspec.json.encode(listing)).decode())
+
+
 @main.command("verify")
 @db_option
 @app_option

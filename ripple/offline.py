@@ -606,6 +606,14 @@ def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str |
 # ---- stats -----------------------------------------------------------------------------------------------------
 
 
+def projection_list(conn: sqlite3.Connection, registered: Sequence[Any] | None = None) -> Any:
+    """The projections the file records (and ``registered`` ones it does not yet: ``not_built``), with their lag."""
+    from ripple.projections.builtin import metrics_projection
+    from ripple.projections.runner import list_projections
+
+    return list_projections(conn, registered if registered is not None else [metrics_projection()], recorded=True)
+
+
 def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, Any]:
     conn.execute("BEGIN")
     try:
@@ -614,10 +622,7 @@ def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, A
             "SELECT kind, scope, op, count(*) FROM events GROUP BY kind, scope, op ORDER BY kind, scope, op"
         ):
             per_scope.setdefault(f"{kind}:{scope}", {})[op] = n
-        projections = [
-            {"name": n, "version": v, "checkpoint": c, "status": s, "error": e}
-            for n, v, c, s, e in conn.execute("SELECT name, version, checkpoint, status, error FROM projections")
-        ]
+        projections = projection_list(conn).projections
         reactions = [{"name": n, "cursor": c} for n, c in conn.execute("SELECT name, cursor FROM reactions")]
         head = sql.head(conn)
         earliest = sql.earliest(conn)

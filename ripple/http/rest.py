@@ -11,10 +11,8 @@ route it as scope ``a``, key ``b``; reading the raw path refuses that scope inst
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
@@ -50,10 +48,11 @@ from ripple.errors import (
     InvalidValueError,
     NotFoundError,
     PreconditionFailedError,
-    RippleError,
+    ProjectionRebuildingError,
     ValidationError,
 )
 from ripple.migrations import LATEST_VERSION
+from ripple.projections.runner import ProjectionList
 from ripple.store.store import Store
 from ripple.subscriptions.catchup import check_after
 
@@ -498,21 +497,12 @@ class CommitSignal:
             self._waiters.discard(fut)
 
 
-# ---- projection adapter (the projections API lands with the reactions issue) -----------------------------------
+# ---- projections ---------------------------------------------------------------------------------------------
 
 
 async def projection_info(store: Store, name: str) -> ProjectionInfo:
-    lookup: Callable[[str], Any] | None = getattr(store, "projection", None)
-    if lookup is None:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
-    try:
-        state = lookup(name)
-        if inspect.isawaitable(state):
-            state = await state
-    except KeyError:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name}) from None
-    if state is None:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
+    """One projection with its data: 404 for an unknown name, 503 ``projection_rebuilding`` while it is rebuilt."""
+    state = await store.projection(name)
     return msgspec.convert(state, ProjectionInfo, from_attributes=True)
 
 
@@ -682,6 +672,13 @@ async def get_events(
         await signal.wait_beyond(store, head, remaining)
 
 
+@get("/v1/projections", tags=["projections"], summary="List projections")
+async def list_projections(request: Request[Any, Any, Any]) -> ProjectionList:
+    """Every registered projection: ``{name, version, status, checkpoint, lag}`` (lag = head - checkpoint; ``error``
+    when failed). Unlike reading one, listing never refuses a rebuilding projection: it shows its status."""
+    return await store_of(request).projections.summaries()
+
+
 @get("/v1/projections/{name:str}", tags=["projections"], responses=errors(404, 503), summary="Read a projection")
 async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -> ProjectionInfo:
     """``{name, version, checkpoint, status, data}``; 503 ``projection_rebuilding`` while it is rebuilt."""
@@ -698,15 +695,11 @@ async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -
 async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> RebuildStarted:
     """Start rebuilding a projection from the log in the background → 202."""
     store = store_of(request)
-    rebuild: Callable[[str], Any] | None = getattr(store, "rebuild", None)
     try:
         await projection_info(store, name)
-    except RippleError as exc:
-        if exc.code != "projection_rebuilding":
-            raise
+    except ProjectionRebuildingError:
         return RebuildStarted(name, "rebuilding")
-    assert rebuild is not None  # projection_info found the projections API
-    store.spawn(rebuild(name), name=f"ripple-rebuild-{name}")
+    store.spawn(store.rebuild(name), name=f"ripple-rebuild-{name}")
     return RebuildStarted(name, "rebuilding")
 
 
@@ -733,6 +726,7 @@ def rest_handlers() -> list[Any]:
         post_batch,
         post_stream,
         get_events,
+        list_projections,
         get_projection,
         post_rebuild,
         get_health,
