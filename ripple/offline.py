@@ -603,6 +603,14 @@ def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str |
         lock.release()
 
 
+def unregistered_projections(conn: sqlite3.Connection, registered: Sequence[Any]) -> list[str]:
+    """Names of the projections the file records that none of ``registered`` is (a user's, without ``--app``)."""
+    from ripple.projections.runner import load_rows
+
+    known = {p.name for p in registered}
+    return [row.name for row in load_rows(conn) if row.name not in known]
+
+
 # ---- stats -----------------------------------------------------------------------------------------------------
 
 

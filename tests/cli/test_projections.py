@@ -95,3 +95,13 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     done = ripple("projections", "--db", str(tmp_path / "missing.db"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such file" in done.stderr
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_verify_without_app_names_the_projections_it_skipped(db: Path) -> None:
+    done = ripple("verify", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skipped projections not loaded (pass --app): todo_stats" in done.stdout, done.stdout
+    err = done.stderr.splitlines()
+    assert len(err) == 1 and "todo_stats" in err[0] and "--app" in err[0], done.stderr
+    with_app = ripple("verify", "--db", str(db), "--app", TODO_APP)
+    assert with_app.returncode == 0 and with_app.stderr == "" and "skipped" not in with_app.stdout
