@@ -100,23 +100,90 @@ def write_lines(lines: Iterator[bytes], *, flush_each: bool = False) -> int:
     return n
 
 
-def progress_bar(label: str, total: int | None) -> Any:
-    """A rich progress bar on stderr (rate and ETA), silent when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def progress_columns(unit: str) -> tuple[Any, ...]:
+    """The bars' columns: label, bar, percentage, ``done/total``, a formatted rate and the ETA where the total is
+    known; the count and the elapsed time where it is not (``None`` and ``?`` are never shown)."""
+    from rich.progress import (
+        BarColumn,
+        ProgressColumn,
+        Task,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    console = Console(stderr=True)
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} ev/s"),
-                   TimeRemainingColumn(), console=console, disable=not console.is_terminal, transient=True)
-    return bar
+    class Count(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            done = f"{task.completed:,.0f}"
+            return Text(f"{done}/{task.total:,.0f} {unit}" if task.total is not None else f"{done} {unit}",
+                        style="progress.download")
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            # rich's own estimate needs two samples within its window; until then (and at the end of a short run)
+            # the average over the elapsed time is the honest figure
+            speed = task.finished_speed or task.speed
+            if not speed and task.completed and task.elapsed:
+                speed = task.completed / task.elapsed
+            return Text(f"{speed:,.0f} {unit}/s" if speed else f"… {unit}/s", style="progress.data.speed")
+
+    class Eta(ProgressColumn):
+        """Time remaining where the total is known, else time elapsed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.remaining, self.elapsed = TimeRemainingColumn(), TimeElapsedColumn()
+
+        def render(self, task: Task) -> Text:
+            if task.total is None:
+                return self.elapsed.render(task)
+            return Text("ETA ") + self.remaining.render(task)
+
+    return (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), Count(), Rate(), Eta())
+
+
+class Progress:
+    """Progress bars on stderr for the long commands (import, verify, rebuild, replay): one helper for all.
+
+    ``with Progress() as bars: advance = bars.task("import", total)``. Silent when stderr is not a terminal (rich
+    honours ``FORCE_COLOR``); a ``total`` given as a function is only computed when the bars are shown, so a
+    command pays for counting only when someone watches.
+    """
+
+    def __init__(self, unit: str = "ev") -> None:
+        from rich.console import Console
+        from rich.progress import Progress as Bars
+
+        console = Console(stderr=True)
+        self.shown = console.is_terminal
+        self._bars = Bars(*progress_columns(unit), console=console, disable=not self.shown, transient=True)
+
+    def task(self, label: str, total: int | Callable[[], int | None] | None = None) -> Callable[[int], None]:
+        """A new bar; returns ``advance(n)``. When the work ends without an error, the bar is shown complete."""
+        known = (total() if callable(total) else total) if self.shown else None
+        task = self._bars.add_task(label, total=known)
+        return lambda n: self._bars.advance(task, n)
+
+    def __enter__(self) -> Progress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            for task in self._bars.tasks:
+                if task.total is not None:
+                    self._bars.update(task.id, completed=task.total)
+            self._bars.refresh()
+        self._bars.stop()
 
 
 @contextlib.contextmanager
-def tracked(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    bar = progress_bar(label, total)
-    with bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+def tracked(label: str, total: int | Callable[[], int | None] | None = None) -> Iterator[Callable[[int], None]]:
+    """One bar for the duration of the block: ``with tracked("verify", head) as advance: ...``."""
+    with Progress() as bars:
+        yield bars.task(label, total)
 
 
 # ---- read-only commands ----------------------------------------------------------------------------------------
@@ -257,12 +324,13 @@ def verify_command(db: str, app: str | None) -> None:
     ripple verify --db app.db --app examples.todo:setup
     """
     from ripple import offline
+    from ripple.store import sql
 
     projections = offline.load_projections(db, app)
     conn = offline.open_readonly(db)
     try:
         skipped = offline.unregistered_projections(conn, projections)
-        with tracked("verify", None) as advance:
+        with tracked("verify", lambda: sql.head(conn)) as advance:
             report = offline.verify(conn, progress=advance, extra=offline.projection_faults(projections))
     finally:
         conn.close()
@@ -304,7 +372,7 @@ def import_command(db: str, append: bool, input_: Any) -> None:
     """
     from ripple import offline
 
-    with tracked("import", None) as advance:
+    with tracked("import", lambda: offline.count_lines(input_)) as advance:
         n = offline.import_events(db, input_, append=append, progress=advance,
                                   after_import=projection_rebuilder(db, None))
     click.echo(msgspec.json.encode({"imported": n}).decode())
@@ -325,7 +393,10 @@ def replay_command(db: str, to: int, into: str, app: str | None) -> None:
     """
     from ripple import offline
 
-    head = offline.replay(db, to, into, after_copy=projection_rebuilder(into, app))
+    rebuilder = projection_rebuilder(into, app)
+    with Progress() as bars:
+        head = offline.replay(db, to, into, progress=bars.task("copy", to),
+                              after_copy=lambda conn: rebuilder(conn, bars.task("projections", to)))
     click.echo(msgspec.json.encode({"into": into, "head": head}).decode())
 
 
@@ -344,12 +415,16 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     from ripple import offline
     from ripple.store import sql
 
-    total = None
-    if Path(db).exists():
+    def head() -> int | None:
+        if not Path(db).exists():
+            return None
         conn = offline.open_readonly(db)
-        total = sql.head(conn)
-        conn.close()
-    with tracked("rebuild", total) as advance:
+        try:
+            return sql.head(conn)
+        finally:
+            conn.close()
+
+    with tracked("rebuild", head) as advance:
         rebuilt = offline.rebuild_projections(db, name, app, advance)
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
@@ -405,13 +480,15 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
 # ---- projections ----------------------------------------------------------------------------------------------
 
 
-def projection_rebuilder(db: str, app: str | None) -> Callable[[Any], None]:
-    """Rebuild every projection inside the transaction that wrote a new log (import, replay)."""
+def projection_rebuilder(db: str, app: str | None) -> Callable[..., None]:
+    """Rebuild every projection inside the transaction that wrote a new log (import, replay).
+
+    The user's code is loaded now, before any file is written: a broken --app changes nothing."""
     from ripple import offline
 
     projections = offline.load_projections(db, app)
 
-    def rebuild(conn: Any) -> None:
-        offline.rebuild_all(conn, projections)
+    def rebuild(conn: Any, progress: Callable[[int], None] | None = None) -> None:
+        offline.rebuild_all(conn, projections, progress)
 
     return rebuild

@@ -352,6 +352,23 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
 # ---- import ----------------------------------------------------------------------------------------------------
 
 
+def count_lines(stream: IO[bytes]) -> int | None:
+    """The lines of a seekable input (a file, or stdin redirected from one), read ahead and rewound; ``None`` for
+    a pipe. Used only to size a progress bar."""
+    try:
+        if not stream.seekable():
+            return None
+        start = stream.tell()
+    except (OSError, ValueError):
+        return None
+    n, last = 0, b"\n"
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        n += chunk.count(b"\n")
+        last = chunk[-1:]
+    stream.seek(start)
+    return n + (last != b"\n")
+
+
 class ImportError_(ValidationError):
     code = "import_error"
 
@@ -447,6 +464,8 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
             if progress is not None:
                 progress(PAGE)
     conn.executemany(insert, batch)
+    if progress is not None and batch:
+        progress(len(batch))
     for ddl in indexes:
         conn.execute(ddl)
     _write_state(conn, keys)
@@ -508,9 +527,14 @@ def _rebuild_state_table(conn: sqlite3.Connection) -> None:
 # ---- replay ----------------------------------------------------------------------------------------------------
 
 
+REPLAY_PAGE = 50_000
+
+
 def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str],
-           after_copy: Callable[[sqlite3.Connection], None] | None = None) -> int:
-    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head."""
+           after_copy: Callable[[sqlite3.Connection], None] | None = None, progress: Progress | None = None) -> int:
+    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head.
+
+    The events are copied in pages of offsets (one transaction still) so that ``progress`` can follow."""
     if Path(into).exists():
         raise DatabaseFileError(f"{into} already exists; replay writes only a new file")
     src = open_readonly(source)
@@ -521,8 +545,12 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
     with writing(into, new_file=True) as conn:
         conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
-                     "WHERE seq <= ?", (to,))
+        for low in range(0, to, REPLAY_PAGE):
+            high = min(low + REPLAY_PAGE, to)
+            conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
+                         "WHERE seq > ? AND seq <= ?", (low, high))
+            if progress is not None:
+                progress(high - low)
         conn.execute("COMMIT")
         # Detach before anything else runs: an unqualified DROP TABLE would otherwise reach the source's tables.
         conn.execute("DETACH DATABASE src")
