@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import uvicorn
 
+from ripple.errors import RippleError
 from ripple.http import ws
 from ripple.http.app import create_app
 from ripple.iii.server import IIIServer
@@ -171,24 +172,50 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
     return on_ready
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets (one per address ``host`` resolves to, as asyncio binds them), bound here rather than by
+    uvicorn: uvicorn logs a failure and exits with its own code, while a port in use or a host that does not resolve
+    is bad input — one line and exit 2, and nothing created."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise RippleError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="cannot_listen") from None
+    return sockets
+
+
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
-    # The user's code is imported and registered before the file is opened: a broken --app is one line and leaves
-    # no file behind, and its projections start in the opening transaction (inline from the first write).
+    # The user's code is imported and registered, and the port bound, before the file is opened: a broken --app or
+    # a port in use is one line and leaves no file behind; the app's projections start in the opening transaction.
     store = Store(options.db, durability=options.durability, subscription_settings=settings)
     handlers = apply_setup(store, options.app) if options.app else []
-    async with store:
-        iii = await start_iii(store, options.iii)
-        try:
-            server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
-            server.on_ready = announce(options, iii)
-            server.install_signal_handlers()
-            await server.serve()
-        finally:
-            if iii is not None:
-                await iii.close()
+    sockets = listen(options.host, options.port)
+    with contextlib.ExitStack() as bound:
+        for sock in sockets:
+            bound.enter_context(sock)
+        async with store:
+            iii = await start_iii(store, options.iii)
+            try:
+                server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
+                server.on_ready = announce(options, iii)
+                server.install_signal_handlers()
+                await server.serve(sockets=sockets)
+            finally:
+                if iii is not None:
+                    await iii.close()
     print("ripple stopped", flush=True)
 
 
