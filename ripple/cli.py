@@ -211,6 +211,7 @@ def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, .
     f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
     try:
         offline.check_after(conn, after)  # beyond the head, even --follow would skip what is written up to it
+        offline.check_filter(scopes, keys)
         while True:
             upto = sql.head(conn)
             write_lines(offline.event_lines(conn, f, after=after, upto=upto))

@@ -120,6 +120,15 @@ def check_after(conn: sqlite3.Connection, after: int, option: str = "--after ") 
     check_after_range(after, earliest=earliest, head=head, option=option)
 
 
+def check_filter(scopes: Sequence[str], keys: Sequence[str]) -> None:
+    """Names in a log filter obey the rules of names (as ``read_events`` checks them): a typo is an error, not an
+    empty result."""
+    for scope in scopes:
+        validate_scope(scope)
+    for key in keys:
+        validate_key(key)
+
+
 def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
     head = sql.head(conn)
     if at < 0 or at > head:

@@ -41,3 +41,13 @@ def test_export_after_beyond_the_head_exits_2(tmp_path: Path) -> None:
                           env=ripple_env(), timeout=30)
     assert (done.returncode, done.stdout) == (2, b"")
     assert done.stderr.decode().count("\n") == 1 and "beyond the head (3)" in done.stderr.decode()
+
+
+@pytest.mark.parametrize("bad", [["--scope", ""], ["--scope", "a/b"], ["--key", "k\x01"], ["--key", ""]])
+def test_log_refuses_bad_filter_names_like_the_api(tmp_path: Path, bad: list[str]) -> None:
+    """``GET /v1/events?scope=`` is a 422; the same filter on the command line printed nothing and exited 0."""
+    db = tmp_path / "app.db"
+    asyncio.run(three_events(db))
+    done = subprocess.run([*RIPPLE, "log", "--db", str(db), *bad], capture_output=True, env=ripple_env(), timeout=30)
+    assert (done.returncode, done.stdout) == (2, b""), done
+    assert done.stderr.count(b"\n") == 1 and (b"scope" in done.stderr or b"key" in done.stderr), done.stderr
