@@ -176,7 +176,7 @@ def list_projections(
     of projections nobody registered included), ``not_built``.
     """
     with transaction(conn, write=False):
-        head = log_head(conn)
+        head = sql.head(conn)
         rows = {row.name: row for row in load_rows(conn)}
     names = set(rows) | {p.name for p in registered} if recorded else {p.name for p in registered}
     versions = {p.name: p.version for p in registered}
