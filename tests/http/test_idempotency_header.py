@@ -9,7 +9,7 @@ from tests.http.conftest import Live, error_of
 
 @pytest.mark.parametrize("value", ["é".encode(), "ключ".encode(), b"caf\xe9", b"a\x7fb", b"x" * 257])
 async def test_a_bad_idempotency_key_names_the_rule(live: Live, value: bytes) -> None:
-    response = await live.client.put("/v1/state/s/k", json=1, headers={"Idempotency-Key": value})
+    response = await live.client.put("/v1/state/s/k", json=1, headers={b"Idempotency-Key": value})
     error = error_of(response, 400, "bad_request")
     assert "printable ASCII" in error["message"] and "1-256" in error["message"], error
     assert error["detail"] == {"header": "Idempotency-Key"}
