@@ -1,4 +1,4 @@
-"""The ``ripple`` command line (DESIGN §10).
+"""The ``ripple`` command line.
 
 Every command takes ``--db PATH`` (env ``RIPPLE_DB``, default ``./ripple.db``). Output is JSON (JSON lines for streams
 of records). Bad input — a missing file, a file that is not ripple's, a newer schema, a bad option — is one line on
@@ -449,7 +449,7 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
               help="Close a WebSocket client that does not answer a ping within this many seconds.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds between subscription heartbeat frames.")
-@click.option("--iii", is_flag=True, help="Also listen for iii workers (DESIGN §9).")
+@click.option("--iii", is_flag=True, help="Also listen for iii workers (docs/iii.md).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
 @click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
