@@ -250,16 +250,6 @@ class Registry:
                 best = (rank, entry, params)
         return None if best is None else (best[1], best[2])
 
-    def has_path(self, path: str) -> list[str]:
-        """Methods routed for a path (for CORS preflight answers)."""
-        methods = []
-        for trigger_id in self.routes.values():
-            entry = self.triggers.get(trigger_id)
-            if entry is not None and isinstance(entry.config, HttpTriggerConfig):
-                if match_route(entry.config.api_path, path) is not None:
-                    methods.append(entry.config.http_method)
-        return methods
-
 
 def _raw_path(raw: Any, config: HttpTriggerConfig) -> str:
     path = raw.get("api_path") if isinstance(raw, dict) else None

@@ -48,7 +48,7 @@ class PyWorker:
 
 @contextlib.asynccontextmanager
 async def py_worker(port: int, name: str = "py-test") -> AsyncIterator[PyWorker]:
-    from iii import InitOptions, register_worker
+    from iii import InitOptions, register_worker  # type: ignore[import-untyped]
 
     options = InitOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
     client = await asyncio.to_thread(register_worker, f"ws://127.0.0.1:{port}", options)

@@ -171,14 +171,14 @@ async def test_stream_trigger_fires_for_item_changes_node_sdk(iii: IIIServer, tm
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # IStream/create_stream: deprecated in 0.25, still served
 async def test_create_stream_forwards_to_the_worker_and_logs_its_changes(store: Store, iii: IIIServer) -> None:
-    from iii.helpers import create_stream
-    from iii.stream import IStream
+    from iii.helpers import create_stream  # type: ignore[import-untyped]
+    from iii.stream import IStream  # type: ignore[import-untyped]
     from iii_helpers.stream import StreamSetResult
 
     calls = Inbox()
     items: dict[str, Any] = {}
 
-    class Todos(IStream[Any]):
+    class Todos(IStream[Any]):  # type: ignore[misc]
         async def get(self, input: Any) -> Any:
             calls.put(("get", input.item_id))
             return items.get(input.item_id)

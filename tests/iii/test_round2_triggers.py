@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from iii import TriggerAction
+from iii import TriggerAction  # type: ignore[import-untyped]
 
 from ripple import Store
 from ripple.iii.names import consumer_name
