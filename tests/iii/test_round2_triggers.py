@@ -212,3 +212,9 @@ async def test_engine_functions_and_trigger_types(iii: IIIServer) -> None:
         assert {"introspected"} <= {w["name"] for w in workers}
         functions = {f["function_id"] for f in (await py.call("engine::functions::list", {}))["functions"]}
         assert {"me::other", "stream::set", "publish"} <= functions and "engine::functions::list" not in functions
+        # A trigger registered through a function call belongs to no connection; it goes by id.
+        spec = {"trigger_type": "subscribe", "function_id": "me::other", "config": {"topic": "x"}}
+        made = await py.call("engine::register_trigger", spec)
+        assert made["id"] in iii.engine.registry.triggers and iii.engine.registry.triggers[made["id"]].worker_id is None
+        assert await py.call("engine::unregister_trigger", {"id": made["id"]}) == {"removed": True}
+        assert await py.call("engine::unregister_trigger", {"id": made["id"]}) == {"removed": False}
