@@ -319,8 +319,14 @@ def run_python(iii: Path, work: Path, timeout: float, only: list[str]) -> list[F
             result = FileResult("python", name, note=f"{time.monotonic() - started:.0f}s")
             if report.exists():
                 result.cases = parse_junit(report)
-            else:
-                result.cases = [Case("(file)", "timeout" if timed_out else "error", first_line(output[-300:]))]
+            else:  # timed out or crashed: every test the file holds counts as not passed
+                status = "timeout" if timed_out else "error"
+                collect = [*argv[:3], "-o", "addopts=", "-p", "no:cacheprovider", "--collect-only", "-q"]
+                listed, _ = run_capture([*collect, f"tests/{name}"], package, env, 60)
+                names = [line for line in listed.splitlines() if "::" in line]
+                result.cases = [Case(n, status, first_line(output[-300:])) for n in names] or [
+                    Case("(file)", status, first_line(output[-300:]))
+                ]
             (work / f"pytest-{name}.log").write_text(output)
             results.append(result)
             print(summary_line(result), flush=True)
