@@ -210,6 +210,14 @@ def parse_vitest_json(path: Path) -> list[Case]:
     return cases
 
 
+DECLARED = re.compile(r"^\s*(?:it|test)(?:\.\w+)?\(", re.M)
+
+
+def declared_tests(path: Path) -> int:
+    """How many tests a vitest file declares (``it(`` / ``test(`` at the start of a line)."""
+    return len(DECLARED.findall(path.read_text()))
+
+
 VERBOSE_LINE = re.compile(r"^\s*([\u2713\u00d7\u2193])\s+(.+?)(?:\s+\d+ms)?$")  # ✓ passed, x failed, ↓ skipped
 
 
@@ -248,9 +256,11 @@ def run_node(iii: Path, work: Path, timeout: float, only: list[str]) -> list[Fil
             result = FileResult("node", name, note=f"{time.monotonic() - started:.0f}s")
             if report.exists():
                 result.cases = parse_vitest_json(report)
-            else:
+            else:  # timed out: what the verbose reporter printed, and the file's other tests as not run
+                status = "timeout" if timed_out else "error"
                 result.cases = parse_vitest_verbose(output)
-                result.cases.append(Case("(file)", "timeout" if timed_out else "error", first_line(output[-300:])))
+                missing = declared_tests(package / "tests" / name) - len(result.cases)
+                result.cases += [Case(f"(not run {i + 1})", status, first_line(output[-300:])) for i in range(missing)]
             (work / f"vitest-{name}.log").write_text(output)
             results.append(result)
             print(summary_line(result), flush=True)
