@@ -27,7 +27,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from ripple import __version__
 from ripple.errors import OverloadedError, RippleError, StoreClosedError
-from ripple.http import rest, ws
+from ripple.http import console, rest, ws
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -159,7 +159,7 @@ def create_app(
                 yield
 
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), *route_handlers],
+        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), *console.console_handlers(), *route_handlers],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,
