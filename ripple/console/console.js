@@ -35,7 +35,7 @@ function banner(text, kind = "error") {
   box.dataset.kind = kind;
 }
 
-function connectionChanged({ state: s, reason, error }) {
+function connectionChanged({ state: s, error }) {
   const badge = $("conn");
   badge.dataset.state = s;
   badge.textContent = badgeText[s] || s;
@@ -44,7 +44,7 @@ function connectionChanged({ state: s, reason, error }) {
     banner(null);
   } else if (s === "reconnecting") {
     const since = new Date(lastContact).toLocaleTimeString();
-    banner(`The server is not answering (${reason}). Reconnecting… What you see is as of ${since}; ` +
+    banner(`The server is not answering. Reconnecting… What you see is as of ${since}; ` +
       "the log resumes where it stopped, with nothing missing and nothing twice.");
     diagnose();
   } else if (s === "closed" && error) {

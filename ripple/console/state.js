@@ -264,6 +264,7 @@ export class StateBrowser {
     this.$("edit-message").className = "message";
     this.$("edit-newer").hidden = true;
     this.$("edit-form").hidden = false;
+    this.$("edit-form").parentElement.classList.add("editing");
     this.$("edit-button").disabled = true;
     this.$("edit-text").focus();
   }
@@ -271,6 +272,7 @@ export class StateBrowser {
   stopEdit() {
     this.editing = false;
     this.$("edit-form").hidden = true;
+    this.$("edit-form").parentElement.classList.remove("editing");
     this.$("value-notice").hidden = true;
     this.renderValue();
   }
