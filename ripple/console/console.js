@@ -84,7 +84,7 @@ function selectTab(tab, focus = true) {
     if (health.health) health.update(health.health);
     health.refreshProjections();
   }
-  if (tab.id === "tab-log") log.measure();
+  if (tab.id === "tab-log") log.shown();
   history.replaceState(null, "", `#${tab.id.slice(4)}`);
 }
 

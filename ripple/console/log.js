@@ -39,6 +39,9 @@ export class LogView {
     this.sub = null;
     this.generation = 0; // bumps on every reload: answers for an older window are dropped
     this.starts = 0; // bumps on every filter change
+    this.starting = Promise.resolve(); // the filter change in progress
+    this.savedScrollTop = 0;
+    this.errorText = null;
     this.statusQueued = false;
     this.loading = { before: false, after: false };
     this.rowHeight = 28;
@@ -57,6 +60,7 @@ export class LogView {
 
   // -- sizes and rendering
 
+  /** The viewport or the row height changed (resize, detail pane, phone rotation): keep the reader's place. */
   measure() {
     const value = parseFloat(getComputedStyle(document.documentElement).getPropertyValue("--row-h")) || 28;
     if (value !== this.rowHeight) {
@@ -65,11 +69,16 @@ export class LogView {
       this.layout();
       this.viewport.scrollTop = first * value;
     }
+    if (this.stick && this.viewport.clientHeight) this.viewport.scrollTop = this.viewport.scrollHeight;
     this.requestRender();
   }
 
   firstVisible() {
     return Math.floor(this.viewport.scrollTop / this.rowHeight);
+  }
+
+  lastVisible() {
+    return Math.floor((this.viewport.scrollTop + this.viewport.clientHeight - 1) / this.rowHeight);
   }
 
   layout() {
@@ -148,7 +157,16 @@ export class LogView {
 
   scrolled() {
     const v = this.viewport;
+    if (!v.clientHeight) return; // hidden (another tab): the browser drops the scroll position, not the reader
     this.stick = v.scrollTop + v.clientHeight >= v.scrollHeight - this.rowHeight;
+    this.savedScrollTop = v.scrollTop;
+    this.requestRender();
+  }
+
+  /** The log tab is shown again: back to the newest rows when following, else where the reader was. */
+  shown() {
+    this.measure();
+    this.viewport.scrollTop = this.stick ? this.viewport.scrollHeight : this.savedScrollTop;
     this.requestRender();
   }
 
@@ -164,6 +182,7 @@ export class LogView {
     try {
       const { events, complete } = await readBefore(this.rows[0].offset, PAGE, this.filter);
       if (generation !== this.generation) return;
+      this.clearProblem();
       this.rows = events.concat(this.rows);
       this.startComplete = complete;
       this.viewport.scrollTop += events.length * this.rowHeight; // the rows in view stay where they are
@@ -186,6 +205,7 @@ export class LogView {
       const known = this.sub ? this.sub.position ?? 0 : 0; // the server's head is at least this when it reads
       const page = await api.events({ after: last, limit: PAGE, ...this.query() });
       if (generation !== this.generation) return;
+      this.clearProblem();
       this.append(page.events);
       if (page.events.length < PAGE) this.reachedTail(Math.max(last, known));
     } catch (err) {
@@ -230,8 +250,14 @@ export class LogView {
   // -- live events
 
   /** (Re)start for the current filter: a subscription from the head, and the newest page of the log. */
-  async start() {
+  start() {
+    this.starting = this.restart();
+    return this.starting;
+  }
+
+  async restart() {
     const token = ++this.starts;
+    this.clearProblem();
     if (this.sub) this.sub.close();
     this.sub = null;
     const { head } = await api.health();
@@ -324,6 +350,7 @@ export class LogView {
       const through = this.sub && this.sub.position !== null ? this.sub.position : (await api.health()).head;
       const { events, complete } = await readBefore(through + 1, PAGE, this.filter);
       if (generation !== this.generation) return;
+      this.clearProblem();
       this.rows = events;
       this.startComplete = complete;
       this.layout();
@@ -341,6 +368,7 @@ export class LogView {
 
   /** A window around `offset` (the first matching event at or after it is selected and centred). */
   async jumpTo(offset) {
+    await this.starting.catch(() => {}); // a filter applied just before: jump within it
     const generation = ++this.generation;
     this.loading = { before: true, after: true };
     this.resetWindow();
@@ -351,6 +379,7 @@ export class LogView {
         api.events({ after: Math.max(0, offset - 1), limit: PAGE, ...this.query() }),
       ]);
       if (generation !== this.generation) return;
+      this.clearProblem();
       this.rows = before.events.concat(page.events);
       this.startComplete = before.complete;
       this.layout();
@@ -432,7 +461,7 @@ export class LogView {
         move(index < 0 ? this.firstVisible() : index + 1);
         break;
       case "ArrowUp":
-        move(index < 0 ? this.firstVisible() : index - 1);
+        move(index < 0 ? this.lastVisible() : index - 1);
         break;
       case "PageDown":
         move(index < 0 ? this.firstVisible() + page : index + page);
@@ -498,7 +527,13 @@ export class LogView {
 
   // -- status
 
+  clearProblem() {
+    this.errorText = null;
+    this.statusLine.classList.remove("error");
+  }
+
   updateStatus() {
+    if (this.errorText) return; // the problem stays visible
     const parts = [];
     if (this.rows.length) {
       parts.push(`${this.rows.length.toLocaleString()} events loaded, offsets ${this.rows[0].offset}–${this.rows[this.rows.length - 1].offset}`);
@@ -513,8 +548,11 @@ export class LogView {
     this.root.dataset.atTail = String(this.atTail);
   }
 
+  /** Say what went wrong in the status line (kept there until the next successful start or page). */
   problem(err, what = "the log") {
-    this.statusLine.textContent = describeError(err, what);
+    this.errorText = describeError(err, what);
+    this.statusLine.textContent = this.errorText;
+    this.statusLine.classList.add("error");
   }
 }
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get
+from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from ripple.errors import NotFoundError
@@ -104,7 +105,7 @@ def static_routes(prefix: str, directory: Path, *, index: str | None = None, nam
         return StaticAnswer(StaticFile.read(path), request.headers.get("if-none-match"))
 
     @get(f"{base}/{{filename:str}}", include_in_schema=False, name=f"{name}-file", sync_to_thread=False)
-    def asset(request: Request[Any, Any, Any], filename: str) -> ASGIApp:
+    def asset(request: Request[Any, Any, Any], filename: FromPath[str]) -> ASGIApp:
         return answer(request, filename)
 
     handlers: list[Any] = [asset]

@@ -96,11 +96,22 @@ async def row_for(page: Any, offset: int) -> Any:
     return row
 
 
+async def follow(page: Any) -> None:
+    """Back to all the newest events (a test before may have filtered, scrolled, paused or jumped)."""
+    await show_tab(page, "log")
+    if await page.evaluate("rippleConsole.log.filter.scopes.length + rippleConsole.log.filter.keys.length"):
+        await page.fill("#f-scope", "")
+        await page.fill("#f-key", "")
+        await page.click("#log-filter button[type=submit]")
+    await page.click("#tail-button")
+    await page.wait_for_function("() => rippleConsole.log.atTail && rippleConsole.log.stick")
+
+
 # ---- live log ------------------------------------------------------------------------------------------------
 
 
 async def test_a_write_through_rest_appears_live(page: Any, http: httpx.AsyncClient) -> None:
-    await show_tab(page, "log")
+    await follow(page)
     scope = unique("live")
     written = await put(http, scope, "greeting", {"text": "hello, browser", "n": 1})
     row = await row_for(page, written["offset"])
@@ -115,6 +126,7 @@ async def test_a_write_through_rest_appears_live(page: Any, http: httpx.AsyncCli
 
 
 async def test_an_event_opens_whole_and_a_large_value_is_truncated(page: Any, http: httpx.AsyncClient) -> None:
+    await follow(page)
     big = {"blob": "x" * 300_000}
     written = await put(http, unique("big"), "huge", big)
     row = await row_for(page, written["offset"])
@@ -131,6 +143,7 @@ async def test_an_event_opens_whole_and_a_large_value_is_truncated(page: Any, ht
 
 
 async def test_filter_by_scope_and_jump_to_an_offset(page: Any, http: httpx.AsyncClient) -> None:
+    await follow(page)
     scope, other = unique("only"), unique("other")
     mine = [(await put(http, scope, f"k{i}", i))["offset"] for i in range(5)]
     await put(http, other, "x", 1)
@@ -148,8 +161,7 @@ async def test_filter_by_scope_and_jump_to_an_offset(page: Any, http: httpx.Asyn
     await page.click("#log-filter button[type=submit]")
     await page.fill("#f-jump", str(mine[2]))
     await page.press("#f-jump", "Enter")
-    row = await row_for(page, mine[2])
-    assert await row.get_attribute("aria-selected") == "true"
+    await page.locator(f"#log-viewport .row[data-offset='{mine[2]}'][aria-selected='true']").wait_for()
     assert await page.locator("#pause-button").get_attribute("aria-pressed") == "true"
     await page.click("#tail-button")  # follow again
 
@@ -160,6 +172,7 @@ async def loaded(page: Any) -> list[int]:
 
 
 async def test_streaming_does_not_move_what_the_reader_looks_at(page: Any, http: httpx.AsyncClient) -> None:
+    await follow(page)
     scope = unique("steady")
     response = await http.post("/v1/batch", json={"commands": [
         {"op": "set", "scope": scope, "key": f"k{i}", "value": i} for i in range(120)]})
@@ -179,7 +192,7 @@ VISIBLE = """(() => {
   const v = document.getElementById('log-viewport');
   const box = v.getBoundingClientRect();
   const at = document.elementFromPoint(box.left + 40, box.top + 40).closest('.row');
-  return [v.scrollTop, at && at.dataset.offset, at && Math.round(at.getBoundingClientRect().top)];
+  return [at && at.dataset.offset, at && Math.round(at.getBoundingClientRect().top)];
 })()"""
 
 
@@ -204,6 +217,7 @@ async def test_keyboard_moves_through_tabs_and_rows(page: Any, http: httpx.Async
     assert await page.locator("#log-detail").is_visible()
     await page.keyboard.press("Escape")
     assert await page.locator("#log-detail").is_hidden()
+    await follow(page)
 
 
 # ---- state browser -------------------------------------------------------------------------------------------
@@ -291,6 +305,65 @@ async def test_access_errors_say_what_is_refused(page: Any) -> None:
     assert said[2] == "The server is not answering."
 
 
+async def test_a_token_is_sent_when_set_and_kept_out_of_the_address_bar(browser: Any, server: ServeChild) -> None:
+    context = await browser.new_context()
+    try:
+        tab = await context.new_page()
+        await tab.goto(server.url + "/")
+        await live(tab)
+        await tab.click("#token-button")
+        await tab.fill("#token-input", "tok-123")
+        sockets: list[str] = []
+        tab.on("websocket", lambda ws: sockets.append(ws.url))
+        async with tab.expect_request(lambda r: "/v1/health" in r.url) as seen:
+            await tab.click("#token-save")  # the page starts again with the token
+        assert (await (await seen.value).all_headers()).get("authorization") == "Bearer tok-123"
+        await live(tab)
+        assert sockets and all("token=tok-123" in url for url in sockets)
+        assert "tok-123" not in tab.url
+        assert await tab.evaluate("sessionStorage.getItem('ripple.console.token')") == "tok-123"
+        await tab.click("#token-button")
+        async with tab.expect_request(lambda r: "/v1/health" in r.url) as seen:
+            await tab.click("#token-clear")
+        assert "authorization" not in await (await seen.value).all_headers()
+        await live(tab)
+        assert "token=" not in sockets[-1]
+    finally:
+        await context.close()
+
+
+async def test_values_and_names_are_shown_as_text_never_as_markup(page: Any, http: httpx.AsyncClient) -> None:
+    await follow(page)
+    markup = "<img src=x onerror=\"window.injected=1\">"
+    written = await put(http, unique("xss"), markup, {"html": markup})
+    row = await row_for(page, written["offset"])
+    assert markup in await row.inner_text()
+    await row.click()
+    await page.keyboard.press("Enter")
+    await page.locator("#log-detail").wait_for()
+    assert await page.evaluate("document.querySelectorAll('img').length") == 0
+    assert await page.evaluate("window.injected") is None
+    await page.keyboard.press("Escape")
+
+
+async def test_the_state_lists_work_from_the_keyboard(page: Any, http: httpx.AsyncClient) -> None:
+    scope = "aaa-keyboard"  # sorts first
+    await put(http, scope, "first", 1)
+    await put(http, scope, "second", {"n": 2})
+    await show_tab(page, "state")
+    await page.locator(f"#scope-list li[data-name='{scope}']").wait_for()
+    await page.focus("#scope-list")
+    await page.keyboard.press("Home")
+    await page.keyboard.press("Enter")
+    await page.locator("#key-list li[data-name='second']").wait_for()
+    await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("Enter")
+    await page.wait_for_function("() => document.getElementById('value-title').textContent.endsWith('/ second')")
+    assert json.loads(await page.locator("#value-view").inner_text()) == {"n": 2}
+    await show_tab(page, "log")
+
+
 async def test_a_refused_filter_is_explained(page: Any) -> None:
     await show_tab(page, "log")
     await page.fill("#f-scope", "not/a/scope")
@@ -327,8 +400,7 @@ async def test_readable_on_a_phone_sized_screen(browser: Any, server: ServeChild
 async def test_kill_and_restart_resume_with_no_missing_or_repeated_rows(
     page: Any, server: ServeChild, http: httpx.AsyncClient
 ) -> None:
-    await show_tab(page, "log")
-    await page.click("#tail-button")
+    await follow(page)
     scope = unique("resume")
     before = [(await put(http, scope, f"a{i}", i))["offset"] for i in range(20)]
     await row_for(page, before[-1])

@@ -117,5 +117,5 @@ async def test_an_edit_based_on_an_old_version_is_not_lost_silently(tabs: tuple[
     await todo(first, "first tab's title").wait_for()
     await second.fill("li.todo input.edit", "second tab's title")
     await second.press("li.todo input.edit", "Enter")
-    assert "changed in another tab" in await second.locator("#message").inner_text()
+    await second.locator("#message", has_text="changed in another tab").wait_for()
     await todo(second, "first tab's title").wait_for()

@@ -147,11 +147,12 @@ $("new-todo").addEventListener("submit", async (e) => {
   if (title === null) return;
   const id = newId();
   const todo = { id, title, completed: false, created_at: new Date().toISOString() };
+  $("new-title").value = ""; // at once: what is typed next is the next todo
   try {
     await api.set(SCOPE, id, todo, { expectedOffset: 0 });
-    $("new-title").value = "";
     say("");
   } catch (err) {
+    if (!$("new-title").value) $("new-title").value = title; // not added: give the text back
     say(explain(err));
   }
 });
