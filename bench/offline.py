@@ -18,13 +18,13 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ripple import offline
-from ripple.wire import WireEvent
+from ripple.core.events import Meta
+from ripple.offline import ImportedEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rebuild import raw_scan
 
 ROOT = Path(__file__).resolve().parent.parent
-NULL = msgspec.Raw(b"null")
 
 
 def make_jsonl(n: int, keys: int) -> bytes:
@@ -37,15 +37,13 @@ def make_jsonl(n: int, keys: int) -> bytes:
         key = f"t{seq * 7919 % keys}"
         old = values.get(key)
         if old is not None and seq % 13 == 0:
-            record = WireEvent(seq, ts, "state", "todos", key, "delete", "deleted", 0, msgspec.Raw(old[0]), NULL,
-                               msgspec.Raw(b"{}"))
+            record = ImportedEvent(seq, ts, "state", "todos", key, "delete", "deleted", 0, msgspec.Raw(old[0]), None)
             del values[key]
         else:
             new = encode({"id": key, "title": f"todo {seq}", "completed": seq % 2 == 0})
             version = 1 if old is None else old[1] + 1
-            record = WireEvent(seq, ts, "state", "todos", key, "set", "created" if old is None else "updated",
-                               version, NULL if old is None else msgspec.Raw(old[0]), msgspec.Raw(new),
-                               msgspec.Raw(b"{}"))
+            record = ImportedEvent(seq, ts, "state", "todos", key, "set", "created" if old is None else "updated",
+                                   version, None if old is None else msgspec.Raw(old[0]), msgspec.Raw(new), Meta())
             values[key] = (new, version)
         out.write(encode(record) + b"\n")
     return out.getvalue()

@@ -17,19 +17,19 @@ from typing import IO, Any, Literal
 
 import msgspec
 
-from ripple.core.events import KindFilter, Meta
+from ripple.core.events import Meta
+from ripple.core.filter import EVERYTHING, Filter
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import DatabaseFileError, RippleError, ValidationError
 from ripple.migrations import LATEST_VERSION, migrate
-from ripple.store.reader import events_filter
+from ripple.store import sql
+from ripple.store.sql import EVENT_COLUMNS, STATE_AT
 from ripple.store.sqlite import (
-    EVENT_COLUMNS,
     WriterLock,
     connect_reader,
     connect_writer,
     inspect_file,
 )
-from ripple.wire import row_to_wire
 
 PAGE = 2000
 Progress = Callable[[int], None]
@@ -68,34 +68,27 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return connect_reader(path)
 
 
-def head_of(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int = 0, upto: int | None = None,
+                page: int = PAGE) -> Iterator[bytes]:
+    """Each matching event after ``after`` (up to ``upto``, default the head) as one JSON line, in offset order.
 
-
-def iter_rows(conn: sqlite3.Connection, *, after: int = 0, upto: int | None = None, kind: KindFilter | None = None,
-              scopes: Sequence[str] | None = None, keys: Sequence[str] | None = None,
-              page: int = PAGE) -> Iterator[tuple[Any, ...]]:
-    """Event rows after ``after`` in offset order, a page per short read transaction."""
+    SQLite builds each line from the stored row (``sql.EVENT_JSON``: the same bytes as a live frame's event), a page
+    per short read transaction, so a long export never holds a snapshot open beside a live server.
+    """
     if upto is None:
-        upto = head_of(conn)
+        upto = sql.head(conn)
     while after < upto:
-        where, params = events_filter(after, kind=kind, scopes=scopes, keys=keys, upto=upto)
+        query, params = sql.events_page(f, after, upto, page, columns=f"seq, {sql.EVENT_JSON}")
         conn.execute("BEGIN")
         try:
-            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
-                                (*params, page)).fetchall()
+            rows = conn.execute(query, params).fetchall()
         finally:
             conn.execute("COMMIT")
         if not rows:
             return
-        yield from rows
+        for _, line in rows:
+            yield line.encode()
         after = rows[-1][0]
-
-
-def event_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
-    """Each event as one JSON line, its stored JSON spliced in, not re-encoded."""
-    for row in rows:
-        yield _encode(row_to_wire(row))
 
 
 # ---- get -------------------------------------------------------------------------------------------------------
@@ -106,18 +99,38 @@ def get_value(conn: sqlite3.Connection, scope: str, key: str, at: int | None) ->
     validate_scope(scope)
     validate_key(key)
     if at is None:
-        row = conn.execute("SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+        row = conn.execute(sql.SELECT_KEY, (scope, key)).fetchone()
         return (False, b"null") if row is None else (True, row[0].encode())
     check_at(conn, at)
-    row = conn.execute("SELECT new_value, event_type FROM events WHERE scope = ? AND key = ? AND kind = 'state' "
-                       "AND seq <= ? ORDER BY seq DESC LIMIT 1", (scope, key, at)).fetchone()
-    if row is None or row[1] == "deleted":
+    row = conn.execute(sql.SELECT_KEY_AT, (scope, key, at)).fetchone()
+    if row is None or row[3] == "deleted":
         return False, b"null"
     return True, row[0].encode()
 
 
+def check_after(conn: sqlite3.Connection, after: int, option: str = "--after ") -> None:
+    """Refuse an ``--after`` outside the log, by the rule the server applies (``check_after_range``)."""
+    from ripple.subscriptions.catchup import check_after_range
+
+    conn.execute("BEGIN")
+    try:
+        head, earliest = sql.head(conn), sql.earliest(conn)
+    finally:
+        conn.execute("COMMIT")
+    check_after_range(after, earliest=earliest, head=head, option=option)
+
+
+def check_filter(scopes: Sequence[str], keys: Sequence[str]) -> None:
+    """Names in a log filter obey the rules of names (as ``read_events`` checks them): a typo is an error, not an
+    empty result."""
+    for scope in scopes:
+        validate_scope(scope)
+    for key in keys:
+        validate_key(key)
+
+
 def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
-    head = head_of(conn)
+    head = sql.head(conn)
     if at < 0 or at > head:
         raise ValidationError(f"{option} {at} is outside the log (0..{head})")
 
@@ -133,16 +146,14 @@ def scope_lines(conn: sqlite3.Connection, scope: str, at: int | None) -> Iterato
     """Every entry of a scope, in first-insertion order, as JSON lines."""
     validate_scope(scope)
     if at is None:
-        sql = ("SELECT created_seq, key, value, version, last_seq FROM state WHERE scope = ? AND created_seq > ? "
-               "ORDER BY created_seq LIMIT ?")
         last = 0
         while True:
             conn.execute("BEGIN")
             try:
-                rows = conn.execute(sql, (scope, last, PAGE)).fetchall()
+                rows = conn.execute(sql.LIST_SCOPE, (scope, last, PAGE)).fetchall()
             finally:
                 conn.execute("COMMIT")
-            for created, key, value, version, seq in rows:
+            for key, value, version, seq, created in rows:
                 yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
                 last = created
             if len(rows) < PAGE:
@@ -152,19 +163,6 @@ def scope_lines(conn: sqlite3.Connection, scope: str, at: int | None) -> Iterato
         f"SELECT key, value, version, last_seq FROM ({STATE_AT}) WHERE scope = ? ORDER BY created", (at, scope)
     ).fetchall():
         yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
-
-
-# The current state as of offset ?, derived from the log with one query (an independent path from the writer's
-# incremental upserts, which is what `verify` compares it with).
-STATE_AT = """
-SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
-  SELECT scope, key, new_value, version, seq, event_type,
-         max(CASE WHEN event_type = 'created' THEN seq END)
-             OVER (PARTITION BY scope, key ORDER BY seq ROWS UNBOUNDED PRECEDING) AS created,
-         row_number() OVER (PARTITION BY scope, key ORDER BY seq DESC) AS rn
-    FROM events WHERE kind = 'state' AND seq <= ?)
- WHERE rn = 1 AND event_type != 'deleted'
-"""
 
 
 # ---- verify ----------------------------------------------------------------------------------------------------
@@ -232,7 +230,7 @@ def _verify_snapshot(conn: sqlite3.Connection, report: VerifyReport, progress: P
                      extra: Sequence[Callable[[sqlite3.Connection, int], list[Fault]]]) -> VerifyReport:
     conn.execute("BEGIN")
     try:
-        report.head = head_of(conn)
+        report.head = sql.head(conn)
         report.events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         _check_gapless(conn, report)
         _check_chain_and_state(conn, report, progress)
@@ -363,6 +361,23 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
 # ---- import ----------------------------------------------------------------------------------------------------
 
 
+def count_lines(stream: IO[bytes]) -> int | None:
+    """The lines of a seekable input (a file, or stdin redirected from one), read ahead and rewound; ``None`` for
+    a pipe. Used only to size a progress bar."""
+    try:
+        if not stream.seekable():
+            return None
+        start = stream.tell()
+    except (OSError, ValueError):
+        return None
+    n, last = 0, b"\n"
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        n += chunk.count(b"\n")
+        last = chunk[-1:]
+    stream.seek(start)
+    return n + (last != b"\n")
+
+
 class ImportError_(ValidationError):
     code = "import_error"
 
@@ -427,20 +442,19 @@ _STATE_TRANSITIONS = {("set", "created"), ("set", "updated"), ("update", "create
 
 
 def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progress: Progress | None) -> int:
-    head = head_of(conn)
+    head = sql.head(conn)
     if head and not append:
         raise ImportError_(f"the database is not empty (head {head}); use --append to continue its offsets")
     keys: dict[tuple[str, str], _KeyFold] = {}
     names: set[tuple[str, str]] = set()
     # A bulk load builds the events indexes faster once, sorted, at the end (same DDL, read back from the file).
-    indexes = [sql for name, sql in conn.execute(
+    indexes = [ddl for _name, ddl in conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")]
     for name, in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL"
     ).fetchall():
         conn.execute(f'DROP INDEX "{name}"')
-    insert = ("INSERT INTO events (seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    insert = sql.INSERT_EVENT
     batch: list[tuple[Any, ...]] = []
     n = 0
     for number, line in enumerate(lines, start=1):
@@ -459,8 +473,10 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
             if progress is not None:
                 progress(PAGE)
     conn.executemany(insert, batch)
-    for sql in indexes:
-        conn.execute(sql)
+    if progress is not None and batch:
+        progress(len(batch))
+    for ddl in indexes:
+        conn.execute(ddl)
     _write_state(conn, keys)
     return n
 
@@ -491,8 +507,7 @@ def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: i
         raise ValidationError(f"op {e.op!r} cannot give a {e.event_type!r} event")
     fold = keys.get(k)
     if fold is None:
-        found = conn.execute("SELECT value, version, last_seq, created_seq FROM state WHERE scope = ? AND key = ?",
-                             k).fetchone()
+        found = conn.execute(sql.SELECT_KEY, k).fetchone()
         fold = _KeyFold(None, 0, 0, 0) if found is None else _KeyFold(*found)
         keys[k] = fold
     fault = _chain_fault(e.offset, e.event_type, e.version, old_text, new_text, fold.text, fold.version,
@@ -505,9 +520,9 @@ def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: i
 
 
 def _write_state(conn: sqlite3.Connection, keys: dict[tuple[str, str], _KeyFold]) -> None:
-    conn.executemany("DELETE FROM state WHERE scope = ? AND key = ?", [k for k, f in keys.items() if f.text is None])
+    conn.executemany(sql.DELETE_STATE, [k for k, f in keys.items() if f.text is None])
     conn.executemany(
-        "INSERT OR REPLACE INTO state (scope, key, value, version, last_seq, created_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        sql.UPSERT_STATE,
         [(k[0], k[1], f.text, f.version, f.last_seq, f.created_seq) for k, f in keys.items() if f.text is not None],
     )
 
@@ -515,15 +530,20 @@ def _write_state(conn: sqlite3.Connection, keys: dict[tuple[str, str], _KeyFold]
 def _rebuild_state_table(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM state")
     conn.execute("INSERT INTO state (scope, key, value, version, last_seq, created_seq) "
-                 f"SELECT scope, key, value, version, last_seq, created FROM ({STATE_AT})", (head_of(conn),))
+                 f"SELECT scope, key, value, version, last_seq, created FROM ({STATE_AT})", (sql.head(conn),))
 
 
 # ---- replay ----------------------------------------------------------------------------------------------------
 
 
+REPLAY_PAGE = 50_000
+
+
 def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str],
-           after_copy: Callable[[sqlite3.Connection], None] | None = None) -> int:
-    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head."""
+           after_copy: Callable[[sqlite3.Connection], None] | None = None, progress: Progress | None = None) -> int:
+    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head.
+
+    The events are copied in pages of offsets (one transaction still) so that ``progress`` can follow."""
     if Path(into).exists():
         raise DatabaseFileError(f"{into} already exists; replay writes only a new file")
     src = open_readonly(source)
@@ -534,8 +554,12 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
     with writing(into, new_file=True) as conn:
         conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
-                     "WHERE seq <= ?", (to,))
+        for low in range(0, to, REPLAY_PAGE):
+            high = min(low + REPLAY_PAGE, to)
+            conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
+                         "WHERE seq > ? AND seq <= ?", (low, high))
+            if progress is not None:
+                progress(high - low)
         conn.execute("COMMIT")
         # Detach before anything else runs: an unqualified DROP TABLE would otherwise reach the source's tables.
         conn.execute("DETACH DATABASE src")
@@ -545,7 +569,7 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
             after_copy(conn)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return head_of(conn)
+        return sql.head(conn)
 
 
 # ---- projections ---------------------------------------------------------------------------------------------
@@ -616,7 +640,23 @@ def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str |
         lock.release()
 
 
+def unregistered_projections(conn: sqlite3.Connection, registered: Sequence[Any]) -> list[str]:
+    """Names of the projections the file records that none of ``registered`` is (a user's, without ``--app``)."""
+    from ripple.projections.runner import load_rows
+
+    known = {p.name for p in registered}
+    return [row.name for row in load_rows(conn) if row.name not in known]
+
+
 # ---- stats -----------------------------------------------------------------------------------------------------
+
+
+def projection_list(conn: sqlite3.Connection, registered: Sequence[Any] | None = None) -> Any:
+    """The projections the file records (and ``registered`` ones it does not yet: ``not_built``), with their lag."""
+    from ripple.projections.builtin import metrics_projection
+    from ripple.projections.runner import list_projections
+
+    return list_projections(conn, registered if registered is not None else [metrics_projection()], recorded=True)
 
 
 def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -627,13 +667,10 @@ def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, A
             "SELECT kind, scope, op, count(*) FROM events GROUP BY kind, scope, op ORDER BY kind, scope, op"
         ):
             per_scope.setdefault(f"{kind}:{scope}", {})[op] = n
-        projections = [
-            {"name": n, "version": v, "checkpoint": c, "status": s, "error": e}
-            for n, v, c, s, e in conn.execute("SELECT name, version, checkpoint, status, error FROM projections")
-        ]
+        projections = projection_list(conn).projections
         reactions = [{"name": n, "cursor": c} for n, c in conn.execute("SELECT name, cursor FROM reactions")]
-        head = head_of(conn)
-        earliest = conn.execute("SELECT min(seq) FROM events").fetchone()[0] or 1
+        head = sql.head(conn)
+        earliest = sql.earliest(conn)
         keys = conn.execute("SELECT count(*) FROM state").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     finally:

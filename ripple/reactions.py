@@ -1,11 +1,13 @@
 """Reactions (state triggers, DESIGN §5): functions that run after commit when a scope changes.
 
-Each reaction has its own task and its own bounded feed (:class:`~ripple.projections.feed.LogFeed`): a slow or
-failing reaction blocks no write and no other reaction, and an overflowing one reads the log instead of dropping.
+Each reaction has its own task and follows the log with its own
+:class:`~ripple.subscriptions.follower.Follower` (a bounded live buffer): a slow or failing reaction blocks no write
+and no other reaction, and an overflowing one reads the log instead of dropping.
 
 - **Ephemeral** (no ``name``): live events only, from the moment the store is open or the reaction is registered;
   ``handler(event)``; writes go through the store like any caller's.
-- **Durable** (``name`` and ``start="beginning" | "head"``): a cursor in the ``reactions`` table; after a restart or a
+- **Durable** (``name`` and ``start="beginning" | "head"``): a cursor in the ``reactions`` table, set when the
+  reaction is registered (``"head"``: every event committed after ``on_change`` returned); after a restart or a
   crash the reaction resumes after its cursor, in offset order. ``handler(event, writes)``: ``writes`` stages
   ``set``/``update``/``delete``; when the handler returns, the staged writes and the cursor advance commit in one
   transaction through the writer queue (merged into group commits). So a durable reaction's *writes* apply exactly
@@ -29,12 +31,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from ripple.core.events import Delete, Event, Meta, Set, StateCommand, Update
+from ripple.core.filter import Filter
 from ripple.core.ops import UpdateOp
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import RegistrationError, RippleError, StoreClosedError
-from ripple.projections.feed import DEFAULT_CAPACITY, LogFeed
 from ripple.store.origin import current_origin
 from ripple.store.writer import WriteTxn
+from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_EVENTS, Limits
+from ripple.subscriptions.follower import Follower
 
 if TYPE_CHECKING:
     from ripple.store.store import Store
@@ -81,7 +85,7 @@ class Writes:
         self.staged: list[tuple[StateCommand, bytes | None]] = []
 
     def _stage(self, cmd: StateCommand) -> None:
-        self._store._meta(None)  # the cascade check: raises CascadeLimitError (logged and counted) when too deep
+        self._store.write_meta()  # the cascade check: raises CascadeLimitError (logged and counted) when too deep
         self.staged.append(self._store.prepare(cmd))
 
     def set(self, scope: str, key: str, value: Any, *, expected_offset: int | None = None) -> None:
@@ -133,9 +137,9 @@ class Reaction:
         self.start = start
         self.capacity = capacity
         self.label = name or getattr(handler, "__qualname__", repr(handler))
-        self.feed: LogFeed | None = None
+        self.follower: Follower | None = None
         self.task: asyncio.Task[Any] | None = None
-        self.position = 0  # every matching event <= position was handled
+        self.through = 0  # every matching event <= through was handled
         self.busy = False
         self.handled = 0
         self.failures = 0
@@ -146,7 +150,7 @@ class Reaction:
 
     @property
     def idle(self) -> bool:
-        return self.feed is not None and self.feed.idle and not self.busy
+        return self.follower is not None and self.follower.idle and not self.busy
 
 
 class Reactions:
@@ -155,7 +159,7 @@ class Reactions:
     def __init__(self, store: Store, *, enabled: bool = True) -> None:
         self.store = store
         self.enabled = enabled  # False: registrations are accepted but never run (the offline tool)
-        self.capacity = DEFAULT_CAPACITY
+        self.capacity = DEFAULT_MAX_BUFFER_EVENTS
         self._all: list[Reaction] = []
         self._names: set[str] = set()
         self._started = False
@@ -177,14 +181,14 @@ class Reactions:
     def on_change(
         self,
         scope: str,
-        handler: Callable[..., Any] | None = None,
+        handler: H | None = None,
         *,
         key: str | None = None,
         condition: Callable[[ChangeEvent], Any] | None = None,
         name: str | None = None,
         start: Start | None = None,
         capacity: int | None = None,
-    ) -> Any:
+    ) -> H | Callable[[H], H]:
         """Register ``handler`` for changes of ``scope``; without ``handler``, return a decorator."""
         self._check(scope, key, condition, name, start)
         if handler is None:
@@ -258,31 +262,31 @@ class Reactions:
     def _launch(self, reaction: Reaction) -> None:
         if not self.enabled or reaction.task is not None:
             return
+        label = f"ripple-reaction:{reaction.label}"
         if reaction.durable:
-            reaction.task = self.store.spawn(self._run_durable(reaction), name=f"ripple-reaction:{reaction.label}")
+            # The cursor is set now, not when the task first runs: "head" means every event committed after the
+            # registering call returned. Queued before any later write, so it is durable before they are.
+            cursor = self._init_cursor(reaction, self.store.head)
+            reaction.task = self.store.spawn(self._run_durable(reaction, cursor), name=label)
         else:
-            reaction.feed = self._feed(reaction, self.store.head, live=True)
-            reaction.position = self.store.head
-            reaction.task = self.store.spawn(self._run_ephemeral(reaction), name=f"ripple-reaction:{reaction.label}")
+            reaction.through = self.store.head
+            reaction.follower = self._follower(reaction, reaction.through)
+            reaction.task = self.store.spawn(self._run_ephemeral(reaction), name=label)
 
-    def _feed(self, reaction: Reaction, after: int, *, live: bool) -> LogFeed:
+    def _follower(self, reaction: Reaction, after: int) -> Follower:
         def overflow() -> None:
-            self.store.counters["reaction_overflows"] += 1
-            log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, feed.tail)
+            log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, follower.through)
 
-        feed = LogFeed(
+        follower = Follower(
             self.store,
-            after=after,
-            kind="state",
-            scopes=[reaction.scope],
-            keys=None if reaction.key is None else [reaction.key],
-            capacity=reaction.capacity,
-            live=live,
+            Filter.of("state", [reaction.scope], None if reaction.key is None else [reaction.key]),
+            after,
+            limits=Limits(max_buffer_events=reaction.capacity, max_buffer_bytes=None),
+            overflow_counter="reaction_overflows",
             on_overflow=overflow,
             on_idle=self._notify,
         )
-        feed.attach()
-        return feed
+        return follower.attach()
 
     async def wait_idle(self, *which: str | Callable[..., Any]) -> None:
         """Wait until the given reactions (default: all running ones) have handled every committed event.
@@ -316,12 +320,12 @@ class Reactions:
         log.exception("reaction %s failed at offset %d: %s", reaction.label, offset, what)
 
     async def _run_ephemeral(self, reaction: Reaction) -> None:
-        assert reaction.feed is not None
-        feed = reaction.feed
+        follower = reaction.follower
+        assert follower is not None
         try:
             while True:
                 self._notify()
-                batch, position = await feed.next(BATCH)
+                batch = await follower.next(BATCH)
                 reaction.busy = True
                 for event in batch:
                     change = change_event(event)
@@ -335,21 +339,23 @@ class Reactions:
                     finally:
                         current_origin.reset(token)
                     reaction.handled += 1
-                reaction.position = position
+                reaction.through = follower.through
                 reaction.busy = False
+        except StoreClosedError:
+            return
         finally:
-            feed.detach()
+            follower.detach()
 
-    async def _run_durable(self, reaction: Reaction) -> None:
-        name = reaction.name
-        assert name is not None
-        cursor = await self._init_cursor(name, reaction.start or "beginning")
-        reaction.position = cursor
-        feed = reaction.feed = self._feed(reaction, cursor, live=False)
+    async def _run_durable(self, reaction: Reaction, cursor: asyncio.Future[int]) -> None:
+        try:
+            reaction.through = await cursor
+        except StoreClosedError:
+            return
+        follower = reaction.follower = self._follower(reaction, reaction.through)
         try:
             while True:
                 self._notify()
-                batch, position = await feed.next(BATCH)
+                batch = await follower.next(BATCH)
                 reaction.busy = True
                 staged: list[tuple[int, Meta, list[tuple[StateCommand, bytes | None]]]] = []
                 for event in batch:
@@ -367,29 +373,37 @@ class Reactions:
                     finally:
                         current_origin.reset(token)
                     reaction.handled += 1
-                if not await self._commit(reaction, staged, position):
+                through = follower.through
+                if not await self._commit(reaction, staged, through):
                     return
-                reaction.position = position
+                reaction.through = through
                 reaction.busy = False
+        except StoreClosedError:
+            return
         finally:
-            feed.detach()
+            follower.detach()
 
-    async def _init_cursor(self, name: str, start: Start) -> int:
+    def _init_cursor(self, reaction: Reaction, head: int) -> asyncio.Future[int]:
+        """Queue the read (or creation) of a durable reaction's cursor; ``start="head"`` starts at ``head``."""
+        name = reaction.name
+        start = 0 if reaction.start == "beginning" else head
+
         def init(txn: WriteTxn) -> int:
             row = txn.conn.execute("SELECT cursor FROM reactions WHERE name = ?", (name,)).fetchone()
             if row is not None:
                 return int(row[0])
-            cursor = 0 if start == "beginning" else txn.head
-            txn.conn.execute("INSERT INTO reactions (name, cursor) VALUES (?, ?)", (name, cursor))
-            return cursor
+            txn.conn.execute("INSERT INTO reactions (name, cursor) VALUES (?, ?)", (name, start))
+            return start
 
-        return await self.store.commits.run_in_txn(init)
+        future = self.store.commits.run_in_txn(init)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # the task may be gone before it reads it
+        return future
 
     async def _commit(
         self,
         reaction: Reaction,
         staged: list[tuple[int, Meta, list[tuple[StateCommand, bytes | None]]]],
-        position: int,
+        through: int,
     ) -> bool:
         """Commit the staged writes with the cursor advance; retry on storage errors. False: the store closed."""
         name = reaction.name
@@ -405,7 +419,7 @@ class Reactions:
                 except RippleError as exc:
                     rejected.append((offset, exc))
             txn.conn.execute(
-                "UPDATE reactions SET cursor = ? WHERE name = ? AND cursor < ?", (position, name, position)
+                "UPDATE reactions SET cursor = ? WHERE name = ? AND cursor < ?", (through, name, through)
             )
 
         for attempt in itertools.count():
@@ -418,7 +432,7 @@ class Reactions:
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 log.error(
                     "reaction %s: could not commit its cursor %d (%s); retrying in %.2fs",
-                    reaction.label, position, exc, delay,
+                    reaction.label, through, exc, delay,
                 )
                 await asyncio.sleep(delay)
         for offset, error in rejected:

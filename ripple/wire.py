@@ -1,10 +1,11 @@
 """The subscription frames of DESIGN §7 as msgspec Structs, and the byte-level helpers that share encoded frames.
 
 Server → client frames are JSON text, one per WebSocket message, tagged by ``type``. Encoders and decoders are built
-once at import. Two ways to make an event frame, both without decoding stored JSON:
+once at import. An event's JSON object has one encoding, made two ways (tests/store/test_event_json.py proves they
+give the same bytes):
 
-- catch-up rows: :class:`WireEvent` holds the stored ``old_value``/``new_value``/``meta`` text as ``msgspec.Raw``,
-  so a packed frame is one ``encode`` that splices the stored bytes;
+- catch-up and export: SQLite builds it from the stored row (``ripple.store.sql.EVENT_JSON``), splicing the stored
+  JSON columns, and :func:`pack_json` packs those texts into frames;
 - live events: each :class:`~ripple.core.events.Event` is encoded once per commit (:func:`event_body`) and every
   subscriber shares those bytes, spliced into ``event`` / ``events`` frames by :func:`event_frame` /
   :func:`events_frame`.
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ripple.core.events import EMPTY_META, Event, Kind, Meta
+from ripple.core.events import Event
 
 PROTOCOL_VERSION = 1
 
@@ -69,28 +70,6 @@ class SnapshotEnd(msgspec.Struct, frozen=True, tag="snapshot_end", tag_field="ty
     offset: int
 
 
-class WireEvent(msgspec.Struct, frozen=True):
-    """An event as read from the log, its JSON columns kept as stored (spliced, never decoded)."""
-
-    offset: int
-    ts: int
-    kind: str
-    scope: str
-    key: str
-    op: str
-    event_type: str
-    version: int
-    old_value: msgspec.Raw
-    new_value: msgspec.Raw
-    meta: msgspec.Raw
-
-
-class RawEvents(msgspec.Struct, frozen=True, tag="events", tag_field="type"):
-    """Packed frame (``batch=N``): consecutive matching events."""
-
-    events: list[WireEvent]
-
-
 class EventFrame(Event, frozen=True, tag="event", tag_field="type"):
     """An ``event`` frame as a client decodes it (the fields of :class:`Event`)."""
 
@@ -131,43 +110,6 @@ def raw_json(text: str | bytes | None) -> msgspec.Raw:
     return msgspec.Raw(text.encode() if isinstance(text, str) else text)
 
 
-def row_to_wire(row: Sequence[Any]) -> WireEvent:
-    """A row selected with ``EVENT_COLUMNS`` as a :class:`WireEvent` (no JSON decoding)."""
-    seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
-    return WireEvent(
-        seq,
-        ts,
-        kind,
-        scope,
-        key,
-        op,
-        event_type,
-        version,
-        raw_json(old),
-        raw_json(new),
-        _EMPTY_OBJECT if meta == "{}" else raw_json(meta),
-    )
-
-
-def wire_to_event(w: WireEvent) -> Event:
-    """Decode a :class:`WireEvent` into an :class:`Event` (used by the embedded iterator)."""
-    kind: Kind = "stream" if w.kind == "stream" else "state"
-    meta = EMPTY_META if bytes(w.meta) == b"{}" else msgspec.json.decode(w.meta, type=Meta)
-    return Event(
-        w.offset,
-        w.ts,
-        kind,
-        w.scope,
-        w.key,
-        w.op,
-        w.event_type,
-        w.version,
-        msgspec.json.decode(w.old_value),
-        msgspec.json.decode(w.new_value),
-        meta,
-    )
-
-
 def pack_json(bodies: Sequence[str], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
     """Frame payloads for consecutive event JSON texts (built by SQLite in catch-up), like :func:`pack`."""
     if batch is None:
@@ -185,25 +127,6 @@ def pack_json(bodies: Sequence[str], batch: int | None, max_bytes: int = 1024 * 
         else:
             out.append(('{"type":"events","events":[' + ",".join(bodies[start:end]) + "]}").encode())
         start = end
-    return out
-
-
-def pack_wire(events: Sequence[WireEvent], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
-    """Frame payloads for consecutive catch-up events: ``event`` frames, or ``events`` frames of up to ``batch``."""
-    if batch is None:
-        return [event_frame(encode(w)) for w in events]
-    out: list[bytes] = []
-    chunk: list[WireEvent] = []
-    size = 0
-    for w in events:
-        n = len(w.old_value) + len(w.new_value) + 200
-        if chunk and (len(chunk) >= batch or size + n > max_bytes):
-            out.append(event_frame(encode(chunk[0])) if len(chunk) == 1 else encode(RawEvents(chunk)))
-            chunk, size = [], 0
-        chunk.append(w)
-        size += n
-    if chunk:
-        out.append(event_frame(encode(chunk[0])) if len(chunk) == 1 else encode(RawEvents(chunk)))
     return out
 
 

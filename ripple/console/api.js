@@ -77,9 +77,9 @@ export function watchProjection(name) {
 const BUILT_IN_PROJECTIONS = ["metrics"];
 
 /**
- * The projections to show: `[{name, ...}]`. Seam for `GET /v1/projections` (the list of every registered
- * projection): where the server has it, its answer is used; where it does not yet (404/405), the built-in ones and
- * the names the user added are read one by one with `GET /v1/projections/{name}`.
+ * The projections to show: `{listed, names, items}`. `GET /v1/projections` lists every registered projection with
+ * its status, checkpoint and lag; a server without that route (404/405) gets the built-in ones and the names the user
+ * added instead. Each one's data is then read with `GET /v1/projections/{name}`.
  */
 let projectionListMissing = false; // the server answered 404/405 once: do not ask again
 
@@ -88,10 +88,10 @@ export async function listProjections() {
     if (projectionListMissing) throw Object.assign(new Error("no list route"), { status: 404 });
     const body = await api.projections();
     const list = Array.isArray(body) ? body : body.projections || body.items || [];
-    return { listed: true, names: list.map((p) => p.name) };
+    return { listed: true, names: list.map((p) => p.name), items: list };
   } catch (err) {
     if (err.status !== 404 && err.status !== 405) throw err;
     projectionListMissing = true;
-    return { listed: false, names: [...new Set([...BUILT_IN_PROJECTIONS, ...watchedProjections()])] };
+    return { listed: false, names: [...new Set([...BUILT_IN_PROJECTIONS, ...watchedProjections()])], items: [] };
   }
 }

@@ -126,16 +126,18 @@ export class HealthView {
     if (this.refreshing) return;
     this.refreshing = true;
     try {
-      const { listed, names } = await listProjections();
+      const { listed, names, items } = await listProjections();
+      const listing = new Map(items.map((item) => [item.name, item]));
       const states = await Promise.all(
         names.map((name) => api.projection(name).then((p) => ({ name, p }), (err) => ({ name, err }))),
       );
       const head = this.health ? this.health.head : null;
-      const cards = states.map(({ name, p, err }) => this.projectionCard(name, p, err, head));
+      const cards = states.map(({ name, p, err }) => this.projectionCard(name, p, err, head, listing.get(name)));
       if (!listed) {
         cards.push(el("p", { class: "muted" },
-          "This server does not list its projections yet: the built-in ones and the names you add are shown."));
+          "This server does not list its projections: the built-in ones and the names you add are shown."));
       }
+      this.root.querySelector("#projection-add").hidden = listed;
       this.projectionsBox.replaceChildren(...cards);
     } catch (err) {
       this.projectionsBox.replaceChildren(el("p", { class: "message" }, describeError(err, "the projections")));
@@ -144,14 +146,20 @@ export class HealthView {
     }
   }
 
-  projectionCard(name, p, err, head) {
+  projectionCard(name, p, err, head, listed) {
     if (err) {
       const text = err.status === 404 ? "no projection of this name" : describeError(err, `projection “${name}”`);
-      const status = err.code === "projection_rebuilding" ? "rebuilding" : "unavailable";
+      const status = listed ? listed.status : err.code === "projection_rebuilding" ? "rebuilding" : "unavailable";
+      const facts = listed
+        ? el("dl", { class: "kv" },
+          el("dt", {}, "version"), el("dd", {}, String(listed.version)),
+          el("dt", {}, "checkpoint"), el("dd", {}, String(listed.checkpoint)),
+          el("dt", {}, "lag"), el("dd", {}, `${listed.lag} events`))
+        : null;
       return el("div", { class: "projection", dataset: { name } }, el("strong", {}, name), " ",
-        el("span", { class: `status-${status}` }, status), el("div", { class: "muted" }, text));
+        el("span", { class: `status-${status}` }, status), facts, el("div", { class: "muted" }, text));
     }
-    const lag = p.lag ?? (head !== null ? Math.max(0, head - p.checkpoint) : null);
+    const lag = listed?.lag ?? p.lag ?? (head !== null ? Math.max(0, head - p.checkpoint) : null);
     const data = el("pre", { class: "json" });
     const whole = el("button", { type: "button" });
     showJson(data, whole, p.data ?? null);

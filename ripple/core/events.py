@@ -113,9 +113,6 @@ class SendResult(msgspec.Struct, frozen=True):
     offset: int
 
 
-CommandResult = SetResult | UpdateResult | DeleteResult | None
-
-
 class Entry(msgspec.Struct, frozen=True):
     """A key's current value (or its value as of an offset) with its version and last offset."""
 

@@ -121,6 +121,7 @@ class WsSession:
         write = proto.transport.write
         for frame in commit.frames(self.cursor.filter, self.batch):
             write(frame)
+        self.store.counters["ws_fast_path_commits"] += 1
         return True
 
     async def _refuse(self, code: str, message: str, close_code: int, earliest: int | None = None) -> None:
@@ -258,13 +259,7 @@ class WsSession:
         store = self.store
         ahead: asyncio.Task[Page] | None = None
         try:
-            while True:
-                if cursor.caught_up:
-                    if cursor.go_live():
-                        await self._send(encode(Live(cursor.current_through(store.head))))
-                        return
-                    cursor.start_round(store.head)  # the buffer overflowed: read what it dropped from the log
-                    continue
+            while cursor.next_read(store.head):
                 if ahead is None:
                     page = await self._read(cursor, cursor.through)
                 else:
@@ -280,6 +275,7 @@ class WsSession:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+        await self._send(encode(Live(cursor.current_through(store.head))))
 
     async def _read(self, cursor: Cursor, after: int) -> Page:
         return await read_page(self.store, cursor.filter, after, cursor.target, cursor.limits.page_size, as_json=True)

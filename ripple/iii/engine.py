@@ -1,15 +1,16 @@
 """The iii engine on top of a Store: built-in functions, calls between workers, and trigger fan-out.
 
-No sockets here: a :class:`Worker` is given a ``send`` coroutine by the network layer (``worker_server.py``), and HTTP
-requests arrive as plain values (``http_server.py``). Triggers run after the write, off the writer's path: the
-store's commit listener only queues events, and each trigger has its own task that delivers them in offset order
-(falling back to reading the log if its queue overflows, so nothing is dropped while the worker is connected).
+No sockets here: a :class:`Worker` is given a ``send`` coroutine by the network layer (``ripple/iii/server.py``), and
+HTTP requests arrive as plain values (``ripple/iii/http.py``). Triggers run after the write, off the writer's path:
+each trigger follows the log with its own :class:`TriggerPump` and delivers events in offset order (falling back to
+reading the log if it falls behind, so nothing is dropped while the worker is connected).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
@@ -19,7 +20,15 @@ from typing import Any
 import msgspec
 
 from ripple.core.events import Event, Meta
-from ripple.errors import CascadeLimitError, InvalidOpError, RippleError, UpdateRejectedError, ValueTooLargeError
+from ripple.core.filter import Filter
+from ripple.errors import (
+    CascadeLimitError,
+    InvalidOpError,
+    RippleError,
+    StoreClosedError,
+    UpdateRejectedError,
+    ValueTooLargeError,
+)
 from ripple.iii.protocol import (
     BadFrame,
     EnqueueAction,
@@ -65,11 +74,12 @@ from ripple.iii.protocol import (
 from ripple.iii.registry import Registry, TriggerEntry
 from ripple.store.origin import current_origin
 from ripple.store.store import Store
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.follower import Follower
 
 log = logging.getLogger("ripple.iii")
 
 DEFAULT_CALL_TIMEOUT = 30.0  # the engine's default_timeout (30000 ms)
-TRIGGER_QUEUE_LIMIT = 10_000  # per trigger; beyond it the trigger reads the log instead
 CATCH_UP_PAGE = 500
 CAUSE_MEMORY = 10_000  # trigger calls whose trace id is remembered, to tag the writes they cause
 
@@ -119,16 +129,12 @@ class Engine:
         self._causes: collections.OrderedDict[str, Meta] = collections.OrderedDict()
         self._closed = False
         self._watchers: list[asyncio.Future[None]] = []
-        self._unsubscribe: Callable[[], None] = lambda: None
+        self.trigger_limits = Limits(max_buffer_bytes=None)  # each trigger's live buffer (then: the log)
 
     # -- lifecycle
 
-    def start(self) -> None:
-        self._unsubscribe = self.store.commits.subscribe(self._on_commit)
-
     async def close(self) -> None:
         self._closed = True
-        self._unsubscribe()
         for pump in list(self.pumps.values()):
             pump.stop()
         for worker in list(self.workers.values()):
@@ -483,11 +489,6 @@ class Engine:
         if pump is not None:
             pump.stop()
 
-    def _on_commit(self, events: list[Event]) -> None:
-        """The writer's commit listener: queue only, never await (DESIGN §1: the writer never waits)."""
-        for pump in self.pumps.values():
-            pump.offer(events)
-
     async def fire(self, entry: TriggerEntry, event: Event) -> None:
         """Call one trigger's function for one event; failures are logged, never raised."""
         payload: Any = state_payload(event) if entry.trigger_type == "state" else stream_envelope(event)
@@ -543,76 +544,39 @@ class Engine:
 class TriggerPump:
     """Delivers one ``state``/``stream`` trigger's events in offset order, one at a time, off the writer's path.
 
-    ``offer`` runs inside the commit listener and only appends to a bounded deque. If the deque is full the pump
-    stops taking live events and, once it has delivered what it holds, reads the missed ones from the log, then
-    takes live events again: a slow worker slows only its own trigger and loses nothing.
+    A thin driver of a :class:`~ripple.subscriptions.follower.Follower` that starts at the head when the trigger is
+    registered (iii triggers see live events only): a slow worker slows only its own trigger, whose follower falls
+    back to reading the log, and loses nothing while the worker is connected.
     """
 
     def __init__(self, engine: Engine, entry: TriggerEntry) -> None:
         self.engine = engine
         self.entry = entry
-        self.queue: collections.deque[Event] = collections.deque()
-        self.wake = asyncio.Event()
-        self.behind_after: int | None = None  # set while overflowing: the last offset queued
-        self.last_queued = 0
         self.task: asyncio.Task[None] | None = None
         config = entry.config
         if isinstance(config, StateTriggerConfig):
             self.matches: Callable[[Event], bool] = lambda e: state_matches(config, e)
-            self.kind: Any = "state"
-            self.scopes = [config.scope] if config.scope else None
-            self.keys = [config.key] if config.key else None
+            f = Filter.of("state", [config.scope] if config.scope else None, [config.key] if config.key else None)
         else:
             assert isinstance(config, StreamTriggerConfig)
             self.matches = lambda e: stream_matches(config.stream_name, config.group_id, config.item_id, e)
-            self.kind = "stream"
-            self.scopes = [config.stream_name]
-            self.keys = [config.group_id] if config.group_id else None
+            f = Filter.of("stream", [config.stream_name], [config.group_id] if config.group_id else None)
+        store = engine.store
+        self.follower = Follower(store, f, store.head, limits=engine.trigger_limits,
+                                 overflow_counter="iii_trigger_overflows")
 
     def start(self) -> None:
+        self.follower.attach()
         self.task = asyncio.create_task(self._run(), name=f"iii-trigger-{self.entry.id}")
 
     def stop(self) -> None:
+        self.follower.detach()
         if self.task is not None:
             self.task.cancel()
 
-    def offer(self, events: list[Event]) -> None:
-        if self.behind_after is not None:
-            return
-        for event in events:
-            if not self.matches(event):
-                continue
-            if len(self.queue) >= TRIGGER_QUEUE_LIMIT:
-                self.behind_after = self.last_queued
-                self.engine.counters["trigger_overflows"] += 1
-                break
-            self.queue.append(event)
-            self.last_queued = event.offset
-        self.wake.set()
-
     async def _run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.queue:
-                await self.engine.fire(self.entry, self.queue.popleft())
-            if self.behind_after is not None:
-                await self._catch_up(self.behind_after)
-
-    async def _catch_up(self, after: int) -> None:
-        """Deliver the matching events after ``after`` from the log until caught up, then take live events again."""
-        store = self.engine.store
-        while True:
-            head = store.head
-            page = await store.read_events(after, CATCH_UP_PAGE, kind=self.kind, scopes=self.scopes, keys=self.keys)
-            for event in page:
-                if self.matches(event):
-                    await self.engine.fire(self.entry, event)
-            if len(page) == CATCH_UP_PAGE:
-                after = page[-1].offset
-                continue
-            after = max(after, head)
-            if store.head == after:  # no await since this check: events after it reach `offer`
-                self.last_queued = after
-                self.behind_after = None
-                return
+        with contextlib.suppress(StoreClosedError):
+            while True:
+                for event in await self.follower.next(CATCH_UP_PAGE):
+                    if self.matches(event):
+                        await self.engine.fire(self.entry, event)

@@ -396,7 +396,6 @@ def _readable(msgspec_message: str) -> str:
 
 # ---- trigger configs -------------------------------------------------------------------------------------------
 
-SUPPORTED_TRIGGER_TYPES = ("state", "http", "stream")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 

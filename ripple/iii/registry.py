@@ -149,13 +149,3 @@ class Registry:
             if best is None or rank > best[0]:
                 best = (rank, entry, params)
         return None if best is None else (best[1], best[2])
-
-    def has_path(self, path: str) -> list[str]:
-        """Methods routed for a path (for CORS preflight answers)."""
-        methods = []
-        for entry in self.of_type("http"):
-            config = entry.config
-            assert isinstance(config, HttpTriggerConfig)
-            if match_route(config.api_path, path) is not None:
-                methods.append(config.http_method)
-        return methods

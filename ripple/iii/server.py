@@ -64,7 +64,6 @@ class IIIServer:
         if self._started:
             raise RuntimeError("this IIIServer was already started")
         self._started = True
-        self.engine.start()
         try:
             self._workers = await serve(
                 self._worker_connection,

@@ -2,12 +2,14 @@
 
 ``ws://HOST:3112/`` speaks iii's ``join``/``leave`` frames. ``/stream/{stream}/{group}`` joins at connect, and
 ``?after=N`` first replays the logged ``stream::send`` events after offset N, then goes live with no gap and no
-duplicate (attach first, catch up from the log in pages, then drop buffered live events already sent). Every envelope
-carries ripple's extra ``offset`` so a client knows where to resume.
+duplicate. Every envelope carries ripple's extra ``offset`` so a client knows where to resume.
 
-Live delivery never awaits a socket: the commit listener writes each frame (encoded once per event) straight into the
-connection's buffer. A subscriber whose buffer grows past ``max_buffer`` bytes falls back to reading the log at its
-own pace (with backpressure), then goes live again — one slow client never stalls the writer or the others.
+Each join is a thin driver of a :class:`~ripple.subscriptions.follower.Follower` (the one log follower): its task
+sends the ``sync`` frame, then what the follower returns, with backpressure. Once live, a commit is written straight
+to the connection from the hub (each envelope encoded once per commit, shared by every subscriber) while the
+connection's buffer is under ``max_buffer`` bytes; otherwise it waits in the follower's bounded buffer for the task,
+and a subscriber that falls further behind reads the log at its own pace — one slow client never stalls the writer
+or the others.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import asyncio
 import http
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from ripple.core.events import Event
+from ripple.core.filter import Filter
+from ripple.errors import StoreClosedError
 from ripple.iii.protocol import (
     Join,
     StreamPath,
@@ -34,27 +36,63 @@ from ripple.iii.protocol import (
     sync_envelope,
 )
 from ripple.store.store import Store
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.follower import Follower
+from ripple.subscriptions.hub import Commit
 
 log = logging.getLogger("ripple.iii.streams")
 
 PAGE = 500
-LIVE_BUFFER_EVENTS = 10_000  # events held for one subscription while it catches up; beyond: re-read the log
-DEFAULT_MAX_BUFFER = 1 << 20  # bytes queued on a connection before its subscriptions fall back to the log
+DEFAULT_MAX_BUFFER = 1 << 20  # bytes queued on a connection beyond which live events wait for the task
+
+
+def envelope_frame(commit: Commit, i: int) -> bytes:
+    """The iii envelope of a commit's ``i``-th event, encoded once per commit for every subscriber."""
+    frames = commit.derived.setdefault("iii-stream", {})
+    frame = frames.get(i)
+    if frame is None:
+        frame = frames[i] = encode(stream_envelope(commit.events[i]))
+    return frame
 
 
 class Subscription:
     """One join (or the auto-join of a ``/stream/...`` URL) on one connection."""
 
-    def __init__(self, ws: ServerConnection, stream: str, group: str, item_id: str | None) -> None:
+    def __init__(self, server: StreamServer, ws: ServerConnection, stream: str, group: str, item_id: str | None,
+                 after: int) -> None:
         self.ws = ws
-        self.stream = stream
-        self.group = group
         self.item_id = item_id
-        self.live = False
-        self.buffer: list[Event] | None = []  # live events that arrive while catching up; None once overflowed
-        self.last_sent = 0
+        self.max_buffer = server.max_buffer
+        self.follower = Follower(server.store, Filter.of("stream", [stream], [group]), after, limits=server.limits,
+                                 overflow_counter="iii_stream_overflows")
+        self.follower.cursor.inline = self._inline
         self.task: asyncio.Task[None] | None = None
 
+    def wants(self, item_id: str | None) -> bool:
+        return self.item_id is None or item_id == self.item_id
+
+    def _inline(self, commit: Commit) -> bool:
+        transport: Any = self.ws.transport
+        if transport is None or transport.get_write_buffer_size() > self.max_buffer:
+            return False  # the task sends these, with backpressure
+        for i in commit.matching(self.follower.cursor.filter):
+            if self.wants(commit.events[i].meta.id):
+                websockets.broadcast([self.ws], envelope_frame(commit, i), text=True)
+        return True
+
+    async def run(self, first: bytes) -> None:
+        """Send the ``sync`` frame, then every event the follower returns (catch-up, then what waits while live)."""
+        try:
+            await self.ws.send(first, text=True)
+            while True:
+                for event in await self.follower.next(PAGE):
+                    if self.wants(event.meta.id):
+                        await self.ws.send(encode(stream_envelope(event)), text=True)
+        except (websockets.ConnectionClosed, StoreClosedError):
+            return
+        except Exception:
+            log.exception("stream subscription failed")
+            await self.ws.close(1011, "stream subscription failed")
 
 class StreamServer:
     def __init__(self, store: Store, host: str, port: int, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
@@ -62,13 +100,10 @@ class StreamServer:
         self.host = host
         self.port = port
         self.max_buffer = max_buffer
-        self.subs: dict[tuple[str, str], list[Subscription]] = {}
-        self.fallbacks = 0
+        self.limits = Limits(max_buffer_bytes=None)  # each join's live buffer (then: the log)
         self._server: Server | None = None
-        self._unsubscribe: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
-        self._unsubscribe = self.store.commits.subscribe(self._on_commit)
         self._server = await serve(
             self._connection,
             self.host,
@@ -80,7 +115,6 @@ class StreamServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        self._unsubscribe()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
@@ -114,99 +148,27 @@ class StreamServer:
                 data = message.data
                 old = mine.pop(data.subscriptionId, None)
                 if old is not None:
-                    self._detach(old)
+                    self._leave(old)
                 if isinstance(message, Join):
                     mine[data.subscriptionId] = self._join(ws, data.streamName, data.groupId, data.id, None)
         except websockets.ConnectionClosed:
             pass
         finally:
             for sub in mine.values():
-                self._detach(sub)
+                self._leave(sub)
 
     def _join(
         self, ws: ServerConnection, stream: str, group: str, item_id: str | None, after: int | None
     ) -> Subscription:
-        sub = Subscription(ws, stream, group, item_id)
         start = self.store.head if after is None else after
-        self.subs.setdefault((stream, group), []).append(sub)  # attach before catching up: nothing is missed
+        sub = Subscription(self, ws, stream, group, item_id, start)
+        sub.follower.attach()  # before catching up: nothing is missed
         sync = sync_envelope(stream, group, item_id, int(time.time() * 1000), start)
-        sub.task = asyncio.create_task(self._catch_up(sub, start, first=encode(sync)), name="iii-stream-catch-up")
+        sub.task = asyncio.create_task(sub.run(encode(sync)), name="iii-stream-subscription")
         return sub
 
-    def _detach(self, sub: Subscription) -> None:
-        subs = self.subs.get((sub.stream, sub.group))
-        if subs is not None and sub in subs:
-            subs.remove(sub)
-            if not subs:
-                del self.subs[(sub.stream, sub.group)]
+    @staticmethod
+    def _leave(sub: Subscription) -> None:
+        sub.follower.detach()
         if sub.task is not None:
             sub.task.cancel()
-
-    # -- delivery
-
-    async def _catch_up(self, sub: Subscription, after: int, first: bytes | None = None) -> None:
-        """Send logged events after ``after`` with backpressure, then flush the live buffer and go live."""
-        try:
-            if first is not None:
-                await sub.ws.send(first, text=True)
-            while True:
-                head = self.store.head
-                page = await self.store.read_events(after, PAGE, kind="stream", scopes=[sub.stream], keys=[sub.group])
-                for event in page:
-                    if sub.item_id is None or event.meta.id == sub.item_id:
-                        await sub.ws.send(encode(stream_envelope(event)), text=True)
-                    sub.last_sent = event.offset
-                if len(page) == PAGE:
-                    after = page[-1].offset
-                    continue
-                after = max(after, head)
-                if sub.buffer is None:  # overflowed while we were sending: read the rest from the log too
-                    sub.buffer = []
-                    continue
-                pending, sub.buffer = sub.buffer, None
-                sub.last_sent = max(sub.last_sent, after)
-                sub.live = True
-                for event in pending:
-                    self._deliver(sub, event, encode(stream_envelope(event)))
-                return
-        except websockets.ConnectionClosed:
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("stream catch-up failed for %s/%s", sub.stream, sub.group)
-            await sub.ws.close(1011, "stream catch-up failed")
-
-    def _on_commit(self, events: list[Event]) -> None:
-        for event in events:
-            if event.kind != "stream":
-                continue
-            subs = self.subs.get((event.scope, event.key))
-            if not subs:
-                continue
-            frame = encode(stream_envelope(event))  # once per event, shared by every subscriber
-            for sub in list(subs):
-                self._deliver(sub, event, frame)
-
-    def _deliver(self, sub: Subscription, event: Event, frame: bytes) -> None:
-        if sub.item_id is not None and event.meta.id != sub.item_id:
-            return
-        if not sub.live:
-            if sub.buffer is not None:
-                if len(sub.buffer) < LIVE_BUFFER_EVENTS:
-                    sub.buffer.append(event)
-                else:
-                    sub.buffer = None
-            return
-        if event.offset <= sub.last_sent:
-            return
-        transport: Any = sub.ws.transport
-        if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
-            # Too slow for live delivery: catch up from the log at the client's pace (nothing is lost).
-            self.fallbacks += 1
-            sub.live = False
-            sub.buffer = []  # the catch-up reads this event from the log
-            sub.task = asyncio.create_task(self._catch_up(sub, sub.last_sent), name="iii-stream-catch-up")
-            return
-        websockets.broadcast([sub.ws], frame, text=True)
-        sub.last_sent = event.offset

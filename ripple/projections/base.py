@@ -21,6 +21,7 @@ from typing import Any, Literal
 import msgspec
 
 from ripple.core.events import Event, KindFilter
+from ripple.core.filter import Filter
 from ripple.core.validate import validate_scope
 from ripple.errors import RegistrationError, RippleError
 
@@ -147,10 +148,10 @@ class Projection(msgspec.Struct, frozen=True, kw_only=True):
         """The logical table names (the schema's placeholders)."""
         return schema_tables(self.schema)
 
-    def matches(self, event: Event) -> bool:
-        if self.kind != "all" and event.kind != self.kind:
-            return False
-        return self.scopes is None or event.scope in self.scopes
+    @property
+    def filter(self) -> Filter:
+        """The events this projection folds."""
+        return Filter.of(self.kind, self.scopes)
 
 
 class ProjectionState(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 - **Inline**: a writer transaction hook folds each group's events into the projection's tables and advances its
   checkpoint before COMMIT, each projection in its own SAVEPOINT: exactly-once, and a failing fold rolls back alone
   (the projection is marked ``failed`` at that offset; writes and other projections go on).
-- **Async**: a task follows the log from the checkpoint (a :class:`LogFeed`: live buffer, the log when behind), folds
+- **Async**: a task follows the log from the checkpoint (a :class:`Follower`: live buffer, the log when behind), folds
   on the loop and sends the statements with the checkpoint advance through the writer queue (merged into group
   commits). An inline projection that is behind (new, or registered again after writes it missed) catches up the same
   way and hands over to the hook inside a writer transaction.
@@ -29,11 +29,11 @@ import msgspec
 from ripple.core.events import Event
 from ripple.errors import NotFoundError, RegistrationError, StoreClosedError
 from ripple.projections.base import Projection, ProjectionState
-from ripple.projections.feed import LogFeed
 from ripple.projections.runner import (
     PAGE,
     Folded,
     FoldFailure,
+    ProjectionList,
     ProjectionRow,
     apply_events,
     create_tables,
@@ -42,17 +42,19 @@ from ripple.projections.runner import (
     execute_folded,
     fold_events,
     iter_pages,
+    list_projections,
     load_row,
-    page_sql,
+    read_page,
     read_state,
     save_row,
     set_failed,
     set_progress,
     table_names,
 )
-from ripple.store.reader import events_filter
-from ripple.store.sqlite import connect_reader, row_to_event
+from ripple.store.sqlite import connect_reader
 from ripple.store.writer import WriteTxn
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.follower import Follower
 
 if TYPE_CHECKING:
     from ripple.store.store import Store
@@ -199,6 +201,18 @@ class Projections:
             return ProjectionState(p.name, p.version, 0, "catching_up", None)
         return found
 
+    async def summaries(self) -> ProjectionList:
+        """Every registered projection's version, status, checkpoint and lag, without reading its data."""
+        registered = [h.projection for h in self._handles.values()]
+        return await asyncio.to_thread(self._list, registered)
+
+    def _list(self, registered: list[Projection]) -> ProjectionList:
+        conn = connect_reader(self.store.path)
+        try:
+            return list_projections(conn, registered, recorded=False)
+        finally:
+            conn.close()
+
     def _read(self, projection: Projection) -> ProjectionState | None:
         conn = connect_reader(self.store.path)
         try:
@@ -261,22 +275,26 @@ class Projections:
     async def _follow_generation(self, handle: ProjectionHandle, row: ProjectionRow) -> None:
         p = handle.projection
         tables = handle.tables(row.generation)
-        feed = LogFeed(self.store, after=row.checkpoint, kind=p.kind, scopes=p.scopes)
-        feed.attach()
+        follower = Follower(
+            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE)
+        ).attach()
         checkpoint = row.checkpoint
         try:
             while True:
-                batch, position = await feed.next(PAGE)
+                batch = await follower.next(PAGE)
+                position = follower.through
                 folded = fold_events(p, tables, batch)
                 outcome: FollowOutcome = await self.store.commits.run_in_txn(
                     functools.partial(self._apply, handle=handle, generation=row.generation, expected=checkpoint,
-                                      folded=folded, position=position, live=feed.idle)
+                                      folded=folded, position=position, live=follower.idle)
                 )
                 if outcome != "ok":
                     return
                 checkpoint = position
+        except StoreClosedError:
+            return
         finally:
-            feed.detach()
+            follower.detach()
 
     def _apply(
         self,
@@ -320,8 +338,7 @@ class Projections:
     def _fold_rest(
         conn: Any, handle: ProjectionHandle, tables: dict[str, str], after: int, upto: int
     ) -> FoldFailure | None:
-        kind, scopes = event_filter([handle.projection])
-        for page in iter_pages(conn, after, upto, kind=kind, scopes=scopes):
+        for page in iter_pages(conn, after, upto, handle.projection.filter):
             failure = apply_events(conn, handle.projection, tables, page)
             if failure is not None:
                 return failure
@@ -395,15 +412,12 @@ class Projections:
         self, targets: list[tuple[Projection, dict[str, str]]], after: int, failures: dict[str, FoldFailure]
     ) -> tuple[dict[str, Folded], int]:
         """In a worker thread: one page of the log after ``after``, folded for each target, and the page's end."""
-        kind, scopes = event_filter([p for p, _ in targets])
         upto = self.store.head
-        where, params = events_filter(after, kind=kind, scopes=scopes, keys=None, upto=upto)
         conn = connect_reader(self.store.path)
         try:
-            rows = conn.execute(page_sql(where), (*params, REBUILD_PAGE)).fetchall()
+            events = read_page(conn, event_filter([p for p, _ in targets]), after, upto, REBUILD_PAGE)
         finally:
             conn.close()
-        events = [row_to_event(r) for r in rows]
         end = events[-1].offset if len(events) == REBUILD_PAGE else upto
         folded = {p.name: fold_events(p, tables, events) for p, tables in targets if p.name not in failures}
         return folded, end

@@ -27,10 +27,11 @@ from typing import Any, Literal
 import msgspec
 
 from ripple.core.events import Event, KindFilter
+from ripple.core.filter import Filter
 from ripple.errors import ProjectionRebuildingError
 from ripple.projections.base import Projection, ProjectionState, Statement, Status, Tables, default_read
-from ripple.store.reader import events_filter
-from ripple.store.sqlite import EVENT_COLUMNS, row_to_event
+from ripple.store import sql
+from ripple.store.sqlite import row_to_event
 
 log = logging.getLogger("ripple.projections")
 
@@ -132,12 +133,63 @@ def drop_generations(conn: sqlite3.Connection, name: str, *, keep: int | None = 
 
 # ---- the projections table --------------------------------------------------------------------------------------
 
-_ROW = "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections WHERE name = ?"
+_ROWS = "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections"
+_ROW = f"{_ROWS} WHERE name = ?"
 
 
 def load_row(conn: sqlite3.Connection, name: str) -> ProjectionRow | None:
     row = conn.execute(_ROW, (name,)).fetchone()
     return None if row is None else ProjectionRow(*row)
+
+
+def load_rows(conn: sqlite3.Connection) -> list[ProjectionRow]:
+    return [ProjectionRow(*row) for row in conn.execute(f"{_ROWS} ORDER BY name")]
+
+
+class ProjectionSummary(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One projection in a listing: where it is (``checkpoint``) and how far behind the log (``lag`` = head -
+    checkpoint); ``error`` only for a failed one. ``status`` is ``not_built`` for a projection the loaded code
+    registers but the file does not record yet (the offline tool; a store builds it on open)."""
+
+    name: str
+    version: int
+    status: str
+    checkpoint: int
+    lag: int
+    error: str | None = None
+
+
+class ProjectionList(msgspec.Struct, frozen=True):
+    """``GET /v1/projections`` and ``ripple projections``: the head and the projections, by name."""
+
+    head: int
+    projections: list[ProjectionSummary]
+
+
+def list_projections(
+    conn: sqlite3.Connection, registered: Sequence[Projection], *, recorded: bool
+) -> ProjectionList:
+    """The head and the projections table from one read transaction, summarised.
+
+    ``registered`` are the projections the running code knows; a registered one with no row yet is ``catching_up``
+    (a live store is creating it) or, with ``recorded`` (the offline tool, which lists what the file records, rows
+    of projections nobody registered included), ``not_built``.
+    """
+    with transaction(conn, write=False):
+        head = sql.head(conn)
+        rows = {row.name: row for row in load_rows(conn)}
+    names = set(rows) | {p.name for p in registered} if recorded else {p.name for p in registered}
+    versions = {p.name: p.version for p in registered}
+    out = []
+    for name in sorted(names):
+        row = rows.get(name)
+        if row is None:
+            missing = "not_built" if recorded else "catching_up"
+            out.append(ProjectionSummary(name, versions[name], missing, 0, head))
+        else:
+            out.append(ProjectionSummary(name, row.version, row.status, row.checkpoint, head - row.checkpoint,
+                                         row.error))
+    return ProjectionList(head, out)
 
 
 def save_row(conn: sqlite3.Connection, row: ProjectionRow) -> None:
@@ -174,11 +226,12 @@ def fold_events(projection: Projection, tables: Tables, events: Iterable[Event])
     """Pure: the statements of every matching event, stopping at the first fold that raises."""
     batches: list[tuple[int, list[Statement]]] = []
     fold = projection.fold
-    kind = None if projection.kind == "all" else projection.kind
-    scopes = None if projection.scopes is None else frozenset(projection.scopes)
+    f = projection.filter
+    kind = None if f.kind == "all" else f.kind
+    scopes = f.scopes
     for event in events:
-        # Projection.matches, inlined: this loop runs once per event of a rebuild
-        if (kind is not None and event.kind != kind) or (scopes is not None and event.scope not in scopes):
+        # Filter.matches, inlined: this loop runs once per event of a rebuild
+        if (kind is not None and event.kind != kind) or (scopes and event.scope not in scopes):
             continue
         try:
             stmts = list(fold(event, tables))
@@ -280,47 +333,33 @@ def _count_before(events: Sequence[Event], offset: int) -> int:
 # ---- reading the log synchronously -------------------------------------------------------------------------------
 
 
-def event_filter(projections: Sequence[Projection]) -> tuple[KindFilter, list[str] | None]:
+def event_filter(projections: Sequence[Projection]) -> Filter:
     """The narrowest log filter that still returns every event one of ``projections`` folds."""
     kinds = {p.kind for p in projections}
     kind: KindFilter = kinds.pop() if len(kinds) == 1 else "all"
     if any(p.scopes is None for p in projections):
-        return kind, None
-    return kind, sorted({s for p in projections for s in (p.scopes or ())})
+        return Filter.of(kind)
+    return Filter.of(kind, {s for p in projections for s in (p.scopes or ())})
 
 
-def page_sql(where: str, *, by_key: bool = False) -> str:
-    """A page of events in offset order. Without a key filter, walk the primary key (``NOT INDEXED``): SQLite would
-    otherwise pick ``events_scope_key_seq`` for a scope filter and sort every later event of the scope for each page,
-    which makes a paged catch-up quadratic. With a key filter that index is the right one."""
-    hint = "" if by_key else " NOT INDEXED"
-    return f"SELECT {EVENT_COLUMNS} FROM events{hint} WHERE {where} ORDER BY seq LIMIT ?"
+def read_page(conn: sqlite3.Connection, f: Filter, after: int, upto: int, limit: int = PAGE) -> list[Event]:
+    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection."""
+    query, params = sql.events_page(f, after, upto, limit)
+    return [row_to_event(r) for r in conn.execute(query, params).fetchall()]
 
 
 def iter_pages(
-    conn: sqlite3.Connection,
-    after: int,
-    upto: int,
-    *,
-    kind: KindFilter = "all",
-    scopes: Sequence[str] | None = None,
-    page: int = PAGE,
+    conn: sqlite3.Connection, after: int, upto: int, f: Filter, *, page: int = PAGE
 ) -> Iterator[list[Event]]:
     """Pages of events in ``(after, upto]`` (run it inside a read transaction for a consistent view)."""
     while after < upto:
-        where, params = events_filter(after, kind=kind, scopes=scopes, keys=None, upto=upto)
-        rows = conn.execute(page_sql(where), (*params, page)).fetchall()
-        if not rows:
+        events = read_page(conn, f, after, upto, page)
+        if not events:
             return
-        events = [row_to_event(r) for r in rows]
         yield events
-        if len(rows) < page:
+        if len(events) < page:
             return
         after = events[-1].offset
-
-
-def log_head(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
 @contextlib.contextmanager
@@ -355,7 +394,7 @@ def rebuild_offline(
     """
     todo = [projections] if isinstance(projections, Projection) else list(projections)
     with transaction(conn, write=True):
-        head = log_head(conn)
+        head = sql.head(conn)
         targets: list[tuple[Projection, dict[str, str], int]] = []
         for p in todo:
             row = load_row(conn, p.name)
@@ -365,8 +404,7 @@ def rebuild_offline(
             create_tables(conn, p, tables)
             targets.append((p, tables, generation))
         failures: dict[str, FoldFailure] = {}
-        kind, scopes = event_filter(todo)
-        for page in iter_pages(conn, 0, head, kind=kind, scopes=scopes):
+        for page in iter_pages(conn, 0, head, event_filter(todo)):
             for p, tables, _ in targets:
                 if p.name not in failures:
                     failure = apply_events(conn, p, tables, page)
@@ -433,10 +471,10 @@ def _compare(
     progress: Progress | None,
 ) -> list[Difference]:
     upto = row.checkpoint if row.failed_at is None else row.failed_at
-    kind, scopes = event_filter([projection])
+    f = event_filter([projection])
 
     def events() -> Iterator[Event]:
-        for page in iter_pages(conn, 0, upto, kind=kind, scopes=scopes):
+        for page in iter_pages(conn, 0, upto, f):
             yield from page
             if progress is not None:
                 progress(page[-1].offset, upto)

@@ -16,6 +16,7 @@ loop adds or removes one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -65,10 +66,15 @@ class CommitBus:
 
         return remove
 
-    async def run_in_txn(self, fn: Callable[[WriteTxn], T]) -> T:
-        """Run ``fn(txn)`` inside the next group commit (in a SAVEPOINT); its result once committed."""
+    def run_in_txn(self, fn: Callable[[WriteTxn], T]) -> asyncio.Future[T]:
+        """Queue ``fn(txn)`` now, to run inside the next group commit (in a SAVEPOINT); await the result, which is
+        set once committed. Queued in call order with every other write (raises ``StoreClosedError`` or
+        ``OverloadedError`` at once)."""
         assert self._writer is not None, "the commit bus is not bound to a writer"
-        return await self._writer.run_in_txn(fn)
+        from ripple.store.writer import TxnJob  # the writer imports this module
+
+        future: asyncio.Future[T] = self._writer.submit(TxnJob(fn))
+        return future
 
     @property
     def head(self) -> int:

@@ -12,15 +12,17 @@ import binascii
 import builtins
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
 
-from ripple.core.events import Entry, Event, KindFilter, Page
+from ripple.core.events import Entry, Event, Page
+from ripple.core.filter import Filter
 from ripple.errors import BadRequestError
-from ripple.store.sqlite import EVENT_COLUMNS, connect_reader, decode_json, row_to_event, uri
+from ripple.store import sql
+from ripple.store.sqlite import connect_reader, decode_json, row_to_event, uri
 
 
 def encode_cursor(created_seq: int) -> str:
@@ -38,44 +40,6 @@ def decode_cursor(cursor: str) -> int:
         return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequestError(f"invalid cursor {cursor!r}", detail={"cursor": cursor}) from None
-
-
-def events_filter(
-    after: int,
-    *,
-    kind: KindFilter | None,
-    scopes: Sequence[str] | None,
-    keys: Sequence[str] | None,
-    upto: int | None = None,
-) -> tuple[str, list[Any]]:
-    """The WHERE clause shared by every log read (API, catch-up, CLI)."""
-    where: list[str] = ["seq > ?"]
-    params: list[Any] = [after]
-    if upto is not None:
-        where.append("seq <= ?")
-        params.append(upto)
-    if kind is not None and kind != "all":
-        where.append("kind = ?")
-        params.append(kind)
-    if scopes:
-        where.append(f"scope IN ({','.join('?' * len(scopes))})")
-        params.extend(scopes)
-    if keys:
-        where.append(f"key IN ({','.join('?' * len(keys))})")
-        params.extend(keys)
-    return " AND ".join(where), params
-
-
-_LIST_AT = """
-SELECT e.key, e.new_value, e.version, e.seq,
-       (SELECT max(c.seq) FROM events c
-         WHERE c.scope = e.scope AND c.key = e.key AND c.kind = 'state' AND c.event_type = 'created'
-           AND c.seq <= e.seq) AS created
-  FROM events e
- WHERE e.scope = ? AND e.kind = 'state' AND e.seq <= ? AND e.event_type != 'deleted'
-   AND e.seq = (SELECT max(m.seq) FROM events m
-                 WHERE m.scope = e.scope AND m.key = e.key AND m.kind = 'state' AND m.seq <= ?)
-"""
 
 
 async def _end_transaction(conn: aiosqlite.Connection) -> None:
@@ -153,15 +117,11 @@ class Reader:
     # -- queries
 
     async def entry(self, scope: str, key: str) -> Entry | None:
-        row = await self._lookup("SELECT value, version, last_seq FROM state WHERE scope = ? AND key = ?", (scope, key))
+        row = await self._lookup(sql.SELECT_KEY, (scope, key))
         return None if row is None else Entry(key, decode_json(row[0]), row[1], row[2])
 
     async def entry_at(self, scope: str, key: str, at: int) -> Entry | None:
-        row = await self._lookup(
-            "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? "
-            "AND kind = 'state' AND seq <= ? ORDER BY seq DESC LIMIT 1",
-            (scope, key, at),
-        )
+        row = await self._lookup(sql.SELECT_KEY_AT, (scope, key, at))
         if row is None or row[3] == "deleted":
             return None
         return Entry(key, decode_json(row[0]), row[1], row[2])
@@ -170,15 +130,10 @@ class Reader:
         after = decode_cursor(cursor) if cursor else 0
         async with self.connection() as conn:
             if at is None:
-                rows = await conn.execute_fetchall(
-                    "SELECT key, value, version, last_seq, created_seq FROM state "
-                    "WHERE scope = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
-                    (scope, after, limit + 1),
-                )
+                rows = await conn.execute_fetchall(sql.LIST_SCOPE, (scope, after, limit + 1))
             else:
                 rows = await conn.execute_fetchall(
-                    f"SELECT * FROM ({_LIST_AT}) WHERE created > ? ORDER BY created LIMIT ?",
-                    (scope, at, at, after, limit + 1),
+                    sql.LIST_SCOPE_AT, sql.list_scope_at_params(scope, at, after, limit + 1)
                 )
         rows = list(rows)
         more = len(rows) > limit
@@ -188,29 +143,19 @@ class Reader:
 
     async def list_groups(self) -> builtins.list[str]:
         async with self.connection() as conn:
-            rows = await conn.execute_fetchall("SELECT DISTINCT scope FROM state ORDER BY scope")
+            rows = await conn.execute_fetchall(sql.LIST_GROUPS)
         return [r[0] for r in rows]
 
-    async def read_events(
-        self,
-        after: int,
-        limit: int,
-        *,
-        kind: KindFilter | None = None,
-        scopes: Sequence[str] | None = None,
-        keys: Sequence[str] | None = None,
-        upto: int | None = None,
-    ) -> builtins.list[Event]:
-        where, params = events_filter(after, kind=kind, scopes=scopes, keys=keys, upto=upto)
+    async def read_events(self, f: Filter, after: int, limit: int, *, upto: int | None = None) -> builtins.list[Event]:
+        """One page of the log: events ``f`` matches in ``(after, upto]``, in offset order."""
+        query, params = sql.events_page(f, after, upto, limit)
         async with self.connection() as conn:
-            rows = await conn.execute_fetchall(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
-            )
+            rows = await conn.execute_fetchall(query, params)
         return [row_to_event(r) for r in rows]
 
     async def earliest(self) -> int:
         """The first offset still in the log (1 when nothing was ever trimmed)."""
         async with self.connection() as conn:
-            rows = await conn.execute_fetchall("SELECT min(seq) FROM events")
+            rows = await conn.execute_fetchall(sql.EARLIEST)
         row = next(iter(rows), None)
         return int(row[0]) if row and row[0] is not None else 1

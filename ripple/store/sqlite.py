@@ -22,8 +22,6 @@ from ripple.migrations import APPLICATION_ID, check_version
 Durability = Literal["full", "normal"]
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-EVENT_COLUMNS = "seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta"
-
 _decode = msgspec.json.Decoder().decode
 _decode_meta = msgspec.json.Decoder(Meta).decode
 
@@ -92,21 +90,6 @@ class WriterLock:
         except (OSError, ValueError):
             return None
 
-    def holder(self) -> int | None:
-        """The pid holding the lock, or ``None`` if nobody does (a probe that takes no lock for long)."""
-        if not self.path.exists():
-            return None
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return self._read_pid(fd) or -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
-
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -146,7 +129,7 @@ def decode_json(text: str | bytes | None) -> Any:
 
 
 def row_to_event(row: tuple[Any, ...] | sqlite3.Row) -> Event:
-    """A row selected with :data:`EVENT_COLUMNS` as an :class:`Event`."""
+    """A row selected with ``ripple.store.sql.EVENT_COLUMNS`` as an :class:`Event`."""
     seq, ts, kind, scope, key, op, event_type, version, old, new, meta = row
     return Event(
         seq,

@@ -9,11 +9,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 
@@ -35,6 +35,7 @@ from ripple.core.events import (
     Update,
     UpdateResult,
 )
+from ripple.core.filter import Filter
 from ripple.core.ops import UpdateOp
 from ripple.core.validate import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -55,19 +56,15 @@ from ripple.errors import (
 from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
-from ripple.reactions import Reactions, Start
+from ripple.reactions import ChangeEvent, H, Reactions, Start
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
-
-# -- subscriptions (issue 5) ------------------------------------------------------------------------------------
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
 from ripple.subscriptions.hub import Hub, HubSettings
-
-# -- end subscriptions ------------------------------------------------------------------------------------------
 
 log = logging.getLogger("ripple.store")
 
@@ -163,13 +160,13 @@ class Store:
         self._close_callbacks: list[Any] = []
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-checkpoint")
-        # -- reactions and projections (issue 4). run_reactions=False: the offline tool registers the user's
+        # reactions and projections. run_reactions=False: the offline tool registers the user's
         # projections; reactions are accepted but never run.
         self.reactions = Reactions(self, enabled=run_reactions)
         self.projections = Projections(self)
         self.projections.register(metrics_projection())
 
-        # subscriptions (issue 5): the hub fans committed events out to subscribers
+        # the hub fans committed events out to every follower of the log (subscriptions, reactions, projections)
         self.hub = Hub(lambda: self.writer.head, self.counters, subscription_settings)
 
     @classmethod
@@ -266,7 +263,18 @@ class Store:
         """The last committed offset (no I/O)."""
         return self.writer.head
 
-    def _check_open(self) -> None:
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting for the writer."""
+        return self.writer.queue_depth
+
+    @property
+    def commit_count(self) -> int:
+        """Group commits since the store opened."""
+        return self.writer.commits
+
+    def check_open(self) -> None:
+        """Raise :class:`StoreClosedError` unless the store is open."""
         if self._closed or not self._started:
             raise StoreClosedError("the store is closed" if self._closed else "the store is not open yet")
 
@@ -310,7 +318,9 @@ class Store:
 
     # -- writes
 
-    def _meta(self, idempotency_key: str | None) -> Meta:
+    def write_meta(self, idempotency_key: str | None = None) -> Meta:
+        """The ``meta`` of a write made now: its cause and depth while a reaction runs (raises
+        :class:`CascadeLimitError`, logged and counted, beyond the cascade limit)."""
         origin = current_origin.get()
         if origin is None:
             return EMPTY_META if idempotency_key is None else Meta(idempotency_key=idempotency_key)
@@ -331,7 +341,7 @@ class Store:
         return msgspec.structs.replace(origin, idempotency_key=idempotency_key)
 
     def _submit(self, job: CommandJob | BatchJob) -> asyncio.Future[Any]:
-        self._check_open()
+        self.check_open()
         return self.writer.submit(job)
 
     def prepare(self, cmd: StateCommand) -> tuple[StateCommand, bytes | None]:
@@ -360,7 +370,7 @@ class Store:
     ) -> SetResult:
         cmd, raw = self.prepare(Set(scope, key, value, expected_offset))
         result: SetResult = await self._submit(
-            CommandJob(cmd, raw, self._meta(idempotency_key), idempotency_key)
+            CommandJob(cmd, raw, self.write_meta(idempotency_key), idempotency_key)
         )
         return result
 
@@ -375,7 +385,7 @@ class Store:
     ) -> UpdateResult:
         cmd, _ = self.prepare(Update(scope, key, parse_ops(ops), expected_offset))
         result: UpdateResult = await self._submit(
-            CommandJob(cmd, None, self._meta(idempotency_key), idempotency_key)
+            CommandJob(cmd, None, self.write_meta(idempotency_key), idempotency_key)
         )
         return result
 
@@ -385,7 +395,7 @@ class Store:
         """Delete a key; a missing key appends nothing and returns ``None``."""
         cmd, _ = self.prepare(Delete(scope, key, expected_offset))
         result: DeleteResult | None = await self._submit(
-            CommandJob(cmd, None, self._meta(idempotency_key), idempotency_key)
+            CommandJob(cmd, None, self.write_meta(idempotency_key), idempotency_key)
         )
         return result
 
@@ -413,7 +423,7 @@ class Store:
         if not prepared:
             return []
         result: list[Any] = await self._submit(
-            BatchJob(prepared, raws, self._meta(idempotency_key), idempotency_key)
+            BatchJob(prepared, raws, self.write_meta(idempotency_key), idempotency_key)
         )
         return result
 
@@ -428,7 +438,7 @@ class Store:
             validate_name("id", id, 1024, allow_slash=True)
         raw = encode_data(data, self.max_value_bytes)
         result: SendResult = await self._submit(
-            CommandJob(Send(stream, group, type, data, id), raw, self._meta(None), None)
+            CommandJob(Send(stream, group, type, data, id), raw, self.write_meta(), None)
         )
         return result
 
@@ -446,7 +456,7 @@ class Store:
 
     async def entry(self, scope: str, key: str, *, at: int | None = None) -> Entry | None:
         """A key's value with its version and last offset (as of offset ``at``), or ``None``."""
-        self._check_open()
+        self.check_open()
         validate_scope(scope)
         validate_key(key)
         at = self._check_at(at)
@@ -466,7 +476,7 @@ class Store:
         self, scope: str, *, limit: int = 100, cursor: str | None = None, at: int | None = None
     ) -> Page:
         """Entries of a scope in first-insertion order, ``limit`` at a time; pass ``next_cursor`` back for more."""
-        self._check_open()
+        self.check_open()
         validate_scope(scope)
         _check_offset("limit", limit, minimum=1)
         if limit > MAX_LIST_LIMIT:
@@ -482,7 +492,7 @@ class Store:
 
     async def list_groups(self) -> Groups:
         """``Groups{groups}``: the scopes that hold at least one key, sorted."""
-        self._check_open()
+        self.check_open()
         return Groups(await self.reader.list_groups())
 
     async def read_events(
@@ -495,7 +505,7 @@ class Store:
         kind: KindFilter = "all",
     ) -> builtins.list[Event]:
         """One page of the log: events with offset > ``after``, in offset order."""
-        self._check_open()
+        self.check_open()
         _check_offset("after", after)
         _check_offset("limit", limit, minimum=1)
         if limit > MAX_EVENTS_LIMIT:
@@ -506,26 +516,48 @@ class Store:
             validate_scope(s)
         for k in keys or ():
             validate_key(k)
-        return await self.reader.read_events(
-            after, limit, kind=kind, scopes=scopes, keys=keys, upto=self.head
-        )
+        return await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=self.head)
 
     async def earliest(self) -> int:
-        self._check_open()
+        self.check_open()
         return await self.reader.earliest()
 
-    # -- reactions and projections (issue 4; DESIGN §5-6)
+    # -- reactions and projections (DESIGN §5-6)
+
+    @overload
+    def on_change(
+        self,
+        scope: str,
+        handler: None = None,
+        *,
+        key: str | None = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+    ) -> Callable[[H], H]: ...
+
+    @overload
+    def on_change(
+        self,
+        scope: str,
+        handler: H,
+        *,
+        key: str | None = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+    ) -> H: ...
 
     def on_change(
         self,
         scope: str,
-        handler: Any = None,
+        handler: H | None = None,
         *,
         key: str | None = None,
-        condition: Any = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
         name: str | None = None,
         start: Start | None = None,
-    ) -> Any:
+    ) -> H | Callable[[H], H]:
         """Register a reaction to changes of ``scope`` (``@store.on_change("todos")`` or a call with ``handler``).
 
         With ``name`` (and ``start="beginning" | "head"``) it is durable: ``handler(event, writes)``, resumed from its
@@ -537,17 +569,16 @@ class Store:
         """Add a projection; on an open store its tables are created (or caught up, or rebuilt) in the background."""
         return self.projections.register(projection)
 
-
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
         return await self.projections.state(name)
 
     async def rebuild(self, name: str) -> ProjectionState:
         """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
-        self._check_open()
+        self.check_open()
         return await self.projections.rebuild(name)
 
-    # -- subscriptions (issue 5) ----------------------------------------------------------------------------------
+    # -- subscriptions (DESIGN §7)
 
     def subscribe(
         self,
@@ -566,7 +597,7 @@ class Store:
         ``after=None`` starts at the head; ``snapshot=True`` fills ``sub.snapshot`` first; ``sub.batches()`` yields
         lists of up to ``batch`` events.
         """
-        self._check_open()
+        self.check_open()
         return Subscription(
             self, scopes=scopes, keys=keys, kind=kind, after=after, snapshot=snapshot, batch=batch, limits=limits
         )

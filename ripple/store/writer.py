@@ -17,7 +17,6 @@ import collections
 import hashlib
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,7 @@ from ripple.errors import (
     StoreClosedError,
 )
 from ripple.migrations import migrate
+from ripple.store import sql
 from ripple.store.bus import CommitBus
 from ripple.store.sqlite import Durability, connect_writer
 
@@ -57,16 +57,6 @@ log = logging.getLogger("ripple.writer")
 T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
-_INSERT_EVENT = (
-    "INSERT INTO events (seq, ts, kind, scope, key, op, event_type, version, old_value, new_value, meta) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT_STATE = "SELECT value, version, last_seq, created_seq FROM state WHERE scope = ? AND key = ?"
-_UPSERT_STATE = (
-    "INSERT OR REPLACE INTO state (scope, key, value, version, last_seq, created_seq) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_DELETE_STATE = "DELETE FROM state WHERE scope = ? AND key = ?"
-_SELECT_MANY = "SELECT key, value, version, last_seq, created_seq FROM state WHERE scope = ? AND key IN ({})"
 _decode = msgspec.json.Decoder().decode
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
@@ -109,15 +99,15 @@ class WriteTxn:
         for scope, names in by_scope.items():
             for i in range(0, len(names), 500):
                 chunk = names[i : i + 500]
-                sql = _SELECT_MANY.format(",".join("?" * len(chunk)))
-                for key, value, version, last, created in self.conn.execute(sql, (scope, *chunk)):
+                query = sql.SELECT_KEYS.format(",".join("?" * len(chunk)))
+                for key, value, version, last, created in self.conn.execute(query, (scope, *chunk)):
                     self._known[(scope, key)] = KeyState(value, version, last, created)
 
     def key_state(self, scope: str, key: str) -> KeyState | None:
         k = (scope, key)
         if k in self._known:
             return self._known[k]
-        row = self.conn.execute(_SELECT_STATE, k).fetchone()
+        row = self.conn.execute(sql.SELECT_KEY, k).fetchone()
         found = None if row is None else KeyState(row[0], row[1], row[2], row[3])
         self._known[k] = found
         return found
@@ -125,7 +115,7 @@ class WriteTxn:
     def flush(self) -> None:
         """Write the pending events and the final row of every changed key."""
         if self._rows:
-            self.conn.executemany(_INSERT_EVENT, self._rows)
+            self.conn.executemany(sql.INSERT_EVENT, self._rows)
             self._rows.clear()
         if self._dirty:
             upserts, deletes = [], []
@@ -136,9 +126,9 @@ class WriteTxn:
                 else:
                     upserts.append((k[0], k[1], st.raw, st.version, st.last_seq, st.created_seq))
             if deletes:
-                self.conn.executemany(_DELETE_STATE, deletes)
+                self.conn.executemany(sql.DELETE_STATE, deletes)
             if upserts:
-                self.conn.executemany(_UPSERT_STATE, upserts)
+                self.conn.executemany(sql.UPSERT_STATE, upserts)
             self._dirty.clear()
 
     def forget(self) -> None:
@@ -390,7 +380,6 @@ class Writer:
         self.max_value_bytes = max_value_bytes
         self.head = 0
         self._txn_head = 0
-        self.schema_version_found: int = 0
         self.commits = 0
         self.bus = bus or CommitBus()
         self.bus.bind(self)
@@ -400,7 +389,6 @@ class Writer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-writer")
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._thread_ident: int | None = None
         self._attempt: tuple[int, WriteTxn | None] = (0, None)
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
@@ -410,19 +398,18 @@ class Writer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.schema_version_found, self.head = await loop.run_in_executor(self._thread, self._open)
+        self.head = await loop.run_in_executor(self._thread, self._open)
         self._txn_head = self.head
         self._task = asyncio.create_task(self._run(), name="ripple-writer")
 
-    def _open(self) -> tuple[int, int]:
-        self._thread_ident = threading.get_ident()
+    def _open(self) -> int:
         self._conn = connect_writer(self.path, self.durability)
-        found = migrate(self._conn, self.path)
-        head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        migrate(self._conn, self.path)
+        head = sql.head(self._conn)
         self._conn.execute(
             "DELETE FROM idempotency WHERE created_ts < ?", (int(time.time() * 1000) - IDEMPOTENCY_TTL_MS,)
         )
-        return found, int(head)
+        return head
 
     async def close(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         """Commit (or fail) everything queued, run ``final`` on the connection, then close it. Idempotent."""
@@ -623,7 +610,7 @@ class Writer:
 
     def _read_head(self) -> int:
         assert self._conn is not None
-        return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        return sql.head(self._conn)
 
     @staticmethod
     def _fail_all(jobs: list[Job], error: RippleError) -> list[Event]:

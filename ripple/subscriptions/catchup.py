@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ripple.core.filter import Filter
 from ripple.errors import OffsetOutOfRangeError
-from ripple.store.reader import events_filter
-from ripple.store.sqlite import EVENT_COLUMNS
-from ripple.subscriptions.cursor import Filter
+from ripple.store import sql
 
 if TYPE_CHECKING:
     from ripple.store.store import Store
@@ -29,32 +28,14 @@ class Page:
         self.covered = covered
 
 
-# One event's JSON object built by SQLite from the stored row: the stored JSON columns are spliced as they are, names
-# are quoted by json_quote, and the row costs Python one string instead of eleven objects (catch-up is bound by this).
-# Same shape and field order as ripple.wire.event_body.
-EVENT_JSON = (
-    "printf('{\"offset\":%d,\"ts\":%d,\"kind\":%s,\"scope\":%s,\"key\":%s,\"op\":%s,\"event_type\":%s,"
-    "\"version\":%d,\"old_value\":%s,\"new_value\":%s,\"meta\":%s}', seq, ts, json_quote(kind), json_quote(scope), "
-    "json_quote(key), json_quote(op), json_quote(event_type), version, coalesce(old_value, 'null'), "
-    "coalesce(new_value, 'null'), meta)"
-)
-
-
 async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, *, as_json: bool = False) -> Page:
     """Rows ``EVENT_COLUMNS`` (or ``(seq, event JSON text)`` with ``as_json``) after ``after``, up to ``upto``."""
-    columns = f"seq, {EVENT_JSON}" if as_json else EVENT_COLUMNS
-    where, params = events_filter(
-        after, kind=f.kind, scopes=sorted(f.scopes) or None, keys=sorted(f.keys) or None, upto=upto
-    )
-    # A scope filter reads the (scope, seq) index range in order (migration 0003); the page is capped at `upto`.
+    columns = f"seq, {sql.EVENT_JSON}" if as_json else sql.EVENT_COLUMNS
+    query, params = sql.events_page(f, after, upto, limit, columns=columns)
     async with store.reader.connection() as conn:
         # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
         # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.
-        rows = list(
-            await conn.execute_fetchall(
-                f"SELECT {columns} FROM events WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
-            )
-        )
+        rows = list(await conn.execute_fetchall(query, params))
     covered = upto if len(rows) < limit else int(rows[-1][0])
     return Page(rows, covered)
 
@@ -75,7 +56,7 @@ async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
         where.append(f"key IN ({','.join('?' * len(f.keys))})")
         params.extend(sorted(f.keys))
     async with store.reader.snapshot() as conn:
-        head_rows = list(await conn.execute_fetchall("SELECT coalesce(max(seq), 0) FROM events"))
+        head_rows = list(await conn.execute_fetchall(sql.HEAD))
         offset = int(head_rows[0][0])
         rows: list[Any] = []
         if f.kind != "stream":
@@ -89,17 +70,23 @@ async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     return offset, rows
 
 
+def check_after_range(after: int, *, earliest: int, head: int, option: str = "after=") -> None:
+    """The one rule for a resume point: it must lie in [earliest - 1, head], or ``OffsetOutOfRangeError`` (400).
+
+    Beyond the head, a reader would silently skip every event written up to it; before the earliest offset kept,
+    events it asked for are gone. ``option`` names the parameter as the caller's user wrote it (``--after `` on the
+    command line).
+    """
+    detail = {"after": after, "earliest": earliest, "head": head}
+    if after > head:
+        raise OffsetOutOfRangeError(f"{option}{after} is beyond the head ({head})", detail=detail)
+    if after < earliest - 1:
+        raise OffsetOutOfRangeError(f"{option}{after} is older than the earliest offset kept ({earliest})",
+                                    detail=detail)
+
+
 async def check_after(store: Store, after: int) -> int:
     """Refuse a resume point outside [earliest - 1, head]; return ``earliest``."""
     earliest = await store.earliest()
-    head = store.head
-    if after > head:
-        raise OffsetOutOfRangeError(
-            f"after={after} is beyond the head ({head})", detail={"after": after, "head": head, "earliest": earliest}
-        )
-    if after < earliest - 1:
-        raise OffsetOutOfRangeError(
-            f"after={after} is older than the earliest offset kept ({earliest})",
-            detail={"after": after, "head": head, "earliest": earliest},
-        )
+    check_after_range(after, earliest=earliest, head=store.head)
     return earliest

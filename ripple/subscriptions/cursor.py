@@ -1,4 +1,9 @@
-"""Where one subscription stands: its filter, its resume point and its bounded live buffer. No I/O, no awaits.
+"""The one log follower: where a reader of the log stands, its resume point and its bounded live buffer. Sans-I/O.
+
+Every reader that follows the log — WebSocket and embedded subscriptions, reactions, async projections, the iii
+trigger pump and stream server — is a thin driver of a :class:`Cursor`: it asks :meth:`Cursor.next_read` whether to
+read a page of the log or take live events, and hands over what it read with :meth:`Cursor.advance` or
+:meth:`Cursor.take`. The hub (``ripple.subscriptions.hub``) pushes each commit into the cursors that may want it.
 
 The guarantee of DESIGN §7 — every matching event after ``after`` exactly once, in offset order, across the switch from
 catch-up (log) to live (hub) — rests on one ordering, all on the event loop:
@@ -22,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ripple.core.events import Event, KindFilter
+from ripple.core.events import Event
+from ripple.core.filter import Filter
 
 if TYPE_CHECKING:
     from ripple.subscriptions.hub import Commit
@@ -32,26 +38,15 @@ DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 1000
 
 
-class Filter(msgspec.Struct, frozen=True):
-    """Which events a subscription wants (DESIGN §7): kind, then any of the scopes, then any of the keys."""
-
-    kind: KindFilter = "state"
-    scopes: frozenset[str] = frozenset()
-    keys: frozenset[str] = frozenset()
-
-    def matches(self, event: Event) -> bool:
-        return (
-            (self.kind == "all" or event.kind == self.kind)
-            and (not self.scopes or event.scope in self.scopes)
-            and (not self.keys or event.key in self.keys)
-        )
-
-
 class Limits(msgspec.Struct, frozen=True):
-    """Per-subscription bounds: the live buffer (events and bytes of encoded JSON) and the catch-up page size."""
+    """Per-follower bounds: the live buffer (events, and bytes of encoded JSON) and the catch-up page size.
+
+    ``max_buffer_bytes=None`` counts no bytes (and encodes nothing): for followers that never send JSON, whose
+    buffered events are bounded by count.
+    """
 
     max_buffer_events: int = DEFAULT_MAX_BUFFER_EVENTS
-    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
+    max_buffer_bytes: int | None = DEFAULT_MAX_BUFFER_BYTES
     page_size: int = DEFAULT_PAGE_SIZE
 
 
@@ -77,7 +72,8 @@ class Cursor:
         "inline",
         "limits",
         "live",
-        "overflows",
+        "on_overflow",
+        "overflow_counter",
         "target",
         "through",
         "wake",
@@ -91,6 +87,8 @@ class Cursor:
         *,
         counters: dict[str, int],
         wake: Callable[[], None],
+        overflow_counter: str = "subscriber_overflows",
+        on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self.filter = filter
         self.limits = limits
@@ -101,10 +99,11 @@ class Cursor:
         self.buffer: collections.deque[Buffered] = collections.deque()
         self.buffer_bytes = 0
         self.buffer_through = after
-        self.overflows = 0
         self.counters = counters
         self.wake = wake
         self.inline: Callable[[Commit], bool] | None = None
+        self.overflow_counter = overflow_counter  # the store counter this follower's overflows add to
+        self.on_overflow = on_overflow
 
     # -- the owner
 
@@ -127,6 +126,12 @@ class Cursor:
     def caught_up(self) -> bool:
         return self.through >= self.target
 
+    @property
+    def idle(self) -> bool:
+        """Every matching event committed so far was handed over: the round reached its target without an overflow
+        and nothing waits in the buffer."""
+        return self.caught_up and self.accepting and not self.buffer
+
     def go_live(self) -> bool:
         """After a round reached its target: go live, or ``False`` if the buffer overflowed (start another round)."""
         if not self.accepting or not self.caught_up:
@@ -134,14 +139,30 @@ class Cursor:
         self.live = True
         return True
 
-    def take(self) -> list[Buffered]:
-        """Drain the live buffer (dropping events already covered by catch-up); ``through`` moves past them."""
-        through = self.through
-        items = [item for item in self.buffer if item[0].offset > through]
-        self.buffer.clear()
-        self.buffer_bytes = 0
-        if self.buffer_through > self.through:
-            self.through = self.buffer_through
+    def next_read(self, head: int) -> bool:
+        """The driver's step: ``True`` = read the log after ``through`` up to ``target`` and :meth:`advance`;
+        ``False`` = live: :meth:`take` the buffer (or wait to be woken). ``head`` is the store's head now."""
+        while not self.live:
+            if not self.caught_up:
+                return True
+            if not self.go_live():
+                self.start_round(head)  # the buffer overflowed: read what it dropped from the log
+        return False
+
+    def take(self, limit: int | None = None) -> list[Buffered]:
+        """Up to ``limit`` buffered live events (dropping any already covered by catch-up), oldest first; ``through``
+        moves past them (past everything buffered, matching or not, once the buffer is empty)."""
+        buffer, through = self.buffer, self.through
+        while buffer and buffer[0][0].offset <= through:
+            self.buffer_bytes -= len(buffer.popleft()[1])
+        n = len(buffer) if limit is None else min(limit, len(buffer))
+        items = [buffer.popleft() for _ in range(n)]
+        if buffer:
+            self.buffer_bytes -= sum(len(item[1]) for item in items)
+            self.through = items[-1][0].offset
+        else:
+            self.buffer_bytes = 0
+            self.through = max(self.through, self.buffer_through, items[-1][0].offset if items else 0)
         return items
 
     def current_through(self, head: int) -> int:
@@ -172,14 +193,18 @@ class Cursor:
     def _append(self, commit: Commit, matching: Sequence[int]) -> None:
         buffer = self.buffer
         events = commit.events
-        size = self.buffer_bytes
-        for i in matching:
-            body = commit.body(i)
-            buffer.append((events[i], body))
-            size += len(body)
-        self.buffer_bytes = size
+        max_bytes = self.limits.max_buffer_bytes
+        if max_bytes is None:
+            buffer.extend((events[i], b"") for i in matching)
+        else:
+            size = self.buffer_bytes
+            for i in matching:
+                body = commit.body(i)
+                buffer.append((events[i], body))
+                size += len(body)
+            self.buffer_bytes = size
         self.buffer_through = commit.last
-        if len(buffer) > self.limits.max_buffer_events or size > self.limits.max_buffer_bytes:
+        if len(buffer) > self.limits.max_buffer_events or (max_bytes is not None and self.buffer_bytes > max_bytes):
             was_live = self.live
             self._overflow()
             if was_live:
@@ -193,5 +218,6 @@ class Cursor:
         self.buffer_bytes = 0
         self.live = False
         self.accepting = False
-        self.overflows += 1
-        self.counters["subscriber_overflows"] = self.counters.get("subscriber_overflows", 0) + 1
+        self.counters[self.overflow_counter] = self.counters.get(self.overflow_counter, 0) + 1
+        if self.on_overflow is not None:
+            self.on_overflow()

@@ -1,24 +1,26 @@
 """``store.subscribe(...)``: the embedded subscription, an async iterator of :class:`~ripple.core.events.Event`.
 
-It needs no task of its own: the consumer's ``async for`` reads catch-up pages itself and, once live, takes what the
-hub buffered (one wake-up per commit at most). A consumer slower than the writer overflows its buffer and silently
-falls back to the log — it sees latency, never loss or duplicates.
+A thin driver of a :class:`~ripple.subscriptions.follower.Follower` with no task of its own: the consumer's
+``async for`` reads catch-up pages itself and, once live, takes what the hub buffered (one wake-up per commit at
+most). A consumer slower than the writer overflows its buffer and silently falls back to the log — it sees latency,
+never loss or duplicates.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ripple.core.events import Event, KindFilter
+from ripple.core.filter import Filter
 from ripple.core.validate import validate_key, validate_scope
 from ripple.errors import StoreClosedError, ValidationError
-from ripple.store.sqlite import decode_json, row_to_event
-from ripple.subscriptions.catchup import check_after, read_page, read_snapshot
-from ripple.subscriptions.cursor import Cursor, Filter, Limits
+from ripple.store.sqlite import decode_json
+from ripple.subscriptions.catchup import check_after, read_snapshot
+from ripple.subscriptions.cursor import Limits
+from ripple.subscriptions.follower import Follower
 from ripple.wire import SnapshotItem
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ def make_filter(kind: object, scopes: Sequence[str] | None, keys: Sequence[str] 
         validate_scope(s)
     for k in keys or ():
         validate_key(k)
-    return Filter(kind, frozenset(scopes or ()), frozenset(keys or ()))
+    return Filter.of(kind, scopes, keys)
 
 
 def check_batch(batch: object) -> int | None:
@@ -80,42 +82,39 @@ class Subscription:
         self.snapshot: list[SnapshotItem] | None = None
         self.snapshot_offset: int | None = None
         self.after: int | None = None  # the exclusive start, once started
-        self._cursor: Cursor | None = None
+        self._follower: Follower | None = None
         self._ready: collections.deque[Event] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
     # -- lifecycle
 
     async def start(self) -> Subscription:
         """Attach to the hub, then (``snapshot=True``) read the snapshot. Idempotent."""
-        if self._cursor is not None:
+        if self._follower is not None:
             return self
         store = self._store
-        store._check_open()
+        store.check_open()
         if self._after is not None:
             await check_after(store, self._after)
         after = store.head if self._after is None else self._after
-        cursor = Cursor(self.filter, after, self.limits, counters=store.counters, wake=self._wake)
-        store.hub.attach(cursor)  # attach first: nothing committed from here on can be missed
-        self._cursor = cursor
+        # attach first: nothing committed from here on can be missed
+        follower = self._follower = Follower(store, self.filter, after, limits=self.limits).attach()
         try:
             if self._want_snapshot:
                 offset, rows = await read_snapshot(store, self.filter)
                 self.snapshot = [SnapshotItem(r[0], r[1], decode_json(r[2]), r[3], r[4]) for r in rows]
                 self.snapshot_offset = offset
-                cursor.advance(offset)
+                follower.cursor.advance(offset)
         except BaseException:
             await self.aclose()
             raise
-        self.after = cursor.through
+        self.after = follower.through
         return self
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._cursor is not None:
-            self._store.hub.detach(self._cursor)
-        self._wake()
+        if self._follower is not None:
+            self._follower.detach()
 
     async def __aenter__(self) -> Subscription:
         return await self.start()
@@ -128,9 +127,11 @@ class Subscription:
     @property
     def through(self) -> int:
         """Every matching event up to this offset has been yielded (or is queued to be)."""
-        if self._cursor is None:
+        if self._follower is None:
             return self._after or 0
-        return self._cursor.current_through(self._store.head) if not self._ready else self._ready[0].offset - 1
+        if self._ready:
+            return self._ready[0].offset - 1
+        return self._follower.cursor.current_through(self._store.head)
 
     # -- iteration
 
@@ -157,34 +158,13 @@ class Subscription:
     async def _fill(self) -> None:
         if self._closed:
             raise StopAsyncIteration
-        if self._cursor is None:
+        if self._follower is None:
             await self.start()
-        cursor = self._cursor
-        assert cursor is not None
-        store = self._store
-        if store.closed or store.hub.closed:
-            await self.aclose()
-            raise StoreClosedError("the store closed while subscribed")
-        if not cursor.live:
-            if cursor.caught_up:
-                if cursor.go_live():
-                    return
-                cursor.start_round(store.head)  # the buffer overflowed: read what it dropped from the log
-            page = await read_page(store, self.filter, cursor.through, cursor.target, self.limits.page_size)
-            self._ready.extend(row_to_event(r) for r in page.rows)
-            cursor.advance(page.covered)
-            return
-        items = cursor.take()
-        if items:
-            self._ready.extend(item[0] for item in items)
-            return
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        assert self._follower is not None
         try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            self._ready.extend(await self._follower.next(self.limits.page_size))
+        except StoreClosedError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            await self.aclose()
+            raise StoreClosedError("the store closed while subscribed") from None

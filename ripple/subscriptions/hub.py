@@ -16,12 +16,12 @@ from typing import Any, Protocol
 import msgspec
 
 from ripple.core.events import Event
+from ripple.core.filter import Filter
 from ripple.subscriptions.cursor import (
     DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_EVENTS,
     DEFAULT_PAGE_SIZE,
     Cursor,
-    Filter,
     Limits,
 )
 from ripple.wire import event_body, event_frame, events_frame, ws_text_frame
@@ -71,11 +71,13 @@ def pack(bodies: Sequence[bytes], batch: int | None) -> list[bytes]:
 class Commit:
     """One published group of events, with everything derived from it computed at most once."""
 
-    __slots__ = ("_bodies", "_frames", "_matching", "events", "last")
+    __slots__ = ("_bodies", "_frames", "_matching", "derived", "events", "last")
 
     def __init__(self, events: list[Event]) -> None:
         self.events = events
         self.last = events[-1].offset
+        # encodings other protocols derive from these events (the iii stream envelopes), memoised per commit
+        self.derived: dict[str, dict[int, bytes]] = {}
         self._bodies: list[bytes | None] = [None] * len(events)
         self._matching: dict[Filter, list[int]] = {}
         self._frames: dict[tuple[Filter, int | None], list[bytes]] = {}
@@ -104,7 +106,7 @@ class Commit:
 
 
 class Hub:
-    """Fans committed events out to subscription cursors. Attach it with ``writer.listeners.append(hub.publish)``."""
+    """Fans committed events out to the cursors of every log follower; ``publish`` is a commit-bus listener."""
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class Hub:
         self._head = head
         self.counters = counters
         counters.setdefault("subscriber_overflows", 0)
+        counters.setdefault("ws_fast_path_commits", 0)  # commits written straight to a WebSocket (DESIGN §13)
         self.settings = settings or HubSettings()
         self._by_scope: dict[str, set[Cursor]] = {}
         self._any_scope: set[Cursor] = set()
@@ -122,7 +125,6 @@ class Hub:
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
         self.closed = False
-        self.published = 0
 
     @property
     def head(self) -> int:
@@ -153,7 +155,6 @@ class Hub:
         """The writer's commit listener: runs on the loop after COMMIT, before the writers are acknowledged."""
         if not events:
             return
-        self.published += len(events)
         by_scope = self._by_scope
         if not by_scope and not self._any_scope:
             return

@@ -12,9 +12,9 @@ import urllib.parse
 import msgspec
 
 from ripple.core.events import KindFilter
+from ripple.core.filter import Filter
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import BadRequestError, RippleError
-from ripple.subscriptions.cursor import Filter
 from ripple.subscriptions.embedded import MAX_BATCH
 
 SUBSCRIBE_PARAMS = ("scope", "key", "kind", "after", "snapshot", "batch", "token")

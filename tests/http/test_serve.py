@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import subprocess
@@ -19,10 +20,12 @@ _STARTED = re.compile(r"^ripple serving (?P<db>.+) on (?P<url>http://[\d.]+:\d+)
 
 
 @asynccontextmanager
-async def serving(cwd: Path, *args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+async def serving(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
     """Start ``ripple serve ARGS`` in ``cwd``; yield (process, base URL, database path from the startup line)."""
     proc = await asyncio.create_subprocess_exec(
-        *RIPPLE, "serve", *args, cwd=cwd, env=ripple_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *RIPPLE, "serve", *args, cwd=cwd, env=env or ripple_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
@@ -135,3 +138,24 @@ async def test_sigterm_under_write_load_loses_no_acknowledged_write(tmp_path: Pa
         for key, offset in acked.items():
             entry = await store.entry("load", key)
             assert entry is not None and entry.offset == offset, key
+
+
+async def test_serve_takes_the_websocket_fast_path(tmp_path: Path) -> None:
+    """The fan-out fast path (DESIGN §13) needs uvicorn's sans-I/O protocol internals: fail loudly if a uvicorn
+    upgrade or a config change silently sends every live event through ASGI instead."""
+    import websockets
+
+    async with serving(tmp_path, "--port", "0") as (proc, url, _db):
+        async with websockets.connect(url.replace("http", "ws") + "/v1/subscribe?scope=s") as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 10 * SECOND))
+            assert hello["type"] == "hello"
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10 * SECOND))["type"] == "live"
+            async with httpx.AsyncClient(base_url=url) as c:
+                for i in range(3):
+                    assert (await c.put(f"/v1/state/s/k{i}", json=i)).status_code == 201
+                offsets = [json.loads(await asyncio.wait_for(ws.recv(), 10 * SECOND))["offset"] for _ in range(3)]
+                assert offsets == [1, 2, 3]
+                counters = (await c.get("/v1/health")).json()["counters"]
+        assert counters["ws_fast_path_commits"] == 3
+        code, _out, err = await stop(proc)
+    assert code == 0, err

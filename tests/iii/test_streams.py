@@ -6,12 +6,11 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
 import websockets
 
-import ripple.iii.engine as engine_module
 from ripple import Store
 from ripple.iii.server import IIIServer
+from ripple.subscriptions.cursor import Limits
 from tests.conftest import SECOND, count
 from tests.iii.conftest import RawWorker
 
@@ -79,6 +78,7 @@ async def test_catch_up_switches_to_live_without_gap_or_duplicate(store: Store, 
 
 async def test_a_slow_client_falls_back_to_the_log_and_loses_nothing(store: Store, iii: IIIServer) -> None:
     iii.streams.max_buffer = 16 * 1024
+    iii.streams.limits = Limits(max_buffer_events=8, max_buffer_bytes=None)
     n = count(400, 4000)
     payload = "x" * 65536  # 25 MB in all: more than loopback socket buffers hold
     # max_queue=1: the client stops reading its socket, so the server's buffer for it fills up.
@@ -94,13 +94,11 @@ async def test_a_slow_client_falls_back_to_the_log_and_loses_nothing(store: Stor
             await other.close()
         got = [(await frame(ws))["event"]["event"]["data"]["i"] for _ in range(n)]
     assert got == list(range(n))
-    assert iii.streams.fallbacks >= 1
+    assert store.counters["iii_stream_overflows"] >= 1
 
 
-async def test_a_trigger_whose_queue_overflows_reads_the_log(
-    store: Store, iii: IIIServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine_module, "TRIGGER_QUEUE_LIMIT", 5)
+async def test_a_trigger_whose_queue_overflows_reads_the_log(store: Store, iii: IIIServer) -> None:
+    iii.engine.trigger_limits = Limits(max_buffer_events=5, max_buffer_bytes=None)
     worker = await RawWorker.connect(iii.worker_port)
     try:
         await worker.register("slow")
@@ -116,7 +114,7 @@ async def test_a_trigger_whose_queue_overflows_reads_the_log(
             seen.append(invoke["data"]["new_value"])
             await worker.answer(invoke, None)
         assert seen == list(range(n))  # all of them, in order, once
-        assert iii.engine.counters["trigger_overflows"] >= 1
+        assert store.counters["iii_trigger_overflows"] >= 1
         await store.set("a", "after", -1)  # and it is live again
         invoke = await worker.expect(lambda f: f["type"] == "invokefunction")
         assert invoke["data"]["key"] == "after"

@@ -27,6 +27,7 @@ async def test_payload_is_the_iii_trigger_plus_offset(store: Store) -> None:
     a = await store.set("todos", "t1", {"title": "milk"})
     b = await store.update("todos", "t1", [{"type": "set", "path": "completed", "value": True}])
     c = await store.delete("todos", "t1")
+    assert c is not None
     await store.set("other", "x", 1)  # another scope: not delivered
     await store.send("todos", "g", "ping", {})  # a stream message: not a state change
     await idle(store)
@@ -123,9 +124,9 @@ async def test_registration_errors(store: Store) -> None:
         with pytest.raises(RegistrationError):
             store.on_change(scope, handler, **kwargs)
     with pytest.raises(RegistrationError, match="callable"):
-        store.on_change("s", 42)
+        store.on_change("s", 42)  # type: ignore[call-overload]
     with pytest.raises(RegistrationError, match="callable"):
-        store.on_change("s")("not a function")
+        store.on_change("s")("not a function")  # type: ignore[type-var]
     assert [r.label for r in store.reactions] == ["taken"]
     assert store.head == 0
 
@@ -266,3 +267,21 @@ async def test_reactions_never_run_when_disabled(db_path: Path) -> None:
         await store.set("s", "k", 1)
         assert all(r.task is None for r in store.reactions)
     assert seen == []
+
+
+async def test_durable_start_head_sees_every_event_committed_after_registration(db_path: Path) -> None:
+    # Regression: the cursor used to be read when the reaction's task first ran, so writes made right after
+    # on_change(...) returned could land before it and be skipped.
+    async with Store.open(db_path) as store:
+        await store.set("s", "before", 0)
+        seen: list[int] = []
+        store.on_change("s", lambda e, w: seen.append(e.offset), name="head", start="head")
+        written = [(await store.set("s", f"k{i}", i)).offset for i in range(5)]
+        await idle(store)
+        assert seen == written
+    async with Store.open(db_path) as store:  # the cursor is durable: a restart repeats nothing
+        again: list[int] = []
+        store.on_change("s", lambda e, w: again.append(e.offset), name="head", start="head")
+        last = (await store.set("s", "after", 1)).offset
+        await idle(store)
+        assert again == [last]

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from ripple import Delete, RippleError, Set, Store, Update
 from ripple.core.fold import FoldedKey, fold_state
 from ripple.core.ops import AppendOp, IncrementOp, MergeOp, RemoveOp, SetOp
-from ripple.store.sqlite import EVENT_COLUMNS, row_to_event
+from ripple.store.sql import EVENT_COLUMNS
+from ripple.store.sqlite import row_to_event
 from tests.conftest import SOAK
 
 scopes = st.sampled_from(["a", "b"])
