@@ -260,7 +260,9 @@ export class Subscription {
     const socket = this._socket;
     this._socket = null;
     if (socket) {
-      socket.onmessage = socket.onclose = socket.onerror = null;
+      socket.onmessage = socket.onclose = null;
+      // Not null: closing a socket still connecting makes the `ws` package emit an error, which must have a listener.
+      socket.onerror = () => {};
       try {
         socket.close(1000);
       } catch {

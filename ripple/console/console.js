@@ -113,7 +113,7 @@ function jump() {
   }
   $("f-jump").removeAttribute("aria-invalid");
   log.setPaused(true);
-  log.jumpTo(offset);
+  log.jumpTo(Math.min(offset, Math.max(head, 1))); // beyond the head: the newest events
   log.viewport.focus({ preventScroll: true });
 }
 $("jump-button").addEventListener("click", jump);

@@ -95,6 +95,12 @@ describe("REST helper", { skip: SKIP }, () => {
       return true;
     });
     await assert.rejects(api.update(unique("s"), "k", [{ type: "nope" }]), { status: 422 });
+    await assert.rejects(api.events({ after: 2 ** 40 }), (err) => {
+      assert.equal(err.status, 400);
+      assert.equal(err.code, "offset_out_of_range");
+      assert.equal(typeof err.detail.head, "number");
+      return true;
+    });
     await assert.rejects(api.list(unique("s"), { limit: 5000 }), (err) => {
       assert.equal(err.status, 422);
       assert.deepEqual(err.detail, { limit: 5000 });
