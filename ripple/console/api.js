@@ -48,7 +48,9 @@ export function describeError(err, what = "this") {
 
 /**
  * The scopes this tab may read, or null for "all of them". Seam for access control: once the server can say what a
- * token may read, ask it here, and the scope list, the log filter and the state browser keep to it.
+ * token may read, ask it here; the state browser lists only these scopes and the log, when its filter names no scope,
+ * subscribes to these. (A token that may read nothing needs a word of its own there: an empty list means "no scope
+ * filter" to the server.)
  */
 export async function readableScopes() {
   return null;

@@ -6,7 +6,7 @@
 // land in `ring` first (every event the subscription delivered after `ringFrom`); they are appended while the window
 // reaches the newest events (`atTail`) and the view is not paused, so a pause, a slow tab or a reconnect never
 // leaves a hole: what is not in the ring is read from the log.
-import { api, describeError } from "./api.js";
+import { api, describeError, readableScopes } from "./api.js";
 import { clock, el, fullTime, lowerBound, showJson, splitList, summarize } from "./util.js";
 
 const PAGE = 200; // events per REST page
@@ -42,6 +42,7 @@ export class LogView {
     this.starting = Promise.resolve(); // the filter change in progress
     this.savedScrollTop = 0;
     this.errorText = null;
+    this.readable = null; // the scopes this tab may read (null: all), from readableScopes()
     this.statusQueued = false;
     this.loading = { before: false, after: false };
     this.rowHeight = 28;
@@ -180,7 +181,7 @@ export class LogView {
     const generation = this.generation;
     this.loading.before = true;
     try {
-      const { events, complete } = await readBefore(this.rows[0].offset, PAGE, this.filter);
+      const { events, complete } = await readBefore(this.rows[0].offset, PAGE, this.effective());
       if (generation !== this.generation) return;
       this.clearProblem();
       this.rows = events.concat(this.rows);
@@ -260,8 +261,9 @@ export class LogView {
     this.clearProblem();
     if (this.sub) this.sub.close();
     this.sub = null;
-    const { head } = await api.health();
+    const [{ head }, readable] = await Promise.all([api.health(), readableScopes()]);
     if (token !== this.starts) return; // a newer filter was applied meanwhile
+    this.readable = readable; // access control: null means every scope
     this.onHead(head);
     this.ring = [];
     this.ringFrom = head;
@@ -348,7 +350,7 @@ export class LogView {
     this.resetWindow();
     try {
       const through = this.sub && this.sub.position !== null ? this.sub.position : (await api.health()).head;
-      const { events, complete } = await readBefore(through + 1, PAGE, this.filter);
+      const { events, complete } = await readBefore(through + 1, PAGE, this.effective());
       if (generation !== this.generation) return;
       this.clearProblem();
       this.rows = events;
@@ -375,7 +377,7 @@ export class LogView {
     try {
       const known = this.sub ? this.sub.position ?? 0 : 0;
       const [before, page] = await Promise.all([
-        readBefore(offset, 50, this.filter),
+        readBefore(offset, 50, this.effective()),
         api.events({ after: Math.max(0, offset - 1), limit: PAGE, ...this.query() }),
       ]);
       if (generation !== this.generation) return;
@@ -414,14 +416,21 @@ export class LogView {
     await this.start();
   }
 
+  /** The filter as sent: without scopes of its own, the scopes this tab may read (all of them: none given). */
+  effective() {
+    const scopes = this.filter.scopes.length ? this.filter.scopes : this.readable || [];
+    return { scopes, keys: this.filter.keys, kind: this.filter.kind };
+  }
+
   filterForSubscribe() {
-    return { scopes: this.filter.scopes, keys: this.filter.keys, kind: this.filter.kind };
+    return this.effective();
   }
 
   query() {
-    const q = { kind: this.filter.kind };
-    if (this.filter.scopes.length) q.scopes = this.filter.scopes;
-    if (this.filter.keys.length) q.keys = this.filter.keys;
+    const { scopes, keys, kind } = this.effective();
+    const q = { kind };
+    if (scopes.length) q.scopes = scopes;
+    if (keys.length) q.keys = keys;
     return q;
   }
 
