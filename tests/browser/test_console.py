@@ -171,6 +171,29 @@ async def loaded(page: Any) -> list[int]:
     return offsets
 
 
+async def test_pages_above_are_found_for_dense_and_sparse_filters(page: Any, http: httpx.AsyncClient) -> None:
+    """The log has no "before" query: the console searches windows below an offset (readBefore), widening them for
+    a sparse filter and narrowing them for a dense one, and must return exactly the matching events just before."""
+    dense, sparse = unique("dense"), unique("sparse")
+    offsets: dict[str, list[int]] = {dense: [], sparse: []}
+    for round_ in range(3):
+        commands = [{"op": "set", "scope": dense, "key": f"d{round_}-{i}", "value": i} for i in range(990)]
+        commands.insert(500, {"op": "set", "scope": sparse, "key": f"s{round_}", "value": round_})
+        results = (await http.post("/v1/batch", json={"commands": commands})).json()["results"]
+        for command, result in zip(commands, results, strict=True):
+            offsets[command["scope"]].append(result["offset"])
+    head = (await http.get("/v1/health")).json()["head"]
+    found = await page.evaluate("""async ([dense, sparse, before, first]) => {
+      const { readBefore } = await import('/console/log.js');
+      const pick = (scope, n, at) => readBefore(at, n, { scopes: [scope], keys: [], kind: 'all' })
+        .then(r => [r.events.map(e => e.offset), r.complete]);
+      return [await pick(dense, 200, before), await pick(sparse, 200, before), await pick(dense, 5, first)];
+    }""", [dense, sparse, head + 1, offsets[dense][0]])
+    assert found[0] == [offsets[dense][-200:], False]
+    assert found[1] == [offsets[sparse], True]
+    assert found[2] == [[], True]
+
+
 async def test_streaming_does_not_move_what_the_reader_looks_at(page: Any, http: httpx.AsyncClient) -> None:
     await follow(page)
     scope = unique("steady")
@@ -180,12 +203,21 @@ async def test_streaming_does_not_move_what_the_reader_looks_at(page: Any, http:
     await row_for(page, last)
     await page.evaluate("document.getElementById('log-viewport').scrollTop = 600")
     await page.wait_for_function("() => !rippleConsole.log.stick")
+    await settled(page)
     before = await page.evaluate(VISIBLE)
+    assert before[0] is not None
     for burst in range(3):
         await http.post("/v1/batch", json={"commands": [
             {"op": "set", "scope": scope, "key": f"b{burst}-{i}", "value": i} for i in range(100)]})
     await page.wait_for_function("() => rippleConsole.log.rows.at(-1).key === 'b2-99'")
+    await settled(page)
     assert await page.evaluate(VISIBLE) == before
+
+
+async def settled(page: Any) -> None:
+    """No page being fetched, and two frames rendered since."""
+    await page.wait_for_function("() => !rippleConsole.log.loading.before && !rippleConsole.log.loading.after")
+    await page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
 
 
 VISIBLE = """(() => {
