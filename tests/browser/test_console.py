@@ -150,6 +150,7 @@ async def test_filter_by_scope_and_jump_to_an_offset(page: Any, http: httpx.Asyn
     await page.fill("#f-scope", scope)
     await page.click("#log-filter button[type=submit]")
     await page.wait_for_function("() => rippleConsole.log.rows.length === 5 && rippleConsole.log.atTail")
+    await settled(page)
     scopes = await page.eval_on_selector_all(
         "#log-viewport .row:not([hidden]) .c-scope", "cells => cells.map(c => c.textContent)")
     assert set(scopes) == {scope}
