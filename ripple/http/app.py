@@ -30,7 +30,7 @@ from litestar.static_files import create_static_files_router
 
 from ripple import __version__
 from ripple.errors import OverloadedError, RippleError, StoreClosedError
-from ripple.http import rest, ws
+from ripple.http import console, rest, ws
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -187,7 +187,13 @@ def create_app(
                 yield
 
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), _docs_assets(), *route_handlers],
+        route_handlers=[
+            *rest.rest_handlers(),
+            *ws.websocket_handlers(),
+            _docs_assets(),
+            *console.console_handlers(),
+            *route_handlers,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,
