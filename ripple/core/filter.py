@@ -18,7 +18,7 @@ class Filter(msgspec.Struct, frozen=True):
     """Kind, then any of the scopes (none: every scope), then any of the keys (none: every key).
 
     ``item_scopes`` adds every state event of those scopes, whatever the rest says: a stream group's stored items
-    (``ripple.iii.names``), which ``/v1/streams/{stream}/{group}`` delivers along with the group's sends.
+    (``ripple.core.names``), which ``/v1/streams/{stream}/{group}`` delivers along with the group's sends.
     """
 
     kind: KindFilter = "state"

@@ -21,6 +21,7 @@ import msgspec
 
 from ripple.core.events import Event, Meta
 from ripple.core.filter import Filter
+from ripple.core.names import is_item_scope, item_scope
 from ripple.errors import (
     CascadeLimitError,
     InvalidOpError,
@@ -34,7 +35,6 @@ from ripple.iii.cronjobs import CronJob
 from ripple.iii.httpfn import HttpFunctions, parse_invocation
 from ripple.iii.introspect import CALLER, Introspection
 from ripple.iii.items import StreamItems
-from ripple.iii.names import is_item_scope, item_scope
 from ripple.iii.protocol import (
     BadFrame,
     EnqueueAction,
@@ -662,7 +662,7 @@ class TriggerPump:
         else:
             assert isinstance(config, StreamTriggerConfig)
             self.matches = lambda e: stream_matches(config.stream_name, config.group_id, config.item_id, e)
-            # Sends are logged under the stream's name, stored items under each group's scope (ripple.iii.names).
+            # Sends are logged under the stream's name, stored items under each group's scope (ripple.core.names).
             f = stream_trigger_filter(config.stream_name, config.group_id)
         store = engine.store
         self.follower = Follower(store, f, store.head, limits=engine.trigger_limits,

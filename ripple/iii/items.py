@@ -1,6 +1,6 @@
 """Stored stream items: ``stream::set/get/update/delete/list/list_groups/list_all`` (III-PROTOCOL §3.3).
 
-An item lives in ripple's state under the scope of its group (:func:`ripple.iii.names.item_scope`), so each change is
+An item lives in ripple's state under the scope of its group (:func:`ripple.core.names.item_scope`), so each change is
 a logged ``created``/``updated``/``deleted`` event that the stream port, ``/v1/streams/{stream}/{group}`` and
 ``stream`` triggers deliver as iii's ``create``/``update``/``delete`` frames.
 
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ripple.core.names import ITEMS_PREFIX, item_scope, items_prefix, parse_item_scope, unescape
 from ripple.errors import InvalidOpError, RippleError, UpdateRejectedError
-from ripple.iii.names import ITEMS_PREFIX, item_scope, items_prefix, parse_item_scope, unescape
 from ripple.iii.protocol import (
     IIIError,
     StreamGroupInput,

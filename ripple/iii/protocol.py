@@ -25,8 +25,8 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from ripple.core.events import Event
+from ripple.core.names import is_item_scope, parse_item_scope
 from ripple.iii.cron import parse_cron
-from ripple.iii.names import is_item_scope, parse_item_scope
 
 # ---- frames: worker → engine ------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Queues on the log (``TriggerAction.Enqueue``, ``iii::durable::publish`` + ``durable:subscriber``) and live pub/sub
 (``publish`` + ``subscribe``).
 
-A queued message is a stream send in a reserved scope (:mod:`ripple.iii.names`): ``$queue:<queue>`` keyed by the
+A queued message is a stream send in a reserved scope (:mod:`ripple.core.names`): ``$queue:<queue>`` keyed by the
 function to call, or ``$topic:<topic>`` keyed ``messages``. Each consumer — one per (queue, function) and one per
 (topic, subscriber function) — keeps its position in the ``reactions`` table (``iii-queue:<queue>:<function>`` /
 ``iii-durable:<topic>:<function>``), follows the log with ``store.subscribe`` (exactly once, in order, resumable) and
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ripple.core.events import Event, Send
+from ripple.core.names import consumer_name, dead_letter_scope, parse_consumer_name, queue_scope, topic_scope
 from ripple.core.validate import encode_data, validate_key
 from ripple.errors import RippleError, StoreClosedError
-from ripple.iii.names import consumer_name, dead_letter_scope, parse_consumer_name, queue_scope, topic_scope
 from ripple.iii.protocol import (
     DurableSubscriberConfig,
     IIIError,

@@ -2,7 +2,7 @@
 
 ``ws://HOST:3112/`` speaks iii's ``join``/``leave`` frames. ``/stream/{stream}/{group}`` joins at connect, and
 ``?after=N`` first replays the group's logged changes after offset N — ``stream::send`` events and its stored items'
-create/update/delete (``ripple.iii.names``) — then goes live with no gap and no duplicate. The ``sync`` frame after a
+create/update/delete (``ripple.core.names``) — then goes live with no gap and no duplicate. The ``sync`` frame after a
 join holds the group's stored items as of the join's offset. Every envelope carries ripple's extra ``offset`` so a
 client knows where to resume.
 
@@ -28,9 +28,9 @@ from websockets.http11 import Request, Response
 
 from ripple.core.events import Event
 from ripple.core.filter import Filter
+from ripple.core.names import item_scope
 from ripple.errors import StoreClosedError
 from ripple.iii.items import sync_data
-from ripple.iii.names import item_scope
 from ripple.iii.protocol import (
     Join,
     StreamPath,

@@ -13,9 +13,9 @@ import msgspec
 
 from ripple.core.events import KindFilter
 from ripple.core.filter import Filter
+from ripple.core.names import item_scope
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import BadRequestError, RippleError
-from ripple.iii.names import item_scope
 from ripple.subscriptions.embedded import MAX_BATCH
 
 SUBSCRIBE_PARAMS = ("scope", "key", "kind", "after", "snapshot", "batch", "token")
@@ -101,7 +101,7 @@ def parse_stream(stream: str, group: str, query: bytes | str) -> SubscribeParams
     except RippleError as exc:
         raise BadRequestError(exc.message, detail=exc.detail) from None
     try:
-        items = frozenset([item_scope(stream, group)])  # the group's stored items (DESIGN §9, ripple.iii.names)
+        items = frozenset([item_scope(stream, group)])  # the group's stored items (DESIGN §9, ripple.core.names)
     except ValueError:
         items = frozenset()  # names too long to hold items
     return SubscribeParams(Filter("stream", frozenset([stream]), frozenset([group]), items), after, False, batch)

@@ -10,7 +10,7 @@ import pytest
 from iii import TriggerAction  # type: ignore[import-untyped]
 
 from ripple import Store
-from ripple.iii.names import consumer_name
+from ripple.core.names import consumer_name
 from ripple.iii.queues import Policy
 from ripple.iii.server import IIIServer
 from tests.conftest import SECOND

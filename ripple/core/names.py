@@ -1,4 +1,4 @@
-"""Where iii data that has no home in DESIGN §2 lives in ripple's log: stored stream items and queue messages. Pure.
+"""Reserved scope names (the `$` prefixes): where stream items and iii queue messages live in the log. Pure.
 
 * A **stored stream item** (``stream::set`` and friends) is a *state* key: the item id is the key, and the stream
   group is the scope ``$stream:<stream>:<group>``. Every change is an ordinary ``created``/``updated``/``deleted``
