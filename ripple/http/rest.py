@@ -134,12 +134,16 @@ class RebuildStarted(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
+    """``status`` is ``degraded`` when ``reasons`` is not empty: each reason starts with a code
+    (``overloaded``, ``storage``, ``store_closed``, ``writer_stopped``, ``projection_failed``) and a colon."""
+
     status: Literal["ok", "degraded"]
     head: int
     earliest: int
     schema_version: int
     version: str
     counters: dict[str, int]
+    reasons: list[str] = msgspec.field(default_factory=list)
 
 
 class ErrorInfo(msgspec.Struct):
@@ -705,12 +709,21 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
 
 @get("/v1/health", tags=["server"], summary="Health")
 async def get_health(request: Request[Any, Any, Any]) -> Health:
-    """``status`` is ``degraded`` when the writer stopped or the store reports it."""
+    """``degraded`` with ``reasons`` while writes are refused (overloaded queue, storage error, shutting down) or a
+    projection failed; ``counters`` holds the store's counters and, with ``--iii``, the iii engine's (``iii.*``)."""
     store = store_of(request)
-    degraded = store.closed or store.degraded
+    reasons = store.degraded_reasons()
+    if not store.closed:
+        failed = [p for p in (await store.projections.summaries()).projections if p.status == "failed"]
+        reasons += [f"projection_failed: projection {p.name} failed: {p.error}" for p in failed]
     counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
+    engine = getattr(request.app.state, "iii_engine", None)
+    if engine is not None:
+        counters["iii.workers"] = len(engine.workers)
+        counters.update({f"iii.{name}": n for name, n in sorted(engine.counters.items())})
     return Health(
-        "degraded" if degraded else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters
+        "degraded" if reasons else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters,
+        reasons,
     )
 
 

@@ -276,7 +276,8 @@ class Projections:
         p = handle.projection
         tables = handle.tables(row.generation)
         follower = Follower(
-            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE)
+            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE),
+            overflow_counter="projection_overflows",
         ).attach()
         checkpoint = row.checkpoint
         try:

@@ -61,6 +61,7 @@ from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
+from ripple.store.stats import WriterStats
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
@@ -272,6 +273,32 @@ class Store:
     def commit_count(self) -> int:
         """Group commits since the store opened."""
         return self.writer.commits
+
+    @property
+    def max_queue(self) -> int:
+        """Commands the writer queue holds before writes are refused with :class:`OverloadedError` (503)."""
+        return self.writer.max_queue
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Group-commit sizes and durations, refused commands, overload episodes (``/metrics``)."""
+        return self.writer.stats
+
+    def degraded_reasons(self) -> list[str]:
+        """Why writes are refused or delayed right now (``/v1/health`` says ``degraded`` with these); empty when
+        the writer is healthy."""
+        reasons = []
+        if self._closed:
+            reasons.append("store_closed: the store is closed (shutting down)")
+        elif self.writer.closed:
+            reasons.append("writer_stopped: the writer stopped; writes are refused")
+        if self.writer.degraded:
+            reasons.append("storage: the database cannot be opened for writing after an I/O error; writes are refused")
+        since = self.writer.stats.overloaded_since
+        if since is not None:
+            reasons.append(f"overloaded: the write queue is full ({self.writer.max_queue} commands); writes get 503 "
+                           f"with Retry-After until it drains (since {time.monotonic() - since:.1f} s)")
+        return reasons
 
     def check_open(self) -> None:
         """Raise :class:`StoreClosedError` unless the store is open."""
