@@ -33,6 +33,7 @@ from ripple.errors import OverloadedError, RippleError, StoreClosedError
 from ripple.http import rest, ws
 from ripple.http.metrics import Metrics, get_metrics
 from ripple.http.requests import HttpStats, RequestMiddleware
+from ripple.limits import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_BODY_BYTES
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from ripple.iii.engine import Engine
 
 log = logging.getLogger("ripple.http")
-
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 _encode = msgspec.json.Encoder().encode
 
@@ -172,6 +171,7 @@ def create_app(
     store_or_path: Store | str | os.PathLike[str],
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch_body_bytes: int = MAX_BATCH_BODY_BYTES,
     durability: Durability = "full",
     route_handlers: Sequence[Any] = (),
     debug: bool = False,
@@ -211,6 +211,7 @@ def create_app(
         logging_config=None,
     )
     app.state.iii_engine = iii_engine
+    app.state.max_batch_body_bytes = max_batch_body_bytes
     if given is not None:
         app.state.store = given
     # Outermost, so every answer gets a request id and is counted, 404s and refusals included.

@@ -2,8 +2,8 @@
 
 - **Request id.** Taken from the client's ``X-Request-Id`` (1-128 printable ASCII characters) or made here (a random
   per-process prefix and a counter: unique, and cheaper than a UUID), returned in the response's ``X-Request-Id``
-  (and in a WebSocket's accept), and set in :data:`request_id` for the duration of the request, so every log line
-  written meanwhile carries it (:mod:`ripple.logs`).
+  (and in a WebSocket's accept), and set in :data:`ripple.logs.request_id` for the duration of the request, so
+  every log line written meanwhile carries it (:mod:`ripple.logs`).
 - **Access log** (``--access-log``): one line per request on the ``ripple.access`` logger with the request id,
   method, path, query, status, duration and client; one per WebSocket connection when it ends. The query's ``token``
   value is replaced by ``<redacted>``; headers (``Authorization``) are never logged.
@@ -21,17 +21,14 @@ import logging
 import re
 import secrets
 import time
-from contextvars import ContextVar
 from typing import Any
 
 from litestar.types import ASGIApp
 
+from ripple.logs import request_id
 from ripple.store.stats import Histogram
 
 log = logging.getLogger("ripple.access")
-
-#: The id of the request being served (``None`` outside a request).
-request_id: ContextVar[str | None] = ContextVar("ripple_request_id", default=None)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")

@@ -51,6 +51,7 @@ from ripple.errors import (
     ProjectionRebuildingError,
     ValidationError,
 )
+from ripple.limits import MAX_BATCH_BODY_BYTES
 from ripple.migrations import LATEST_VERSION
 from ripple.projections.runner import ProjectionList
 from ripple.store.store import Store
@@ -58,7 +59,6 @@ from ripple.subscriptions.catchup import check_after
 
 T = TypeVar("T")
 
-MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 _encode = msgspec.json.Encoder().encode
@@ -317,9 +317,10 @@ class BodyTooLargeError(BadRequestError):
     status = 413
 
 
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    """The body, refused with 413 as soon as the announced or the received size passes the route's limit."""
-    limit = request.route_handler.resolve_request_max_body_size() or 1 << 62
+async def read_body(request: Request[Any, Any, Any], limit: int | None = None) -> bytes:
+    """The body, refused with 413 as soon as the announced or the received size passes ``limit`` (default: the
+    route's)."""
+    limit = limit or request.route_handler.resolve_request_max_body_size() or 1 << 62
     announced = header(request, "content-length")
     too_large = BodyTooLargeError(f"the request body is over the limit of {limit} bytes", detail={"limit": limit})
     if announced is not None:
@@ -341,9 +342,9 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_json(request: Request[Any, Any, Any], model: type[T]) -> T:
+async def read_json(request: Request[Any, Any, Any], model: type[T], limit: int | None = None) -> T:
     check_json_content_type(request)
-    value: T = decode_body(await read_body(request), model)
+    value: T = decode_body(await read_body(request, limit), model)
     return value
 
 
@@ -627,7 +628,8 @@ async def list_scopes(request: Request[Any, Any, Any]) -> Groups:
 )
 async def post_batch(request: Request[Any, Any, Any]) -> BatchResults:
     """All-or-nothing, consecutive offsets, one result per command; the failing command's index is in detail."""
-    body: BatchBody = await read_json(request, BatchBody)
+    limit = getattr(request.app.state, "max_batch_body_bytes", MAX_BATCH_BODY_BYTES)  # ripple serve --max-batch-*
+    body: BatchBody = await read_json(request, BatchBody, limit)
     store = store_of(request)
     results = await store.batch(body.commands, idempotency_key=idempotency_key(request))
     return BatchResults([outcome(r) for r in results])

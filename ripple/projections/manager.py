@@ -452,7 +452,9 @@ class Projections:
                 ),
             )
             if failure is not None:
-                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error)
+                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error,
+                          extra={"event": "projection_failure", "projection": p.name, "offset": failure.offset,
+                                 "error": failure.error})
 
     async def wait_caught_up(self, *names: str) -> None:
         """Wait until the given projections (default: all) have folded everything up to the current head.

@@ -53,6 +53,7 @@ from ripple.errors import (
     StoreClosedError,
     ValidationError,
 )
+from ripple.limits import DEFAULT_MAX_QUEUE, MAX_BATCH_COMMANDS
 from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
@@ -69,7 +70,6 @@ from ripple.subscriptions.hub import Hub, HubSettings
 
 log = logging.getLogger("ripple.store")
 
-MAX_BATCH_COMMANDS = 1000
 MAX_LIST_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
 
@@ -129,7 +129,8 @@ class Store:
         durability: Durability = "full",
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_batch: int = 1000,
-        max_queue: int = 100_000,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_batch_commands: int = MAX_BATCH_COMMANDS,
         readers: int = 4,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         run_reactions: bool = True,
@@ -140,6 +141,7 @@ class Store:
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
+        self.max_batch_commands = max_batch_commands
         self.cascade_limit = cascade_limit
         #: The commit bus: listeners after COMMIT, hooks inside the transaction, jobs merged into group commits.
         self.commits = CommitBus()
@@ -359,6 +361,7 @@ class Store:
                 depth,
                 self.cascade_limit,
                 origin.cause,
+                extra={"event": "refused_cascade", "cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
             )
             raise CascadeLimitError(
                 f"write refused: cascade depth {depth} exceeds the limit of {self.cascade_limit} "
@@ -432,8 +435,9 @@ class Store:
         """Apply up to 1000 commands all-or-nothing, with consecutive offsets, one result per command."""
         if not isinstance(commands, list | tuple):
             raise ValidationError("batch takes a list of Set, Update and Delete commands")
-        if len(commands) > MAX_BATCH_COMMANDS:
-            raise ValidationError(f"a batch holds at most {MAX_BATCH_COMMANDS} commands, got {len(commands)}")
+        if len(commands) > self.max_batch_commands:
+            raise ValidationError(f"a batch holds at most {self.max_batch_commands} commands, got {len(commands)}",
+                                  detail={"limit": self.max_batch_commands, "commands": len(commands)})
         prepared, raws = [], []
         for index, cmd in enumerate(commands):
             try:
