@@ -12,7 +12,7 @@ import click
 import pytest
 
 from ripple.config import ConfiguredCommand, as_toml, effective
-from tests.conftest import RIPPLE, SECOND, ripple_env
+from tests.conftest import RIPPLE, ROOT, SECOND, ripple_env
 from tests.http.test_serve import serving, stop
 
 
@@ -102,6 +102,15 @@ def test_config_as_toml_round_trips(tmp_path: Path) -> None:
     again = settings(tmp_path, "--config", "made.toml")
     assert again["port"]["value"] == 9300 and again["port"]["source"] == "file"
     assert again["iii"]["value"] is True and again["app"]["value"] is None
+
+
+def test_every_key_is_documented() -> None:
+    from ripple.cli import serve_command
+    from ripple.config import env_name, key_of, options
+
+    documented = (ROOT / "docs" / "operations.md").read_text()
+    missing = [key_of(o) for o in options(serve_command) if f"| `{key_of(o)}` | `{env_name(o)}` |" not in documented]
+    assert missing == [], "add these keys to the table in docs/operations.md"
 
 
 # ---- derived from the options --------------------------------------------------------------------------------

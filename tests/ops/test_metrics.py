@@ -17,9 +17,11 @@ import websockets
 from ripple import Store
 from ripple.iii.server import IIIServer
 from ripple.subscriptions.cursor import Limits
-from tests.conftest import SECOND
+from tests.conftest import ROOT, SECOND
 from tests.http.conftest import JSON, start_server, stop_server
 from tests.ops.helpers import Scrape, scrape
+
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 
 @pytest.fixture
@@ -110,6 +112,11 @@ async def test_metrics_follow_a_scripted_load(served: tuple[Store, httpx.AsyncCl
     assert health["counters"]["iii.workers"] == 1
     assert health["counters"]["iii.bad_frames.invalid_json"] == 1
     assert health["counters"]["reaction_failures"] == 3 and health["status"] == "ok"
+
+    # every metric is documented with its meaning
+    documented = OPERATIONS.read_text()
+    undocumented = [name for name in m.types if not name.startswith("process_") and f"`{name}" not in documented]
+    assert undocumented == []
 
 
 async def test_websocket_subscribers_are_counted_by_endpoint(
