@@ -42,7 +42,7 @@ def test_the_evaluator_interpolates_quantiles_and_rates() -> None:
         scrapes.add(float(t), f'# TYPE h histogram\nh_bucket{{le="1.0"}} {le1}\nh_bucket{{le="+Inf"}} {inf}\n'
                               f"h_count {inf}\nh_sum 0\n")
     rates = dashboard.evaluate('rate(h_bucket{le="+Inf"}[$__rate_interval])', scrapes, 1.0)
-    assert list(rates.values())[0] == [(1.0, 10.0), (2.0, 30.0)]
+    assert rates == {frozenset({("le", "+Inf")}): [(1.0, 10.0), (2.0, 30.0)]}
     p50 = dashboard.evaluate("histogram_quantile(0.5, sum by (le) (rate(h_bucket[$__rate_interval])))", scrapes, 1.0)
-    # at t=2: 10 of 30 observations per second are <= 1.0, so the median lies beyond the last finite bound
+    # at t=2: 10 of 30 observations per second are <= 1.0, the median is past the last finite bound: that bound
     assert p50[frozenset()] == [(1.0, 0.5), (2.0, 1.0)]
