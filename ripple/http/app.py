@@ -30,7 +30,7 @@ from litestar.static_files import create_static_files_router
 
 from ripple import __version__
 from ripple.errors import OverloadedError, RippleError, StoreClosedError
-from ripple.http import rest, ws
+from ripple.http import console, rest, ws
 from ripple.http.metrics import Metrics, get_metrics
 from ripple.http.requests import HttpStats, RequestMiddleware
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_BODY_BYTES
@@ -201,8 +201,14 @@ def create_app(
 
     metrics_route = [get_metrics] if metrics else []
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), _docs_assets(), *metrics_route,
-                        *route_handlers],
+        route_handlers=[
+            *rest.rest_handlers(),
+            *ws.websocket_handlers(),
+            _docs_assets(),
+            *console.console_handlers(),
+            *metrics_route,
+            *route_handlers,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,
