@@ -178,7 +178,9 @@ async def test_pages_above_are_found_for_dense_and_sparse_filters(page: Any, htt
     dense, sparse = unique("dense"), unique("sparse")
     offsets: dict[str, list[int]] = {dense: [], sparse: []}
     for round_ in range(3):
-        commands = [{"op": "set", "scope": dense, "key": f"d{round_}-{i}", "value": i} for i in range(990)]
+        commands: list[dict[str, Any]] = [
+            {"op": "set", "scope": dense, "key": f"d{round_}-{i}", "value": i} for i in range(990)
+        ]
         commands.insert(500, {"op": "set", "scope": sparse, "key": f"s{round_}", "value": round_})
         results = (await http.post("/v1/batch", json={"commands": commands})).json()["results"]
         for command, result in zip(commands, results, strict=True):

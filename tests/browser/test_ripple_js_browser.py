@@ -112,7 +112,9 @@ async def test_a_browser_subscriber_survives_forced_disconnects(browser: Any, se
     try:
         proxy.cut_all()  # the page's idle HTTP connection: from now on only the subscription crosses the proxy
         scope = f"chaos-web-{random.randrange(1 << 30)}"
-        subscriber = asyncio.ensure_future(page.evaluate(CHAOS_IN_THE_BROWSER, {"scope": scope}))
+        subscriber: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
+            page.evaluate(CHAOS_IN_THE_BROWSER, {"scope": scope})
+        )
         out = await chaos_run(server, scope, subscriber, proxy)
     finally:
         await page.context.close()

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from tests.browser.conftest import CLIENT_JS, node_or_skip
 from tests.conftest import SECOND, count
 from tests.fault.child import ServeChild
 from tests.fault.proxy import Proxy
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -97,14 +100,15 @@ async def cut_repeatedly(proxy: Proxy, cuts: int, rng: random.Random) -> None:
     await proxy.wait_for_link(seen, 30 * SECOND)  # the last cut happened (a mid-frame one waits for data): reconnected
 
 
-async def chaos_run(server: ServeChild, scope: str, client: asyncio.Future[str], proxy: Proxy) -> str:
+async def chaos_run(server: ServeChild, scope: str, client: asyncio.Future[T], proxy: Proxy) -> T:
     """Write and cut while ``client`` (a subscriber through ``proxy``) runs; then write the end marker."""
     rng = random.Random(seed := random.randrange(1 << 30))
     stop = asyncio.Event()
     writer = asyncio.create_task(write_until(server.url, scope, stop))
     try:
         cutter = asyncio.create_task(cut_repeatedly(proxy, CUTS, rng))
-        done, _ = await asyncio.wait({cutter, client}, timeout=180 * SECOND, return_when=asyncio.FIRST_COMPLETED)
+        racing: set[asyncio.Future[Any]] = {cutter, client}
+        done, _ = await asyncio.wait(racing, timeout=180 * SECOND, return_when=asyncio.FIRST_COMPLETED)
         assert cutter in done, f"the cuts did not finish (seed {seed}): {proxy.counters}"
         await cutter
     finally:
