@@ -6,6 +6,11 @@
 (d) the `eventsourcing` package (SQLite module), one new aggregate saved per event.
 
 Prints events/s and the ratios (c)/(a) and (c)/(d). Usage: python bench/write_throughput.py [--events N]
+
+``--metrics`` instead measures what the metrics cost a write (issue 17): ripple embedded, 1 and 200 producers,
+durability normal (the CPU is the limit, not the disk's fsync, so a per-write cost shows), with
+the metrics as ``ripple serve`` runs them (the writer's group-commit histograms and the commit listener counting
+writes by op) against the same store with both turned off, interleaved in one run, and prints the ratio.
 """
 
 from __future__ import annotations
@@ -98,10 +103,20 @@ def bench_raw_txn_per_row(folder: Path, n: int) -> float:
     return n / elapsed
 
 
-async def bench_ripple(folder: Path, n: int, producers: int, durability: str) -> float:
-    path = folder / f"c-{producers}-{durability}.db"
+async def bench_ripple(folder: Path, n: int, producers: int, durability: str, metrics: bool | None = None) -> float:
+    """``metrics=None``: as shipped; ``True``: plus the write counter /metrics attaches; ``False``: no metrics at all
+    (the writer's group-commit histograms replaced by a no-op)."""
+    path = folder / f"c-{producers}-{durability}-{metrics}.db"
+    if path.exists():
+        path.unlink()
     async with Store.open(path, durability=durability) as store:
         per = n // producers
+        if metrics:
+            from ripple.store.stats import WriteCounts
+
+            store.commits.subscribe(WriteCounts())
+        elif metrics is False:
+            store.writer_stats.committed = lambda events, seconds: None  # type: ignore[method-assign]
 
         async def produce(p: int) -> None:
             for i in range(per):
@@ -138,11 +153,36 @@ def bench_eventsourcing(folder: Path, n: int) -> float:
     return n / elapsed
 
 
+def bench_metrics_cost(n: int, rounds: int) -> None:
+    """With and without metrics, alternating, ``rounds`` times each; the best of each (least disturbed by the
+    machine's other work) and the ratio."""
+    results: dict[tuple[int, bool], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for producers in (1, 200):
+                count = n
+                for metrics in (False, True):
+                    rate = asyncio.run(bench_ripple(Path(tmp), count, producers, "normal", metrics))
+                    results.setdefault((producers, metrics), []).append(rate)
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}; "
+          f"best of {rounds} alternating runs, durability normal")
+    print("| producers | without metrics | with metrics | with / without |")
+    print("|---:|---:|---:|---:|")
+    for producers in (1, 200):
+        off, on = max(results[(producers, False)]), max(results[(producers, True)])
+        print(f"| {producers} | {off:,.0f} events/s | {on:,.0f} events/s | {on / off:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000, help="events per ripple run (default 20000)")
+    parser.add_argument("--metrics", action="store_true", help="measure what the metrics cost a write")
+    parser.add_argument("--rounds", type=int, default=3, help="with --metrics: alternating rounds (default 3)")
     args = parser.parse_args()
     n = args.events
+    if args.metrics:
+        bench_metrics_cost(n, args.rounds)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         a = bench_raw_one_txn(folder, n)
