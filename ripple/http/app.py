@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import msgspec
@@ -26,8 +26,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from ripple import __version__
-from ripple.errors import OverloadedError, RippleError, StoreClosedError
+from ripple.auth.book import TokenBook
+from ripple.errors import RippleError
 from ripple.http import rest, ws
+from ripple.http.access import AccessControl, Security
+from ripple.http.boundary import guard
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -61,9 +64,7 @@ def error_response(
 
 def _ripple_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, RippleError)
-    headers = None
-    if isinstance(exc, OverloadedError | StoreClosedError) or exc.code == "projection_rebuilding":
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
+    headers = rest.error_headers(exc)
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
@@ -142,21 +143,29 @@ def create_app(
     durability: Durability = "full",
     route_handlers: Sequence[Any] = (),
     debug: bool = False,
+    security: Security | None = None,
+    book: TokenBook | None = None,
 ) -> Litestar:
-    """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example)."""
+    """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example).
+
+    ``security`` sets the browser boundary and access control (DESIGN §15); the default is the boundary for a
+    loopback server and no tokens. ``book``: with ``security.auth``, a token book the caller runs (else the app
+    opens its own).
+    """
     given = store_or_path if isinstance(store_or_path, Store) else None
     path = None if given is not None else os.fspath(cast(Any, store_or_path))
+    control = AccessControl(security or Security(), book)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if given is not None:
-            with attached(app, given):
+            async with controlled(control, given), attached(app, given):
                 yield
             return
         assert path is not None
-        async with Store.open(path, durability=durability) as store:
-            with attached(app, store):
-                yield
+        async with Store.open(path, durability=durability) as store, controlled(control, store), \
+                attached(app, store):
+            yield
 
     app = Litestar(
         route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), *route_handlers],
@@ -166,14 +175,28 @@ def create_app(
         openapi_config=_openapi(),
         debug=debug,
         logging_config=None,
+        middleware=[control.middleware],
     )
+    # The browser boundary wraps the whole handler (routed or not): Host, Origin and CORS (ripple.http.boundary).
+    app.asgi_handler = guard(app.asgi_handler, control.security.boundary)
+    app.state.access = control
     if given is not None:
         app.state.store = given
     return app
 
 
-@contextmanager
-def attached(app: Litestar, store: Store) -> Iterator[None]:
+@asynccontextmanager
+async def controlled(control: AccessControl, store: Store) -> AsyncIterator[None]:
+    """Access control's token book open while the app runs (``--auth``)."""
+    await control.start(store)
+    try:
+        yield
+    finally:
+        await control.close()
+
+
+@asynccontextmanager
+async def attached(app: Litestar, store: Store) -> AsyncIterator[None]:
     """Make ``store`` the app's store and wire the long-poll wake-up to its commits while the app runs."""
     signal = rest.CommitSignal()
     unsubscribe = store.commits.subscribe(signal)

@@ -28,6 +28,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
 from ripple import __version__
+from ripple.auth.context import current_identity
 from ripple.core.events import (
     Delete,
     DeleteResult,
@@ -43,7 +44,7 @@ from ripple.core.events import (
     UpdateResult,
 )
 from ripple.core.ops import UpdateOp
-from ripple.core.validate import MAX_KEY_CHARS, validate_scope
+from ripple.core.validate import MAX_DEPTH, MAX_KEY_CHARS, validate_scope
 from ripple.errors import (
     BadRequestError,
     InvalidOpError,
@@ -51,8 +52,10 @@ from ripple.errors import (
     NotFoundError,
     PreconditionFailedError,
     RippleError,
+    StoreClosedError,
     ValidationError,
 )
+from ripple.http.markers import PUBLIC
 from ripple.migrations import LATEST_VERSION
 from ripple.store.store import Store
 
@@ -256,11 +259,16 @@ def store_of(request: Request[Any, Any, Any]) -> Store:
     return store
 
 
+def is_json_media_type(declared: str) -> bool:
+    """Is a ``Content-Type`` value ``application/json`` or ``application/*+json`` (parameters ignored)?"""
+    media = declared.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def check_json_content_type(request: Request[Any, Any, Any]) -> None:
     """415 unless the body is declared ``application/json`` or ``application/*+json``."""
     declared = header(request, "content-type") or ""
-    media = declared.split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if is_json_media_type(declared):
         return
     raise UnsupportedMediaTypeError(
         f"the body must be JSON: send Content-Type: application/json (got {declared or 'none'!r})",
@@ -290,6 +298,11 @@ def decode_body(raw: bytes, model: Any) -> Any:
     except msgspec.DecodeError as exc:
         what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
         raise BadRequestError(what) from None
+    except RecursionError:  # nested far beyond MAX_DEPTH: too deep to even parse
+        raise BadRequestError(
+            f"the body nests arrays and objects too deeply to parse (values may nest {MAX_DEPTH} levels)",
+            detail={"max_depth": MAX_DEPTH},
+        ) from None
     return value
 
 
@@ -424,7 +437,9 @@ class JsonAnswer:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, content: Any, status: int = 200, offset: int | None = None) -> None:
+    def __init__(
+        self, content: Any, status: int = 200, offset: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
         self.body = b"" if status == 304 else _encode(content)
         self.headers = [(b"content-type", b"application/json")]
@@ -432,10 +447,29 @@ class JsonAnswer:
             self.headers.append((b"content-length", str(len(self.body)).encode()))
         if offset is not None:
             self.headers.append((b"etag", b'"%d"' % offset))
+        for name, value in (headers or {}).items():
+            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def error_headers(exc: RippleError) -> dict[str, str] | None:
+    """The headers an error answer carries: ``Retry-After`` (429, 503) and ``WWW-Authenticate`` (401)."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None and (isinstance(exc, StoreClosedError) or exc.code == "projection_rebuilding"):
+        retry_after = 1
+    if retry_after is not None:
+        return {"Retry-After": str(retry_after)}
+    if exc.status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="ripple"'}
+    return None
+
+
+def error_answer(exc: RippleError) -> JsonAnswer:
+    """A ripple error as a bare ASGI answer (for code that runs outside Litestar's exception handlers)."""
+    return JsonAnswer(ErrorBody(ErrorInfo(exc.code, exc.message, exc.detail)), exc.status, None, error_headers(exc))
 
 
 def written(result: SetResult | UpdateResult) -> JsonAnswer:
@@ -687,12 +721,16 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
     return RebuildStarted(name, "rebuilding")
 
 
-@get("/v1/health", tags=["server"], summary="Health")
+@get("/v1/health", tags=["server"], summary="Health", opt={PUBLIC: True})
 async def get_health(request: Request[Any, Any, Any]) -> Health:
-    """``status`` is ``degraded`` when the writer stopped or the store reports it."""
+    """``status`` is ``degraded`` when the writer stopped or the store reports it. Under ``--auth`` it answers
+    without a token; its ``counters`` (details) only to an admin token."""
     store = store_of(request)
     degraded = store.closed or store.degraded
-    counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
+    identity = current_identity.get()
+    counters: dict[str, int] = {}
+    if identity is None or identity.admin:
+        counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
     return Health(
         "degraded" if degraded else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters
     )

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import ipaddress
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -30,9 +32,13 @@ from typing import Any
 import msgspec
 import uvicorn
 
-from ripple.errors import RippleError
+from ripple.auth.book import TokenBook
+from ripple.errors import InsecureBindError, RippleError
 from ripple.http import ws
+from ripple.http.access import Security
 from ripple.http.app import create_app
+from ripple.http.boundary import Boundary
+from ripple.http.connections import ConnectionLimits, HttpImplementation, guarded_protocol, listening_socket
 from ripple.iii.server import IIIServer
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
@@ -70,6 +76,18 @@ class ServeOptions(msgspec.Struct, frozen=True):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     heartbeat_seconds: float = 15.0
+    # Security (DESIGN §15, docs/security.md): tokens, the browser boundary, connection limits.
+    auth: bool = False
+    insecure_no_auth: bool = False
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    limits: ConnectionLimits = ConnectionLimits()
+    http: HttpImplementation = "auto"
+
+    def security(self) -> Security:
+        boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
+        return Security(boundary, self.auth)
 
 
 class RippleServer(uvicorn.Server):
@@ -145,14 +163,66 @@ def load_user_app(store: Store, spec: str) -> list[Any]:
     return list(handlers or [])
 
 
-async def start_iii(store: Store, options: IiiOptions) -> IIIServer | None:
-    """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given."""
+async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None) -> IIIServer | None:
+    """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given (with ``book``:
+    workers and stream clients need tokens, ripple.iii.auth)."""
     if not options.enabled:
         return None
     iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
-                    stream_port=options.stream_port, strict=options.strict)
+                    stream_port=options.stream_port, strict=options.strict, book=book)
     await iii.start()
     return iii
+
+
+def is_loopback(host: str) -> bool:
+    """Does ``host`` (a bind address or name) reach only this machine?"""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(options: ServeOptions) -> None:
+    """A server reachable from the network must require tokens, unless the operator insists (one-line refusal)."""
+    if options.auth or options.insecure_no_auth or is_loopback(options.host):
+        return
+    raise InsecureBindError(
+        f"refusing to serve {options.host} without --auth: anyone who reaches it could read and write everything "
+        "(create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
+    )
+
+
+def auth_mode(options: ServeOptions) -> str:
+    if options.auth:
+        return "auth: tokens required"
+    if is_loopback(options.host):
+        return "auth: off (loopback only)"
+    return "auth: OFF on a network address (--insecure-no-auth)"
+
+
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&])token=[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Access and WebSocket log lines carry the request's query string: replace a ``token=`` value with ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_IN_QUERY.sub("token=***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_QUERY.sub("token=***", record.msg)
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
@@ -165,6 +235,9 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         timeout_graceful_shutdown=int(options.graceful_seconds),
         lifespan="on",
         server_header=False,
+        # uvicorn's HTTP protocol with header/body timeouts and a connection cap (ripple.http.connections)
+        http=guarded_protocol(options.limits, options.http),
+        timeout_keep_alive=max(1, round(options.limits.keep_alive_timeout)),
         # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
         # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
         ws="websockets-sansio",
@@ -177,7 +250,8 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
-        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema; {auth_mode(options)})",
+              flush=True)
         if iii is not None:
             host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
             print(f"ripple iii ({mode}): workers ws://{host}:{iii.worker_port}, HTTP triggers "
@@ -188,16 +262,27 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
 
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
+    check_bind(options)
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
     async with Store.open(options.db, durability=options.durability, subscription_settings=settings) as store:
         handlers = load_user_app(store, options.app) if options.app else []
-        iii = await start_iii(store, options.iii)
+        security = options.security()
+        book = security.token_book(store.path) if options.auth else None
+        if book is not None:
+            await book.start()
+            store.on_close(book.close)
+        iii = await start_iii(store, options.iii, book)
         try:
-            server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
+            app = create_app(store, route_handlers=handlers, security=security, book=book)
+            config = config_for(app, options)
+            redact_tokens_in_logs()
+            if options.access_log:  # uvicorn's access lines are INFO; log_level keeps everything else at WARNING
+                logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+            server = RippleServer(config, store)
             server.on_ready = announce(options, iii)
             server.install_signal_handlers()
-            await server.serve()
+            await server.serve(sockets=[listening_socket(config.bind_socket())])
         finally:
             if iii is not None:
                 await iii.close()
