@@ -24,13 +24,14 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.utils import normalize_path
 
 from ripple import __version__
 from ripple.auth.book import TokenBook
 from ripple.errors import RippleError
 from ripple.http import rest, ws
 from ripple.http.access import AccessControl, Security
-from ripple.http.boundary import guard
+from ripple.http.boundary import ROUTABLE_METHODS, guard
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -178,11 +179,26 @@ def create_app(
         middleware=[control.middleware],
     )
     # The browser boundary wraps the whole handler (routed or not): Host, Origin and CORS (ripple.http.boundary).
-    app.asgi_handler = guard(app.asgi_handler, control.security.boundary)
+    app.asgi_handler = guard(app.asgi_handler, control.security.boundary, lambda path: routed_methods(app, path))
     app.state.access = control
     if given is not None:
         app.state.store = given
     return app
+
+
+def routed_methods(app: Litestar, path: str) -> list[str]:
+    """The methods the app's router routes for ``path`` (for CORS preflights: Litestar's own ``OPTIONS`` answer
+    names the wrong route's methods for ``{key:path}`` routes)."""
+    methods = []
+    path = normalize_path(path)  # as the router does: "/todos/" is "/todos"
+    for method in ROUTABLE_METHODS:
+        try:
+            _, handler, *_ = app.asgi_router.handle_routing(path=path, method=method)  # type: ignore[arg-type]
+        except HTTPException:
+            continue
+        if method in handler.http_methods:
+            methods.append(method)
+    return methods
 
 
 @asynccontextmanager

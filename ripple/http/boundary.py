@@ -14,9 +14,9 @@ Wrapped around the app's ASGI handler, so it sees every request and WebSocket up
   form cannot create a todo nor start a rebuild even on a route without a body (bodies must also be JSON,
   :mod:`ripple.http.access`).
 - **CORS**, off by default: without it no other origin can read an answer. ``--cors-origin ORIGIN`` (repeatable)
-  answers that origin's preflights with the methods the route really takes (from the router's own ``Allow``) and
-  the headers ripple reads, and adds ``Access-Control-Allow-Origin`` to its answers. No cookies are involved (tokens
-  travel in ``Authorization``), so credentials are never allowed.
+  answers that origin's preflights with the methods the route really takes (asked of the app's own router, one
+  method at a time) and the headers ripple reads, and adds ``Access-Control-Allow-Origin`` to its answers. No
+  cookies are involved (tokens travel in ``Authorization``), so credentials are never allowed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ CORS_EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate"
 CORS_MAX_AGE = "600"
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+MethodsOf = Callable[[str], list[str]]  # the HTTP methods the app routes for a path
+ROUTABLE_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -106,7 +108,7 @@ async def deny_websocket(scope: Any, send: Any, exc: RippleError) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
-def guard(inner: ASGIApp, boundary: Boundary) -> ASGIApp:
+def guard(inner: ASGIApp, boundary: Boundary, methods_of: MethodsOf) -> ASGIApp:
     """Wrap an ASGI handler with the browser boundary (see the module docstring)."""
 
     async def boundary_app(scope: Any, receive: Any, send: Any) -> None:
@@ -133,14 +135,15 @@ def guard(inner: ASGIApp, boundary: Boundary) -> ASGIApp:
                 await error_answer(refusal)(scope, receive, send)
             return
         if kind == "http" and origin is not None and boundary.cors_origins:
-            await _cors(inner, boundary, origin, scope, receive, send)
+            await _cors(inner, boundary, methods_of, origin, scope, receive, send)
             return
         await inner(scope, receive, send)
 
     return boundary_app
 
 
-async def _cors(inner: ASGIApp, boundary: Boundary, origin: str, scope: Any, receive: Any, send: Any) -> None:
+async def _cors(inner: ASGIApp, boundary: Boundary, methods_of: MethodsOf, origin: str, scope: Any, receive: Any,
+                send: Any) -> None:
     listed = origin.strip().lower().rstrip("/") in boundary.cors_origins
     preflight = scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None
     if preflight and not listed:
@@ -152,20 +155,23 @@ async def _cors(inner: ASGIApp, boundary: Boundary, origin: str, scope: Any, rec
         await inner(scope, receive, send)
         return
     cors = [(b"access-control-allow-origin", origin.strip().encode("latin-1")), (b"vary", b"Origin")]
+    if preflight:
+        methods = methods_of(scope["path"])
+        if not methods:
+            await inner(scope, receive, send)  # no such route: the app's own 404
+            return
+        headers = [*cors, (b"access-control-allow-methods", ", ".join(methods).encode()),
+                   (b"access-control-allow-headers", CORS_ALLOW_HEADERS.encode()),
+                   (b"access-control-max-age", CORS_MAX_AGE.encode()), (b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
 
     async def send_with_cors(message: Any) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            if preflight and message["status"] == 204:
-                allow = next((v for k, v in headers if k.lower() == b"allow"), b"")
-                methods = ", ".join(m.strip() for m in allow.decode("latin-1").split(",")
-                                    if m.strip() and m.strip() not in ("OPTIONS", "HEAD"))
-                headers += [(b"access-control-allow-methods", methods.encode()),
-                            (b"access-control-allow-headers", CORS_ALLOW_HEADERS.encode()),
-                            (b"access-control-max-age", CORS_MAX_AGE.encode())]
-            else:
-                headers.append((b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()))
-            message = {**message, "headers": headers + cors}
+            headers = [*message.get("headers", []), *cors,
+                       (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode())]
+            message = {**message, "headers": headers}
         await send(message)
 
     await inner(scope, receive, send_with_cors)
