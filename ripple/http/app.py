@@ -193,10 +193,10 @@ def routed_methods(app: Litestar, path: str) -> list[str]:
     path = normalize_path(path)  # as the router does: "/todos/" is "/todos"
     for method in ROUTABLE_METHODS:
         try:
-            _, handler, *_ = app.asgi_router.handle_routing(path=path, method=method)  # type: ignore[arg-type]
+            _, handler, *_ = app.asgi_router.handle_routing(path=path, method=method)
         except HTTPException:
             continue
-        if method in handler.http_methods:
+        if method in getattr(handler, "http_methods", ()):
             methods.append(method)
     return methods
 
