@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -24,6 +25,8 @@ from ripple.http.connections import listening_socket
 from ripple.http.serve import RippleServer, ServeOptions, config_for
 from ripple.offline import open_for_tokens
 from tests.conftest import SECOND
+
+T = TypeVar("T")
 
 KINDS = ("none", "wrong", "expired", "revoked", "read", "write", "admin")
 GRANTS: dict[str, dict[str, Any]] = {
@@ -128,3 +131,33 @@ def events_in(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
     finally:
         conn.close()
+
+
+class BackgroundServer:
+    """:func:`serving` on an event loop in a thread, for hypothesis tests (which are synchronous): each example runs
+    its coroutine on that loop with :meth:`run`, against one server for the whole module."""
+
+    def __init__(self, db: Path, **options: Any) -> None:
+        self.db = db
+        self.options = options
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-server-loop", daemon=True)
+        self.served: Served | None = None
+        self._context: Any = None
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        self._context = serving(self.db, **self.options)
+        self.served = self.run(self._context.__aenter__())
+        return self.served
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self._context.__aexit__(None, None, None))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30 * SECOND)
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout * SECOND)
