@@ -14,9 +14,9 @@ httptools, whichever uvicorn picks) with a guard, and listens on a socket that s
   over the cap is answered at once with ``503`` and the JSON error body ``too_many_connections`` (``Retry-After: 1``)
   and closed. WebSocket connections count.
 - **Out of file descriptors**: the listening socket keeps one descriptor in reserve; when ``accept()`` fails with
-  ``EMFILE``/``ENFILE`` it frees the reserve, accepts the waiting connection, answers it the same ``503`` and closes
-  it (the trick libuv uses), so nothing spins and waiting clients get an answer. Either refusal logs one line per
-  10 seconds at most, with a count.
+  ``EMFILE``/``ENFILE`` it frees one, accepts the waiting connection, answers it the same ``503`` and closes it (the
+  trick libuv uses), so nothing spins and waiting clients get an answer; with no reserve left it pauses accepting
+  for a second. Either refusal logs one line per 10 seconds at most, with a count.
 
 None of this applies to a connection once it is upgraded to a WebSocket: uvicorn's ping/pong keepalive (``--ws-ping-
 interval``, ``--ws-ping-timeout``) closes a client that stops answering, and the subscription's bounded buffer keeps
@@ -43,6 +43,7 @@ log = logging.getLogger("ripple.serve")
 HttpImplementation = Literal["auto", "h11", "httptools"]
 DEFAULT_MAX_CONNECTIONS = 10_000
 FD_RESERVE = 64  # descriptors kept for the database, its WAL, the reader pool and the listening sockets
+FD_RESERVES = 4  # descriptors a listening socket holds to shed connections with (another thread may take one)
 LOG_EVERY_SECONDS = 10.0
 
 
@@ -213,36 +214,46 @@ class SheddingSocket(socket.socket):
     asyncio's accept loop calls :meth:`accept`; on ``EMFILE``/``ENFILE`` this frees a reserved descriptor, accepts the
     waiting connection, writes the refusal, closes it, takes the reserve back and reports "nothing to accept", so the
     loop neither spins nor logs a traceback per attempt. (uvloop accepts in libuv, which does the same by itself.)
+
+    If another thread took the freed descriptor first (SQLite opening a file) and no reserve is left, the error goes
+    to asyncio once, which stops accepting for a second; the next calls in the same round report "nothing to
+    accept", so asyncio does not repeat it per pending connection (Python 3.11's accept loop would, a traceback each:
+    :func:`quiet_accept_errors` turns that one message into the rate-limited line).
     """
 
-    _reserve: int | None = None
+    _reserves: list[int] | None = None
+    _pausing = False
 
     def keep_reserve(self) -> None:
-        if self._reserve is None:
+        reserves = self._reserves if self._reserves is not None else []
+        self._reserves = reserves
+        while len(reserves) < FD_RESERVES:
             try:
-                self._reserve = os.open(os.devnull, os.O_RDONLY)
+                reserves.append(os.open(os.devnull, os.O_RDONLY))
             except OSError:
-                self._reserve = None
+                return
 
     def accept(self) -> tuple[socket.socket, Any]:
+        if self._pausing:  # asyncio was told to pause; stop its accept loop for this round
+            self._pausing = False
+            raise BlockingIOError(errno.EAGAIN, "accepting is paused")
         try:
             return super().accept()
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
-            _fd_log.warning("out of file descriptors (RLIMIT_NOFILE %d): answering new connections 503",
-                            resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            log_out_of_descriptors()
             if not self._shed():
+                self._pausing = True
                 raise
             raise BlockingIOError(errno.EAGAIN, "connection shed") from None
 
     def _shed(self) -> bool:
-        if self._reserve is None:
+        if not self._reserves:
             self.keep_reserve()
-            if self._reserve is None:
+            if not self._reserves:
                 return False
-        os.close(self._reserve)
-        self._reserve = None
+        os.close(self._reserves.pop())
         try:
             conn, _ = super().accept()
         except OSError:
@@ -259,10 +270,23 @@ class SheddingSocket(socket.socket):
         return True
 
     def close(self) -> None:
-        if self._reserve is not None:
-            os.close(self._reserve)
-            self._reserve = None
+        for fd in self._reserves or []:
+            os.close(fd)
+        self._reserves = []
         super().close()
+
+
+def log_out_of_descriptors() -> None:
+    _fd_log.warning("out of file descriptors (RLIMIT_NOFILE %d): answering new connections 503",
+                    resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A loop exception handler: asyncio's "out of system resource" accept error becomes the rate-limited line."""
+    if context.get("message") == "socket.accept() out of system resource":
+        log_out_of_descriptors()
+        return
+    loop.default_exception_handler(context)
 
 
 def listening_socket(sock: socket.socket) -> SheddingSocket:

@@ -38,7 +38,13 @@ from ripple.http import ws
 from ripple.http.access import Security
 from ripple.http.app import create_app
 from ripple.http.boundary import Boundary
-from ripple.http.connections import ConnectionLimits, HttpImplementation, guarded_protocol, listening_socket
+from ripple.http.connections import (
+    ConnectionLimits,
+    HttpImplementation,
+    guarded_protocol,
+    listening_socket,
+    quiet_accept_errors,
+)
 from ripple.iii.server import IIIServer
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
@@ -282,6 +288,7 @@ async def serve(options: ServeOptions) -> None:
             server = RippleServer(config, store)
             server.on_ready = announce(options, iii)
             server.install_signal_handlers()
+            asyncio.get_running_loop().set_exception_handler(quiet_accept_errors)
             await server.serve(sockets=[listening_socket(config.bind_socket())])
         finally:
             if iii is not None:
