@@ -2,7 +2,9 @@
 
 The table is small and written by another process (``ripple token create/revoke``), so the server keeps all of it in
 memory and reads it again every ``refresh_seconds`` (default 1 s) from its own read-only connection. A token the
-server has not seen yet (created a moment ago) triggers one early read. After each read the book tells its listeners,
+server does not know makes it read the table once more before refusing (reads are shared: one at a time, each
+answering every request that arrived before it started), so a token works as soon as ``ripple token create``
+returns; failed attempts are rate-limited, which bounds these reads too. After each read the book tells its listeners,
 which end the WebSocket sessions of tokens that were revoked or expired since: revocation takes effect within about
 one refresh interval everywhere.
 
@@ -33,7 +35,6 @@ from ripple.store.sqlite import connect_reader
 log = logging.getLogger("ripple.auth")
 
 DEFAULT_REFRESH_SECONDS = 1.0
-MIN_RELOAD_SECONDS = 0.05  # an unknown token reads the table again at most this often
 MAX_TRACKED_ADDRESSES = 10_000
 
 NO_TOKEN = "a token is required: send Authorization: Bearer <token> (on a WebSocket also ?token=<token>)"
@@ -97,7 +98,7 @@ class TokenBook:
         self.refresh_seconds = refresh_seconds
         self.listeners: list[Callable[[], None]] = []
         self._known: dict[str, _Known] = {}
-        self._loaded_at = -math.inf
+        self._read_started = -math.inf
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-tokens")
         self._conn: sqlite3.Connection | None = None
         self._reloading: asyncio.Future[None] | None = None
@@ -141,8 +142,8 @@ class TokenBook:
         loop = asyncio.get_running_loop()
         self._reloading = fut = loop.create_future()
         try:
+            self._read_started = time.monotonic()
             self._known = await loop.run_in_executor(self._thread, self._read)
-            self._loaded_at = time.monotonic()
         finally:
             self._reloading = None
             fut.set_result(None)
@@ -160,6 +161,14 @@ class TokenBook:
             except sqlite3.Error as exc:
                 log.warning("reading the tokens table failed: %s", exc)
 
+    async def _read_since(self, since: float) -> None:
+        """Return once a read of the table that started at or after ``since`` has finished."""
+        while self._read_started < since:
+            if self._reloading is not None:
+                await asyncio.shield(self._reloading)
+            else:
+                await self.reload()
+
     # -- checking
 
     async def authenticate(self, token: str | None, address: str | None) -> Identity:
@@ -176,8 +185,8 @@ class TokenBook:
                                    retry_after=retry, detail={"retry_after": retry})
         digest = token_hash(token)
         known = self._known.get(digest)
-        if known is None and time.monotonic() - self._loaded_at >= MIN_RELOAD_SECONDS:
-            await self.reload()  # created a moment ago?
+        if known is None:  # created a moment ago? read the table once more, from after this request arrived
+            await self._read_since(time.monotonic())
             known = self._known.get(digest)
         if known is None or not hmac.compare_digest(known.digest, digest) or not known.valid(now_ms()):
             self.limiter.failed(where)
