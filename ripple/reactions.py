@@ -181,14 +181,14 @@ class Reactions:
     def on_change(
         self,
         scope: str,
-        handler: Callable[..., Any] | None = None,
+        handler: H | None = None,
         *,
         key: str | None = None,
         condition: Callable[[ChangeEvent], Any] | None = None,
         name: str | None = None,
         start: Start | None = None,
         capacity: int | None = None,
-    ) -> Any:
+    ) -> H | Callable[[H], H]:
         """Register ``handler`` for changes of ``scope``; without ``handler``, return a decorator."""
         self._check(scope, key, condition, name, start)
         if handler is None:

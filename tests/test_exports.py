@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 
 import ripple
@@ -27,6 +28,19 @@ def test_every_error_is_a_ripple_error_with_code_and_status() -> None:
 
 
 def test_sqlite_classes_implement_the_storage_interface() -> None:
+    # statically (mypy --strict runs on tests): the SQLite classes are assignable to the protocols ...
     writer: LogWriter = Writer("x.db")
     reader: LogReader = Reader("x.db")
-    assert writer.head == 0 and reader is not None
+    # ... and at run time every member of each protocol exists with the same parameters
+    for protocol, impl in ((LogWriter, writer), (LogReader, reader)):
+        members = {n for n in vars(protocol) if not n.startswith("_")} | set(protocol.__annotations__)
+        for name in sorted(members):
+            assert hasattr(impl, name), f"{type(impl).__name__} lacks {protocol.__name__}.{name}"
+            wanted = getattr(protocol, name, None)
+            if callable(wanted):
+                expected = list(inspect.signature(wanted).parameters)[1:]  # without self
+                found = inspect.signature(getattr(impl, name)).parameters
+                extra = [p for n, p in found.items() if n not in expected]
+                assert list(found)[: len(expected)] == expected and all(
+                    p.default is not inspect.Parameter.empty for p in extra
+                ), f"{type(impl).__name__}.{name}{found} does not match {protocol.__name__}.{name}{expected}"

@@ -9,10 +9,11 @@ return an offset beyond the acknowledged head.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from ripple.core.events import Entry, Event, KindFilter, Page
+from ripple.core.events import Entry, Event, Page
+from ripple.core.filter import Filter
 from ripple.store.bus import CommitBus
 from ripple.store.writer import Job, WriteTxn
 
@@ -49,8 +50,8 @@ class LogReader(Protocol):
 
     async def list_groups(self) -> builtins.list[str]: ...
 
-    async def read_events(self, after: int, limit: int, *, kind: KindFilter | None = None,
-                          scopes: Sequence[str] | None = None, keys: Sequence[str] | None = None,
-                          upto: int | None = None) -> builtins.list[Event]: ...
+    async def read_events(
+        self, f: Filter, after: int, limit: int, *, upto: int | None = None
+    ) -> builtins.list[Event]: ...
 
     async def earliest(self) -> int: ...

@@ -9,11 +9,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 
@@ -57,7 +57,7 @@ from ripple.errors import (
 from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
-from ripple.reactions import Reactions, Start
+from ripple.reactions import ChangeEvent, H, Reactions, Start
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
@@ -550,16 +550,40 @@ class Store:
 
     # -- reactions and projections (DESIGN §5-6)
 
+    @overload
     def on_change(
         self,
         scope: str,
-        handler: Any = None,
+        handler: None = None,
         *,
         key: str | None = None,
-        condition: Any = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
         name: str | None = None,
         start: Start | None = None,
-    ) -> Any:
+    ) -> Callable[[H], H]: ...
+
+    @overload
+    def on_change(
+        self,
+        scope: str,
+        handler: H,
+        *,
+        key: str | None = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+    ) -> H: ...
+
+    def on_change(
+        self,
+        scope: str,
+        handler: H | None = None,
+        *,
+        key: str | None = None,
+        condition: Callable[[ChangeEvent], Any] | None = None,
+        name: str | None = None,
+        start: Start | None = None,
+    ) -> H | Callable[[H], H]:
         """Register a reaction to changes of ``scope`` (``@store.on_change("todos")`` or a call with ``handler``).
 
         With ``name`` (and ``start="beginning" | "head"``) it is durable: ``handler(event, writes)``, resumed from its
@@ -570,7 +594,6 @@ class Store:
     def register_projection(self, projection: Projection) -> Projection:
         """Add a projection; on an open store its tables are created (or caught up, or rebuilt) in the background."""
         return self.projections.register(projection)
-
 
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""

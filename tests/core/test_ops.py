@@ -106,7 +106,7 @@ def test_increment_not_number() -> None:
 def test_increment_overflow_and_bad_by() -> None:
     assert run({"n": 2**63 - 1}, IncrementOp("n", 1))[1] == ["increment.overflow"]
     assert run({"n": 1}, IncrementOp("n", float("inf")))[1] == ["increment.by.not_number"]
-    assert run({"n": 1}, IncrementOp("n", True))[1] == ["increment.by.not_number"]  # type: ignore[arg-type]
+    assert run({"n": 1}, IncrementOp("n", True))[1] == ["increment.by.not_number"]
 
 
 def test_increment_nested_creates_intermediates() -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -62,7 +62,7 @@ class RawWorker:
             while True:
                 frame = json.loads(await self.ws.recv())
                 if predicate(frame):
-                    return frame
+                    return cast(dict[str, Any], frame)
                 self.inbox.append(frame)
 
     async def call(self, function_id: str, data: Any, invocation_id: str | None = None) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def require_sdk(name: str) -> None:
             pytest.fail(f"npm iii-sdk is missing from {SDK_DIR / str(folder)}: run .ci/install-extras")
     else:
         try:
-            import iii  # noqa: F401
+            import iii  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             pytest.fail("the PyPI iii-sdk is missing: pip install -e '.[dev]'")
 

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from ripple import Event, Projection, Store
-from ripple.projections.base import Statement, Tables
+from ripple.projections.base import Mode, Statement, Tables
 
 KEYS_SCHEMA = """
 CREATE TABLE {keys} (scope TEXT NOT NULL, key TEXT NOT NULL, changes INTEGER NOT NULL, last TEXT,
@@ -28,7 +28,7 @@ def fold_keys(event: Event, tables: Tables) -> list[Statement]:
     ]
 
 
-def keys_projection(*, mode: str = "inline", version: int = 1, **kwargs: Any) -> Projection:
+def keys_projection(*, mode: Mode = "inline", version: int = 1, **kwargs: Any) -> Projection:
     kwargs.setdefault("fold", fold_keys)
     return Projection(name="keys", version=version, schema=KEYS_SCHEMA, mode=mode, **kwargs)
 

@@ -12,7 +12,7 @@ import pytest
 
 from ripple import Event, NotFoundError, Projection, ProjectionRebuildingError, RegistrationError, Store
 from ripple.projections import manager
-from ripple.projections.base import Statement, Tables
+from ripple.projections.base import Mode, Statement, Tables
 from tests.conftest import SECOND
 from tests.projections.helpers import (
     Gate,
@@ -61,7 +61,7 @@ async def test_unknown_projection(store: Store) -> None:
 
 
 @pytest.mark.parametrize("mode", ["inline", "async"])
-async def test_projection_follows_writes(store: Store, mode: str) -> None:
+async def test_projection_follows_writes(store: Store, mode: Mode) -> None:
     store.register_projection(keys_projection(mode=mode))
     await random_writes(store, 150)
     await caught_up(store, "keys")
@@ -106,7 +106,7 @@ def failing_fold(event: Event, tables: Tables) -> list[Statement]:
 
 @pytest.mark.parametrize("mode", ["inline", "async"])
 async def test_a_failing_fold_stops_only_its_projection(
-    store: Store, mode: str, caplog: pytest.LogCaptureFixture
+    store: Store, mode: Mode, caplog: pytest.LogCaptureFixture
 ) -> None:
     store.register_projection(keys_projection(mode=mode, scopes=["a"], fold=failing_fold))
     with caplog.at_level(logging.ERROR, logger="ripple.projections"):
@@ -171,7 +171,7 @@ async def test_inline_projection_registered_late_catches_up_then_goes_inline(db_
 
 
 @pytest.mark.parametrize("mode", ["inline", "async"])
-async def test_rebuild_while_writes_go_on(store: Store, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rebuild_while_writes_go_on(store: Store, mode: Mode, monkeypatch: pytest.MonkeyPatch) -> None:
     # small pages and a small final gap: many pages, each applied between ordinary writes, then the catch-up
     monkeypatch.setattr(manager, "REBUILD_PAGE", 200)
     monkeypatch.setattr(manager, "FINISH_GAP", 20)

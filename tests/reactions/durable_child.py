@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 from ripple import ChangeEvent, Store, Writes
 
 
-def mirror_handler(effects: str, block_at: int | None) -> object:
+def mirror_handler(effects: str, block_at: int | None) -> Callable[[ChangeEvent, Writes], Awaitable[None]]:
     handled = 0
 
     async def mirror(event: ChangeEvent, writes: Writes) -> None:

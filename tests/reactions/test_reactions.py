@@ -27,6 +27,7 @@ async def test_payload_is_the_iii_trigger_plus_offset(store: Store) -> None:
     a = await store.set("todos", "t1", {"title": "milk"})
     b = await store.update("todos", "t1", [{"type": "set", "path": "completed", "value": True}])
     c = await store.delete("todos", "t1")
+    assert c is not None
     await store.set("other", "x", 1)  # another scope: not delivered
     await store.send("todos", "g", "ping", {})  # a stream message: not a state change
     await idle(store)
@@ -123,9 +124,9 @@ async def test_registration_errors(store: Store) -> None:
         with pytest.raises(RegistrationError):
             store.on_change(scope, handler, **kwargs)
     with pytest.raises(RegistrationError, match="callable"):
-        store.on_change("s", 42)
+        store.on_change("s", 42)  # type: ignore[call-overload]
     with pytest.raises(RegistrationError, match="callable"):
-        store.on_change("s")("not a function")
+        store.on_change("s")("not a function")  # type: ignore[type-var]
     assert [r.label for r in store.reactions] == ["taken"]
     assert store.head == 0
 

@@ -38,8 +38,8 @@ async def one_round(path: Path, durability: str, rng: random.Random) -> tuple[in
         stop_after = rng.randint(1, 400)
         while len(acked) < stop_after:
             line = await asyncio.wait_for(asyncio.to_thread(read_line, child), 30 * SECOND)
-            offset, key, i = line.split()
-            acked[key] = (int(offset), int(i))
+            offset_text, key, value_text = line.split()
+            acked[key] = (int(offset_text), int(value_text))
         child.send_signal(signal.SIGKILL)
         # lines already printed are acknowledged writes too: read them all
         assert child.stdout is not None

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -179,7 +180,7 @@ class FlakyConnection:
     def __init__(self, conn: sqlite3.Connection, failures: int, *, after_commit: bool = False) -> None:
         self.conn, self.failures, self.after_commit = conn, failures, after_commit
 
-    def execute(self, sql: str, *args: object) -> object:
+    def execute(self, sql: str, *args: Any) -> object:
         if sql == "COMMIT" and self.failures > 0:
             self.failures -= 1
             if self.after_commit:
@@ -202,7 +203,7 @@ async def test_io_error_reopens_the_connection_and_retries_nothing_twice(store: 
     await store.set("s", "before", 1)
     wrapper = await flaky(store, failures=1)
     results = await asyncio.gather(*[store.set("s", f"k{i}", i) for i in range(20)], return_exceptions=True)
-    assert store.writer._conn is not wrapper  # never retried on the connection that failed
+    assert store.writer._conn is not cast(object, wrapper)  # never retried on the connection that failed
     assert all(not isinstance(r, BaseException) for r in results), results  # nothing reached the file: retried
     assert [e.offset for e in await store.read_events()] == list(range(1, 22))
     assert not store.degraded
@@ -211,7 +212,7 @@ async def test_io_error_reopens_the_connection_and_retries_nothing_twice(store: 
 async def test_io_error_after_the_commit_reached_the_file_acknowledges_once(store: Store) -> None:
     wrapper = await flaky(store, failures=1, after_commit=True)
     results = await asyncio.gather(*[store.set("s", f"k{i}", i) for i in range(10)])
-    assert store.writer._conn is not wrapper
+    assert store.writer._conn is not cast(object, wrapper)
     assert sorted(r.offset for r in results) == list(range(1, 11))
     assert [e.offset for e in await store.read_events()] == list(range(1, 11))  # not applied twice
 
@@ -220,7 +221,7 @@ async def test_writer_that_cannot_reopen_is_degraded_then_recovers(store: Store,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from ripple.store import writer as writer_module
 
-    real = writer_module.connect_writer
+    real = writer_module.connect_writer  # type: ignore[attr-defined]
     def refuse(*args: object) -> sqlite3.Connection:
         raise sqlite3.OperationalError("unable to open database file")
     await flaky(store, failures=1)

@@ -22,6 +22,7 @@ from ripple import (
     StoreClosedError,
     Update,
     UpdateRejectedError,
+    UpdateResult,
     ValidationError,
     ValueTooLargeError,
 )
@@ -122,7 +123,8 @@ async def test_batch_all_or_nothing_with_consecutive_offsets(store: Store) -> No
         Delete("s", "missing"),
     ])
     assert [r.offset if r else None for r in results] == [2, 3, 4, None]
-    assert results[1] is not None and results[1].new_value == {"n": 3}  # sees the batch's own earlier write
+    # the update sees the batch's own earlier write
+    assert isinstance(results[1], UpdateResult) and results[1].new_value == {"n": 3}
     with pytest.raises(ConflictError) as info:
         await store.batch([Set("s", "c", 1), Set("s", "b", 9, expected_offset=2)])
     assert info.value.detail["index"] == 1
@@ -151,7 +153,7 @@ async def test_idempotency(store: Store) -> None:
     assert await store.set("s", "o", {"b": 2, "a": 1}, idempotency_key="req-order") == o1
     d1 = await store.delete("s", "k", idempotency_key="req-3")
     assert await store.delete("s", "k", idempotency_key="req-3") == d1
-    batch = [Set("s", "x", 1), Delete("s", "none")]
+    batch: list[Set | Update | Delete] = [Set("s", "x", 1), Delete("s", "none")]
     assert await store.batch(batch, idempotency_key="req-4") == await store.batch(batch, idempotency_key="req-4")
     events = await store.read_events()
     assert len(events) == 5 and events[0].meta.idempotency_key == "req-1"

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.config import WSProtocolType
 from websockets.asyncio.client import ClientConnection, connect
 
 from ripple import Store
 from ripple.http.app import create_app
 from ripple.http.ws import close_subscribers
+from ripple.store.sqlite import Durability
 from ripple.subscriptions.hub import HubSettings
 from tests.conftest import SECOND
 
@@ -27,6 +30,14 @@ def raise_nofile(want: int = 8192) -> None:
     target = min(want, hard) if hard != resource.RLIM_INFINITY else want
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the test runner keeps SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class LiveServer:
@@ -39,9 +50,9 @@ class LiveServer:
         settings: HubSettings | None = None,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
-        ws: str = "websockets-sansio",
+        ws: WSProtocolType = "websockets-sansio",
         port: int = 0,
-        durability: str = "full",
+        durability: Durability = "full",
         sndbuf: int | None = None,
     ) -> None:
         self.durability = durability
@@ -60,14 +71,14 @@ class LiveServer:
         self.store = await Store.open(
             self.path,
             subscription_settings=self.settings,
-            durability=self.durability,  # type: ignore[arg-type]
+            durability=self.durability,
         )
         app = create_app(self.store)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
-            ws=self.ws,  # type: ignore[arg-type]
+            ws=self.ws,
             ws_ping_interval=self.ping_interval,
             ws_ping_timeout=self.ping_timeout,
             ws_per_message_deflate=False,
@@ -75,8 +86,7 @@ class LiveServer:
             log_level="warning",
             timeout_graceful_shutdown=2,
         )
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server = QuietServer(config)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.sndbuf:

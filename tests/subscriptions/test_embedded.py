@@ -133,7 +133,7 @@ async def test_bad_input(store: Store) -> None:
     with pytest.raises(ValidationError):
         store.subscribe(batch=0)
     with pytest.raises(ValidationError):
-        store.subscribe(scopes="a")  # type: ignore[arg-type]
+        store.subscribe(scopes="a")
     with pytest.raises(InvalidNameError):
         store.subscribe(scopes=["a/b"])
     with pytest.raises(OffsetOutOfRangeError):

@@ -8,7 +8,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -92,7 +92,7 @@ async def test_stalled_readers_never_slow_the_writer(db_path: Path) -> None:
         for i, ws in enumerate(clients):
             if i % 2:
                 ws.transport.abort()
-                got, position = [], 0
+                got, position = cast(list[int], []), 0
             else:
                 got, position = await read_until(ws, n_events)
                 await ws.close()
