@@ -115,7 +115,8 @@ async def test_http_route(served: Served, kind: str, route: Route) -> None:
         assert response.status_code in route.ok, (response.status_code, response.text)
         return
     error = error_of(response, refusal, "unauthorized" if refusal == 401 else "forbidden")
-    assert served.tokens[kind] is None or served.tokens[kind] not in response.text
+    token = served.tokens[kind]
+    assert token is None or token not in response.text
     if refusal == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert error["detail"] is None  # wrong, expired and revoked look the same

@@ -42,16 +42,17 @@ scalars = st.one_of(
 @st.composite
 def nested(draw: st.DrawFn, depth: int) -> Any:
     """A JSON value whose deepest path crosses exactly ``depth`` arrays and objects, in a random shape."""
-    value = draw(scalars)
+    value: Any = draw(scalars)
     for _ in range(depth):
-        siblings = draw(st.lists(scalars, max_size=2))
+        siblings: list[Any] = draw(st.lists(scalars, max_size=2))
         if draw(st.booleans()):
             at = draw(st.integers(0, len(siblings)))
             value = [*siblings[:at], value, *siblings[at:]]
         else:
-            names = draw(st.lists(st.text(max_size=3), min_size=len(siblings), max_size=len(siblings), unique=True))
-            obj = dict(zip(names, siblings, strict=True))
-            obj[draw(st.text(max_size=3).filter(lambda k, o=obj: k not in o))] = value
+            names = draw(st.lists(st.text(max_size=3), min_size=len(siblings) + 1, max_size=len(siblings) + 1,
+                                  unique=True))
+            obj: dict[str, Any] = dict(zip(names, siblings, strict=False))
+            obj[names[-1]] = value
             value = obj
     return value
 
