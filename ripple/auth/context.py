@@ -28,3 +28,10 @@ def acting_as(identity: Identity | None) -> Iterator[Identity | None]:
         yield identity
     finally:
         current_identity.reset(token)
+
+
+def require_admin(what: str) -> None:
+    """Raise :class:`~ripple.errors.ForbiddenError` unless the current identity (if any) is an admin."""
+    identity = current_identity.get()
+    if identity is not None:
+        identity.require_admin(what)

@@ -26,7 +26,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
 from ripple import __version__
-from ripple.auth.context import current_identity
+from ripple.auth.context import current_identity, require_admin
 from ripple.core.events import (
     Delete,
     DeleteResult,
@@ -718,6 +718,7 @@ async def get_events(
 async def list_projections(request: Request[Any, Any, Any]) -> ProjectionList:
     """Every registered projection: ``{name, version, status, checkpoint, lag}`` (lag = head - checkpoint; ``error``
     when failed). Unlike reading one, listing never refuses a rebuilding projection: it shows its status."""
+    require_admin("list projections")
     return await store_of(request).projections.summaries()
 
 

@@ -17,7 +17,7 @@ from typing import Any, overload
 
 import msgspec
 
-from ripple.auth.context import current_identity
+from ripple.auth.context import current_identity, require_admin
 from ripple.core.events import (
     EMPTY_META,
     Delete,
@@ -597,20 +597,14 @@ class Store:
 
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
-        self._require_admin(f"read projection {name!r}")
+        require_admin(f"read projection {name!r}")
         return await self.projections.state(name)
 
     async def rebuild(self, name: str) -> ProjectionState:
         """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
         self.check_open()
-        self._require_admin(f"rebuild projection {name!r}")
+        require_admin(f"rebuild projection {name!r}")
         return await self.projections.rebuild(name)
-
-    @staticmethod
-    def _require_admin(what: str) -> None:
-        identity = current_identity.get()
-        if identity is not None:
-            identity.require_admin(what)
 
     # -- subscriptions (DESIGN §7)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from examples.todo.api import TodoController
 from ripple import Store
 from tests.conftest import SECOND
 from tests.http.conftest import error_of
@@ -56,6 +58,7 @@ HTTP_ROUTES = [
     Route("POST", "/v1/streams/live/g", "stream_write", frozenset({201}), {"type": "ping", "data": 1}),
     Route("GET", "/v1/events?scope=notes&kind=state", "read", frozenset({200})),
     Route("GET", "/v1/events", "admin", frozenset({200})),
+    Route("GET", "/v1/projections", "admin", frozenset({200})),
     Route("GET", "/v1/projections/metrics", "admin", frozenset({200})),
     Route("POST", "/v1/projections/metrics/rebuild", "admin", frozenset({202})),
     Route("GET", "/v1/health", "public", frozenset({200})),
@@ -200,3 +203,25 @@ async def test_writes_carry_the_token_name_as_actor(served: Served) -> None:
     events = await served.store.read_events(after=min(offsets) - 1, limit=100)
     written = [e for e in events if e.offset in offsets or (e.scope == "todos" and e.key == todo.json()["id"])]
     assert len(written) == 3 and all(e.meta.actor == "write" for e in written), written
+
+
+async def test_the_matrix_covers_every_route(served: Served) -> None:
+    """A route added later without a row here fails this test: every route is in the access matrix."""
+    from litestar import Litestar
+
+    from ripple.http.app import create_app
+
+    app: Litestar = create_app(served.store, route_handlers=[TodoController])
+    covered = set()
+    for route in HTTP_ROUTES + WS_ROUTES:
+        path = route.path.partition("?")[0].rstrip("/") or "/"
+        method = None if route.method == "WS" else route.method
+        _, _, _, _, template = app.asgi_router.handle_routing(path=path, method=method)
+        covered.add((route.method, template))
+    every = set()
+    for r in app.routes:
+        if not r.path.startswith(("/v1", "/todos")):
+            continue
+        for method in getattr(r, "methods", {"WS"}) - {"OPTIONS", "HEAD"}:
+            every.add((method, re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path)))  # the router's template drops types
+    assert every <= covered, sorted(every - covered)
