@@ -166,20 +166,24 @@ async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = 
     return iii
 
 
-def is_loopback(host: str) -> bool:
-    """Does ``host`` (a bind address or name) reach only this machine?"""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
+def is_loopback(host: str) -> bool | None:
+    """Does ``host`` (a bind address or a name) reach only this machine? ``None``: it does not resolve."""
+    name = host.strip().strip("[]")
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
-        return False
+        pass
+    try:
+        found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
 
 
 def check_bind(options: ServeOptions) -> None:
-    """A server reachable from the network must require tokens, unless the operator insists (one-line refusal)."""
-    if options.auth or options.insecure_no_auth or is_loopback(options.host):
+    """A server reachable from the network must require tokens, unless the operator insists (one-line refusal).
+    A host that does not resolve passes here: binding it fails with its own one-line error."""
+    if options.auth or options.insecure_no_auth or is_loopback(options.host) is not False:
         return
     raise InsecureBindError(
         f"refusing to serve {options.host} without --auth: anyone who reaches it could read and write everything "
@@ -190,7 +194,7 @@ def check_bind(options: ServeOptions) -> None:
 def auth_mode(options: ServeOptions) -> str:
     if options.auth:
         return "auth: tokens required"
-    if is_loopback(options.host):
+    if is_loopback(options.host) is True:
         return "auth: off (loopback only)"
     return "auth: OFF on a network address (--insecure-no-auth)"
 

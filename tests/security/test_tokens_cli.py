@@ -152,7 +152,8 @@ def test_a_network_bind_without_auth_refuses_to_start(tmp_path: Path) -> None:
     ("192.168.1.20", False, True, "auth: OFF on a network address (--insecure-no-auth)"),
     ("0.0.0.0", False, False, None),
     ("::", False, False, None),
-    ("example.com", False, False, None),
+    ("10.1.2.3", False, False, None),
+    ("::ffff:10.1.2.3", False, False, None),
 ])
 def test_bind_rules(host: str, auth: bool, insecure: bool, mode: str | None) -> None:
     options = ServeOptions(host=host, auth=auth, insecure_no_auth=insecure)
