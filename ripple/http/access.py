@@ -59,7 +59,8 @@ def bearer_token(scope: Any) -> str | None:
     return None
 
 
-def _body_is_json(scope: Any) -> bool:
+def _declared_body(scope: Any) -> tuple[str | None, bool]:
+    """The declared ``Content-Type`` (or None) and whether the request says it has a body."""
     declared, has_body = None, False
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -68,9 +69,7 @@ def _body_is_json(scope: Any) -> bool:
             has_body = value.strip() not in (b"0", b"")
         elif name == b"transfer-encoding":
             has_body = True
-    if declared is None:
-        return not has_body
-    return is_json_media_type(declared)
+    return declared, has_body
 
 
 class Security(msgspec.Struct, frozen=True):
@@ -137,12 +136,14 @@ class AccessControl:
                     await error_answer(exc)(scope, receive, send)
                     return
                 scope[IDENTITY] = identity
-            if kind == "http" and scope["method"] in UNSAFE_METHODS and not opt.get(ANY_BODY) \
-                    and not _body_is_json(scope):
-                refusal = UnsupportedMediaTypeError(
-                    "the body must be JSON: send Content-Type: application/json", detail={"content_type": None})
-                await error_answer(refusal)(scope, receive, send)
-                return
+            if kind == "http" and scope["method"] in UNSAFE_METHODS and not opt.get(ANY_BODY):
+                declared, has_body = _declared_body(scope)
+                if (declared is None and has_body) or (declared is not None and not is_json_media_type(declared)):
+                    refusal = UnsupportedMediaTypeError(
+                        f"the body must be JSON: send Content-Type: application/json (got {declared or 'none'!r})",
+                        detail={"content_type": declared})
+                    await error_answer(refusal)(scope, receive, send)
+                    return
             reset = current_identity.set(identity) if identity is not None else None
             try:
                 await app(scope, receive, send)

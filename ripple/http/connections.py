@@ -10,6 +10,7 @@ httptools, whichever uvicorn picks) with a guard, and listens on a socket that s
   that sent part of a head gets ``408`` (JSON error body) and is closed; one that sent nothing is closed.
 - **Body timeout** (``--body-timeout``, 60 s): the whole body must arrive within this time of the head.
 - **Keep-alive timeout** (``--keep-alive-timeout``, 5 s): an idle connection between requests is closed (uvicorn's).
+- **Unparseable requests** get uvicorn's 400, with the JSON error body like every other answer.
 - **Connection cap** (``--max-connections``; default 10,000, lowered to fit the file-descriptor limit): a connection
   over the cap is answered at once with ``503`` and the JSON error body ``too_many_connections`` (``Retry-After: 1``)
   and closed. WebSocket connections count.
@@ -155,6 +156,11 @@ def guarded_protocol(limits: ConnectionLimits, implementation: HttpImplementatio
         def connection_lost(self, exc: Exception | None) -> None:
             self._guard_cancel()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers a request it cannot parse in plain text; ripple's answers are JSON error bodies
+            self.transport.write(_refusal(400, "Bad Request", "bad_request", msg, None, None))
+            self.transport.close()
 
         # -- the guard
 

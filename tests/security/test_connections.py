@@ -141,6 +141,17 @@ async def test_the_connection_cap_answers_503(tmp_path: Path, http: HttpImplemen
                 pytest.fail("the server never took a new connection after the others closed")
 
 
+@pytest.mark.parametrize("http", IMPLEMENTATIONS)
+async def test_an_unparseable_request_gets_a_json_400(tmp_path: Path, http: HttpImplementation) -> None:
+    async with limited(tmp_path, http) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x7fb\x00\r\n\r\n")
+        answer = await answer_then_eof(reader, 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
+
+
 def _limit_fds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
