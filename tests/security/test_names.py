@@ -47,7 +47,7 @@ def test_the_formerly_accepted_ones_are_refused_now(code: int) -> None:
 
 
 @given(st.integers(0, 0x10FFFF))
-@settings(max_examples=count(2000, 50_000), deadline=None, database=None)
+@settings(max_examples=count(1000, 50_000), deadline=None, database=None)
 def test_refused_exactly_in_the_documented_ranges(code: int) -> None:
     assert refused(code) == any(low <= code <= high for low, high in REFUSED_NAME_RANGES)
 
