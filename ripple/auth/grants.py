@@ -113,7 +113,8 @@ class Identity(msgspec.Struct, frozen=True):
             return
         if not f.scopes:
             raise _forbidden(self, "read events of every scope (admin only; name the scopes with scope=...)")
-        raise _forbidden(self, f"read {f.kind} events of {', '.join(sorted(map(repr, f.scopes)))}")
+        what = {"state": "state events", "stream": "stream events", "all": "state and stream events (kind=all)"}
+        raise _forbidden(self, f"read {what[f.kind]} of {', '.join(sorted(map(repr, f.scopes)))}")
 
 
 ANONYMOUS = Identity("anonymous")
