@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, Router
-from litestar.datastructures import CacheControlHeader
+from litestar import Litestar, MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -26,15 +25,15 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.static_files import create_static_files_router
 from litestar.utils import normalize_path
 
 from ripple import __version__
 from ripple.auth.book import TokenBook
 from ripple.errors import RippleError
-from ripple.http import rest, ws
+from ripple.http import console, rest, ws
 from ripple.http.access import AccessControl, Security
 from ripple.http.boundary import ROUTABLE_METHODS, guard
+from ripple.http.console import static_routes
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
@@ -138,15 +137,9 @@ DOCS_ASSETS_DIR = Path(__file__).parent / "assets" / "swagger-ui"
 DOCS_ASSETS_PATH = "/schema/assets/swagger-ui"
 
 
-def _docs_assets() -> Router:
-    """``/schema/assets/swagger-ui/{file}``: the docs page's scripts, stylesheet and icon (cached a day)."""
-    return create_static_files_router(
-        path=DOCS_ASSETS_PATH,
-        directories=[DOCS_ASSETS_DIR],
-        name="docs-assets",
-        cache_control=CacheControlHeader(max_age=86_400, public=True),
-        include_in_schema=False,
-    )
+def _docs_assets() -> list[Any]:
+    """``/schema/assets/swagger-ui/{file}``: the docs page's scripts, stylesheet and icon."""
+    return static_routes(DOCS_ASSETS_PATH, DOCS_ASSETS_DIR, name="docs-assets")
 
 
 def _openapi() -> OpenAPIConfig:
@@ -197,7 +190,13 @@ def create_app(
             yield
 
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), _docs_assets(), *route_handlers],
+        route_handlers=[
+            *rest.rest_handlers(),
+            *ws.websocket_handlers(),
+            *_docs_assets(),
+            *console.console_handlers(),
+            *route_handlers,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,
