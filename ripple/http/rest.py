@@ -27,6 +27,7 @@ from litestar.types import ASGIApp
 
 from ripple import __version__
 from ripple.auth.context import current_identity, require_admin
+from ripple.auth.grants import ANONYMOUS
 from ripple.core.events import (
     Delete,
     DeleteResult,
@@ -144,6 +145,17 @@ class Health(msgspec.Struct):
     schema_version: int
     version: str
     counters: dict[str, int]
+
+
+class WhoAmI(msgspec.Struct):
+    """``GET /v1/whoami``: whether the server requires tokens, and what the caller's token may do."""
+
+    auth: bool
+    name: str | None
+    admin: bool
+    scopes: list[str]
+    streams: list[str]
+    readable: list[str]  # the scopes holding keys that the caller may read (as GET /v1/scopes)
 
 
 class ErrorInfo(msgspec.Struct):
@@ -746,6 +758,18 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
     return RebuildStarted(name, "rebuilding")
 
 
+@get("/v1/whoami", tags=["server"], summary="Who am I", opt={PUBLIC: True})
+async def get_whoami(request: Request[Any, Any, Any]) -> WhoAmI:
+    """The caller's token: its name and grants (``auth`` false: the server runs without tokens, everything is open).
+    Without a token under ``--auth`` it answers as an identity that may read nothing."""
+    identity = current_identity.get()
+    readable = (await store_of(request).list_groups()).groups
+    if identity is None:
+        return WhoAmI(False, None, True, [], [], readable)
+    return WhoAmI(True, identity.name if identity is not ANONYMOUS else None, identity.admin,
+                  [str(g) for g in identity.scopes], [str(g) for g in identity.streams], readable)
+
+
 @get("/v1/health", tags=["server"], summary="Health", opt={PUBLIC: True})
 async def get_health(request: Request[Any, Any, Any]) -> Health:
     """``status`` is ``degraded`` when the writer stopped or the store reports it. Under ``--auth`` it answers
@@ -777,4 +801,5 @@ def rest_handlers() -> list[Any]:
         get_projection,
         post_rebuild,
         get_health,
+        get_whoami,
     ]

@@ -62,6 +62,7 @@ HTTP_ROUTES = [
     Route("GET", "/v1/projections/metrics", "admin", frozenset({200})),
     Route("POST", "/v1/projections/metrics/rebuild", "admin", frozenset({202})),
     Route("GET", "/v1/health", "public", frozenset({200})),
+    Route("GET", "/v1/whoami", "public", frozenset({200})),
     Route("POST", "/todos/", "write", frozenset({201}), {"title": "t"}),
     Route("GET", "/todos/", "read", frozenset({200})),
     Route("GET", "/todos/metrics", "read", frozenset({200})),
@@ -225,3 +226,19 @@ async def test_the_matrix_covers_every_route(served: Served) -> None:
         for method in getattr(r, "methods", {"WS"}) - {"OPTIONS", "HEAD"}:
             every.add((method, re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path)))  # the router's template drops types
     assert every <= covered, sorted(every - covered)
+
+
+async def test_whoami_says_what_the_token_may_do(served: Served) -> None:
+    async with served.client() as client:
+        reader = (await client.get("/v1/whoami", headers=bearer(served.tokens["read"]))).json()
+        admin = (await client.get("/v1/whoami", headers=bearer(served.tokens["admin"]))).json()
+        anonymous = (await client.get("/v1/whoami")).json()
+    assert reader == {"auth": True, "name": "read", "admin": False, "scopes": ["notes:r", "todos:r", "todo-metrics:r"],
+                      "streams": ["live:r"], "readable": reader["readable"]}
+    await served.store.set("secret", "w", 1)
+    async with served.client() as client:
+        reader = (await client.get("/v1/whoami", headers=bearer(served.tokens["read"]))).json()
+        admin = (await client.get("/v1/whoami", headers=bearer(served.tokens["admin"]))).json()
+    assert "notes" in reader["readable"] and "secret" not in reader["readable"]
+    assert admin["admin"] is True and "secret" in admin["readable"]
+    assert anonymous["auth"] is True and anonymous["name"] is None and anonymous["readable"] == []
