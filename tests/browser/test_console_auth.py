@@ -1,6 +1,6 @@
-"""The console under ``ripple serve --auth`` in headless Chromium, against a real child process with real tokens: it asks
-for a token (no views, no 401s before), keeps it in sessionStorage only, says when a token is wrong, expired or revoked
-— also one revoked while the page is open (the live log is closed with 1008: the tab signs out instead of
+"""The console under ``ripple serve --auth`` in headless Chromium, against a real child process with real tokens: it
+asks for a token (no views, no 401s before), keeps it in sessionStorage only, says when a token is wrong, expired or
+revoked — also one revoked while the page is open (the live log is closed with 1008: the tab signs out instead of
 reconnecting) — and shows only what the token may read: readable scopes in the state browser, a log that follows only
 readable scopes, forbidden filters and read-only edits refused before anything is sent (a 403 shown if sent anyway),
 and a health view that says what needs an admin."""
@@ -226,8 +226,12 @@ async def test_a_forbidden_scope_typed_into_the_filter_says_so(viewer: Any) -> N
     async def apply(scope: str, kind: str) -> str:
         await viewer.fill("#f-scope", scope)
         await viewer.select_option("#f-kind", kind)
+        before = await status.inner_text()
         await viewer.click("#log-filter button[type=submit]")
         await viewer.wait_for_function("() => document.getElementById('conn').dataset.state === 'idle'")
+        # The state is already idle after the previous refusal: wait for this refusal's own words.
+        changed = "(before) => document.getElementById('log-status').innerText !== before"
+        await viewer.wait_for_function(changed, arg=before)
         return str(await status.inner_text())
 
     said = await apply("secret", "all")

@@ -60,7 +60,7 @@ NAMES = [
 
 
 async def test_grant_matching_agrees_with_the_server() -> None:
-    """Access.mayRead (ripple.js) against fnmatchcase (the server) over every pattern × name above."""
+    """Access.mayRead (ripple.js) against fnmatchcase (the server) over every pattern and name above."""
     script = """
       import { Access } from './ripple.js';
       const [patterns, names] = JSON.parse(process.env.GLOB_CASES);

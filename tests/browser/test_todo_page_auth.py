@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -176,6 +177,24 @@ async def test_a_token_revoked_while_the_page_is_open_signs_out(browser: Any, se
         assert await page.locator("#conn").inner_text() == "signed out"
         assert await page.evaluate("sessionStorage.length") == 0
         assert len(page.sockets) == sockets, "no reconnect with the revoked token"
+        assert not page.errors, page.errors
+    finally:
+        await context.close()
+
+
+async def test_a_token_that_may_not_read_the_counters_sees_the_list_only(
+    browser: Any, server: ServeChild, writer_tabs: tuple[Any, Any]
+) -> None:
+    """The subscription names only the scopes the token may read (one it may not read would refuse it whole)."""
+    token = new_token(server.db, f"list-only-{random.randrange(1 << 30)}", scopes=["todos:r"])
+    context = await browser.new_context()
+    try:
+        page = await open_page(context, server)
+        await sign_in(page, token)
+        await todo(page, "only the writer adds").wait_for()
+        assert await page.locator("#counters").is_hidden()
+        (url,) = [u for u in page.sockets if "/v1/subscribe" in u]
+        assert parse_qs(urlsplit(url).query)["scope"] == ["todos"]
         assert not page.errors, page.errors
     finally:
         await context.close()
