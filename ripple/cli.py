@@ -339,6 +339,10 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
               help="Close a WebSocket client that does not answer a ping within this many seconds.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds between subscription heartbeat frames.")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or asyncio's own.")
+@click.option("--http", type=click.Choice(["auto", "httptools", "h11"]), default="auto", show_default=True,
+              help="HTTP parser: httptools when installed (auto), or the pure-Python h11.")
 @click.option("--iii", is_flag=True, help="Also listen for iii workers (DESIGN §9).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
@@ -347,8 +351,8 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
 @click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
 def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
                   app_spec: str | None, access_log: bool, ws_ping_interval: float, ws_ping_timeout: float,
-                  heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
-                  iii_http_port: int, iii_stream_port: int) -> None:
+                  heartbeat: float, loop: str, http: str, iii: bool, iii_strict: bool, iii_host: str,
+                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
 
     \b
@@ -364,7 +368,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     run(ServeOptions(db=db_arg or db_opt or "ripple.db", host=host, port=port,
                      durability="normal" if durability == "normal" else "full", app=app_spec,
                      access_log=access_log, iii=iii_options, ws_ping_interval=ws_ping_interval,
-                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat))
+                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat,
+                     loop=loop, http=http))  # type: ignore[arg-type]  # click.Choice checked the values
 
 
 # ---- projections ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import resource
@@ -25,7 +26,7 @@ import socket
 import sys
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import uvicorn
@@ -43,6 +44,12 @@ log = logging.getLogger("ripple.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 GRACEFUL_SECONDS = 10.0
+
+
+# The event loop and HTTP parser: uvloop and httptools (uvicorn[standard]'s) when installed, else asyncio's own loop
+# and the pure-Python h11 parser. "auto" takes the fast ones when it can; naming one that is missing is an error.
+Loop = Literal["auto", "uvloop", "asyncio"]
+Http = Literal["auto", "httptools", "h11"]
 
 
 class IiiOptions(msgspec.Struct, frozen=True):
@@ -70,6 +77,33 @@ class ServeOptions(msgspec.Struct, frozen=True):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     heartbeat_seconds: float = 15.0
+    loop: Loop = "auto"
+    http: Http = "auto"
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def loop_factory(choice: Loop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``choice`` (``None``: asyncio's default loop)."""
+    if choice == "asyncio" or (choice == "auto" and not _installed("uvloop")):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise RippleError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def http_parser(choice: Http) -> Literal["httptools", "h11"]:
+    """The HTTP/1.1 implementation uvicorn runs for ``choice``."""
+    if choice == "h11" or (choice == "auto" and not _installed("httptools")):
+        return "h11"
+    if not _installed("httptools"):
+        raise RippleError("--http httptools: httptools is not installed (pip install httptools)")
+    return "httptools"
 
 
 class RippleServer(uvicorn.Server):
@@ -165,6 +199,7 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         timeout_graceful_shutdown=int(options.graceful_seconds),
         lifespan="on",
         server_header=False,
+        http=http_parser(options.http),
         # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
         # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
         ws="websockets-sansio",
@@ -205,4 +240,5 @@ async def serve(options: ServeOptions) -> None:
 
 
 def run(options: ServeOptions) -> None:
-    asyncio.run(serve(options))
+    with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
+        runner.run(serve(options))
