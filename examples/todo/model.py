@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from ripple import Event, Projection
@@ -67,6 +68,18 @@ def fold_stats(event: Event, tables: Tables) -> list[Statement]:
     return [(_add(tables["stats"]), (total, completed))]
 
 
+def fold_stats_many(events: Sequence[Event], tables: Tables) -> list[Statement]:
+    """Many events at once (a rebuild page, a group commit): their deltas summed into one statement."""
+    total = completed = 0
+    for event in events:
+        t, c, _ = counter_deltas(event.old_value, event.new_value)
+        total += t
+        completed += c
+    if total == 0 and completed == 0:
+        return []
+    return [(_add(tables["stats"]), (total, completed))]
+
+
 def read_stats(conn: sqlite3.Connection, tables: Tables) -> dict[str, int]:
     row = conn.execute(f"SELECT total, completed FROM {tables['stats']}").fetchone()
     total, completed = row if row is not None else (0, 0)
@@ -80,6 +93,7 @@ def todo_stats(*, mode: str = "inline") -> Projection:
         version=1,
         schema=STATS_SCHEMA,
         fold=fold_stats,
+        fold_many=fold_stats_many,
         read=read_stats,
         scopes=[SCOPE],
         mode=mode,  # type: ignore[arg-type]
