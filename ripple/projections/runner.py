@@ -239,12 +239,24 @@ def execute_folded(conn: sqlite3.Connection, folded: Folded) -> FoldFailure | No
 
     The fast path runs everything at once. If a statement fails, the SAVEPOINT is rolled back and the events are
     replayed one by one, each in its own SAVEPOINT, so every event before the failing one is kept and it alone is not.
+    A single statement (a group or page folded by ``fold_many`` into one upsert) needs no SAVEPOINT: SQLite undoes a
+    failing statement by itself.
     """
-    if not folded.batches:
+    batches = folded.batches
+    if not batches:
+        return folded.failure
+    if len(batches) == 1 and len(batches[0][1]) == 1:
+        sql_text, params = batches[0][1][0]
+        try:
+            conn.execute(sql_text, params)
+        except Exception as exc:
+            if folded.one_by_one is None:
+                return FoldFailure(batches[0][0], describe(exc))
+            folded = folded.one_by_one()
+            return _one_by_one(conn, folded.batches) or folded.failure
         return folded.failure
     conn.execute("SAVEPOINT fold")
     try:
-        batches = folded.batches
         _run(conn, batches[0][1] if len(batches) == 1 else [s for _, stmts in batches for s in stmts])
     except Exception:
         conn.execute("ROLLBACK TO fold")

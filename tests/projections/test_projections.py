@@ -154,6 +154,25 @@ async def test_a_failing_statement_rolls_back_alone(store: Store, many: bool) ->
     assert await store.get("s", "boom") == 2  # the write itself committed
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["fold", "fold_many"])
+async def test_a_failing_single_statement_marks_its_event(store: Store, many: bool) -> None:
+    """One statement runs without a SAVEPOINT (SQLite undoes a failing statement by itself): still exactly-once."""
+
+    def one_statement(event: Event, tables: Tables) -> list[Statement]:
+        if event.key == "boom":
+            return [("INSERT INTO no_such_table VALUES (1)", ())]
+        return fold_keys(event, tables)
+
+    store.register_projection(Projection(name="keys", version=1, schema=keys_projection().schema, fold=one_statement,
+                                         fold_many=folding_each(one_statement) if many else None))
+    await store.set("s", "ok", 1)
+    boom = await store.set("s", "boom", 2)
+    await store.set("s", "after", 3)
+    state = await store.projection("keys")
+    assert (state.status, state.checkpoint, state.failed_at) == ("failed", boom.offset - 1, boom.offset)
+    assert keys_data(state.data) == {("s", "ok"): (1, "1")}
+
+
 @pytest.mark.parametrize("mode", ["inline", "async"])
 async def test_fold_many_folds_many_events_per_call(store: Store, mode: Mode) -> None:
     calls: list[int] = []
