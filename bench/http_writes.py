@@ -1,11 +1,13 @@
 """HTTP write throughput: ripple ``PUT`` (durable) vs a Litestar hello-world POST vs a naive aiosqlite handler.
 
-    python bench/http_writes.py [--seconds 10] [--connections 64]
+    python bench/http_writes.py [--seconds 5] [--connections 64] [--rounds 3] [--stack fast,pure]
 
-Every server runs in its own process on uvicorn with the same settings (one worker, default HTTP implementation,
-no access log, log level warning) on 127.0.0.1. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a
-separate process: one thread, N keep-alive connections, a Lua script per target. Printed side by side: requests/s,
-p50/p99 latency, non-2xx answers, and the ratios ripple PUT / hello POST and ripple PUT / naive insert+commit.
+Every server runs in its own process on uvicorn with the same settings (one worker, no access log, log level
+warning) on 127.0.0.1, and on the same stack: ``fast`` = uvloop + httptools (uvicorn[standard]'s loop and parser),
+``pure`` = asyncio's loop + h11. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a separate process:
+one thread, N keep-alive connections, a Lua script per target. Targets run in turn, round after round, so each
+ratio compares runs made a few seconds apart; printed: the median requests/s and latencies of each target, and the
+median over rounds of each round's ratio ripple PUT / hello POST and ripple PUT / naive insert+commit.
 
 Targets:
   hello        Litestar POST /hello: reads the body, answers a small JSON object (Litestar's floor)
@@ -23,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,11 +100,15 @@ def naive_app(db: str) -> Any:
     return Litestar([insert], on_startup=[open_db], on_shutdown=[close_db], logging_config=None)
 
 
-def serve_comparison(kind: str, port: int, db: str) -> None:
+STACKS = {"fast": ("uvloop", "httptools"), "pure": ("asyncio", "h11")}
+
+
+def serve_comparison(kind: str, port: int, db: str, stack: str) -> None:
     import uvicorn
 
+    loop, http = STACKS[stack]
     app = hello_app() if kind == "hello" else naive_app(db)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=loop, http=http)
 
 
 # ---- driver ------------------------------------------------------------------------------------------------------
@@ -127,14 +134,16 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
     raise RuntimeError("server did not start")
 
 
-def start(target: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start(target: str, port: int, workdir: Path, stack: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    db = workdir / f"{target}-{port}.db"
     if target.startswith("ripple"):
         durability = "normal" if target.endswith("normal") else "full"
-        db = workdir / f"{target}.db"
-        cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability]
+        loop, http = STACKS[stack]
+        cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability,
+               "--loop", loop, "--http", http]
     else:
-        cmd = [sys.executable, __file__, "--serve", target, str(port), str(workdir / f"{target}.db")]
+        cmd = [sys.executable, __file__, "--serve", target, str(port), str(db), stack]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc
@@ -164,16 +173,17 @@ def run_wrk(port: int, lua: str, seconds: int, connections: int, workdir: Path) 
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # the latency distribution's lines ("     50%    7.21ms"), not a "+/- Stdev" figure that ends in 50%
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0, "sockerr": bool(errors)}
 
 
-def bench(target: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
+def bench(target: str, seconds: int, connections: int, workdir: Path, stack: str) -> dict[str, float]:
     port = free_port()
-    proc = start(target, port, workdir)
+    proc = start(target, port, workdir, stack)
     try:
         if target == "hello":
             lua = LUA_POST % {"body": BODY, "path": "/hello"}
@@ -193,33 +203,50 @@ def bench(target: str, seconds: int, connections: int, workdir: Path) -> dict[st
         stop(proc)
 
 
+TARGETS = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
+
+
+def run_stack(stack: str, rounds: int, seconds: int, connections: int) -> None:
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(rounds):
+            for target in TARGETS:
+                r = bench(target, seconds, connections, Path(tmp), stack)
+                runs[target].append(r)
+                print(f"  [{stack} round {n + 1}/{rounds}] {target}: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+    loop, http = STACKS[stack]
+    print(f"\nstack {stack} ({loop} + {http}): wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, uvicorn one "
+          f"worker, 127.0.0.1, {os.cpu_count()} cores; medians over rounds\n")
+    print("| target | req/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
+    for target, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx")}
+        print(f"| {target} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['non2xx']:.0f} |")
+
+    def ratio(a: str, b: str) -> str:
+        per_round = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
+        return f"{statistics.median(per_round):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
+
+    print(f"\nripple PUT (full) / hello POST    = {ratio('ripple-put', 'hello')}   target >= 0.8x")
+    print(f"ripple PUT (full) / naive insert  = {ratio('ripple-put', 'naive')}   target >= 1.5x")
+    print(f"ripple PUT (normal) / hello POST  = {ratio('ripple-put-normal', 'hello')}")
+    print(f"ripple GET / hello POST           = {ratio('ripple-get', 'hello')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "DB"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stack", default="fast,pure", help="comma-separated: fast (uvloop+httptools), pure")
+    parser.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "DB", "STACK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_comparison(args.serve[0], int(args.serve[1]), args.serve[2])
+        serve_comparison(args.serve[0], int(args.serve[1]), args.serve[2], args.serve[3])
         return
     if shutil.which("wrk") is None:
         sys.exit("this benchmark drives load with wrk: apt-get install wrk")
-    targets = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for target in targets:
-            results[target] = bench(target, args.seconds, args.connections, Path(tmp))
-            r = results[target]
-            print(f"  ran {target}: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
-    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, uvicorn one worker, 127.0.0.1, {os.cpu_count()} cores\n")
-    print(f"{'target':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    for target, r in results.items():
-        print(f"{target:<20}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['non2xx']:>10.0f}")
-    put, hello, naive = results["ripple-put"]["rps"], results["hello"]["rps"], results["naive"]["rps"]
-    print(f"\nripple PUT (full) / hello POST      = {put / hello:.2f}x   (target >= 0.75x)")
-    print(f"ripple PUT (full) / naive insert    = {put / naive:.2f}x   (target >= 1.1x)")
-    print(f"ripple PUT (normal) / hello POST    = {results['ripple-put-normal']['rps'] / hello:.2f}x")
-    print(f"ripple GET / hello POST             = {results['ripple-get']['rps'] / hello:.2f}x")
+    for stack in args.stack.split(","):
+        run_stack(stack, args.rounds, args.seconds, args.connections)
 
 
 if __name__ == "__main__":

@@ -1,79 +1,79 @@
-"""Write throughput, side by side in one run (issue 3).
+"""Embedded write throughput against raw ``sqlite3`` writing the same rows, side by side in one run.
 
-(a) raw sqlite3: the same event rows plus state upserts, all in one transaction — the limit;
-(b) raw sqlite3: one transaction per row, synchronous=FULL;
-(c) ripple embedded, 1 / 10 / 200 concurrent producers, durability full and normal;
-(d) the `eventsourcing` package (SQLite module), one new aggregate saved per event.
+    python bench/write_throughput.py [--events 40000] [--rounds 5] [--durability full] [--quick]
 
-Prints events/s and the ratios (c)/(a) and (c)/(d). Usage: python bench/write_throughput.py [--events N]
+Rows (durability FULL unless told otherwise; every ripple run opens a fresh file):
+
+- ``P producers``: ripple with P concurrent producers, one ``store.set`` at a time each (P = 1, 10, 200, 1000),
+  against the raw group-commit ceiling at that concurrency: raw ``sqlite3`` committing the same rows (events and
+  state upserts, ripple's schema, ``journal_mode=WAL``, the same ``synchronous``) P per transaction, back to back;
+- ``batch of 1000``: ripple ``store.batch`` of 1,000 sets at a time, against raw ``sqlite3`` writing every row in
+  one transaction;
+- ``import``: ``ripple import`` of the same rows as JSON lines (validation, state, the metrics projection, indexes),
+  against the same raw one-transaction write;
+- ``eventsourcing``: the `eventsourcing` package (SQLite), one new aggregate saved per event — a peer, for scale.
+
+Each round runs the baseline and then ripple; a row's ratio is the median over rounds of that round's ripple/baseline
+rate (rates are the medians too). The machine is shared: compare ratios, not absolute numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ripple import Store
+from ripple import Set, Store, offline
+from ripple.core.events import Meta
 from ripple.migrations import migrate
+from ripple.offline import ImportedEvent
 
 VALUE = {"title": "buy milk", "completed": False, "n": 0}
+INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT = "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)"
+Row = tuple[int, int, str, str, str, str, str, int, None, str, str]
 
 
-PRODUCERS = 200
+def key(seq: int, producers: int) -> str:
+    """The key of the ``seq``-th write (0-based) when ``producers`` producers write in turn: p{p}-{i}."""
+    return f"p{seq % producers}-{seq // producers}"
 
 
-def raw_rows(n: int) -> list[tuple[object, ...]]:
-    """The rows ripple writes with 200 producers: keys p{p}-{i}, interleaved across producers."""
+def raw_rows(n: int, producers: int) -> list[Row]:
+    """The event rows ripple appends for n creates by ``producers`` producers."""
     ts = int(time.time() * 1000)
-    rows = []
-    for seq in range(n):
-        p, i = seq % PRODUCERS, seq // PRODUCERS
-        value = msgspec.json.encode({**VALUE, "n": i}).decode()
-        rows.append((seq + 1, ts, "state", "bench", f"p{p}-{i}", "set", "created", 1, None, value, "{}"))
-    return rows
+    return [
+        (seq + 1, ts, "state", "bench", key(seq, producers), "set", "created", 1, None,
+         msgspec.json.encode({**VALUE, "n": seq // producers}).decode(), "{}")
+        for seq in range(n)
+    ]  # fmt: skip
 
 
-def fresh_db(folder: Path, name: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(folder / name, isolation_level=None)
+def fresh_db(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    migrate(conn, str(folder / name))
+    migrate(conn, str(path))
     return conn
 
 
-INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-UPSERT = "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)"
-
-
-def bench_raw_one_txn(folder: Path, n: int) -> float:
-    conn = fresh_db(folder, "a.db", "FULL")
-    rows = raw_rows(n)
+def raw_groups(path: Path, rows: list[Row], group: int, synchronous: str) -> float:
+    """Raw sqlite3 committing ``rows`` (and their state upserts) ``group`` per transaction; events/s."""
+    conn = fresh_db(path, synchronous)
     t = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(INSERT, rows)
-    conn.executemany(UPSERT, [(r[3], r[4], r[9], 1, r[0], r[0]) for r in rows])
-    conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t
-    conn.close()
-    return n / elapsed
-
-
-def bench_raw_groups(folder: Path, n: int, group: int) -> float:
-    """Raw sqlite3 committing the same rows `group` at a time: what group commit can reach with that many writers."""
-    conn = fresh_db(folder, f"g{group}.db", "FULL")
-    rows = raw_rows(n)
-    t = time.perf_counter()
-    for i in range(0, n, group):
+    for i in range(0, len(rows), group):
         chunk = rows[i : i + group]
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT, chunk)
@@ -81,25 +81,10 @@ def bench_raw_groups(folder: Path, n: int, group: int) -> float:
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t
     conn.close()
-    return n / elapsed
+    return len(rows) / elapsed
 
 
-def bench_raw_txn_per_row(folder: Path, n: int) -> float:
-    conn = fresh_db(folder, "b.db", "FULL")
-    rows = raw_rows(n)
-    t = time.perf_counter()
-    for r in rows:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(INSERT, r)
-        conn.execute(UPSERT, (r[3], r[4], r[9], 1, r[0], r[0]))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t
-    conn.close()
-    return n / elapsed
-
-
-async def bench_ripple(folder: Path, n: int, producers: int, durability: str) -> float:
-    path = folder / f"c-{producers}-{durability}.db"
+async def ripple_producers(path: Path, n: int, producers: int, durability: str) -> float:
     async with Store.open(path, durability=durability) as store:
         per = n // producers
 
@@ -114,7 +99,36 @@ async def bench_ripple(folder: Path, n: int, producers: int, durability: str) ->
     return per * producers / elapsed
 
 
-def bench_eventsourcing(folder: Path, n: int) -> float:
+async def ripple_batches(path: Path, n: int, durability: str) -> float:
+    async with Store.open(path, durability=durability) as store:
+        t = time.perf_counter()
+        for start in range(0, n, 1000):
+            await store.batch([Set("bench", key(s, 200), {**VALUE, "n": s // 200})
+                               for s in range(start, min(n, start + 1000))])
+        elapsed = time.perf_counter() - t
+        assert store.head == n
+    return n / elapsed
+
+
+def import_lines(rows: list[Row]) -> bytes:
+    encode = msgspec.json.Encoder().encode
+    out = io.BytesIO()
+    for r in rows:
+        out.write(encode(ImportedEvent(r[0], r[1], "state", r[3], r[4], "set", "created", 1, None,
+                                       msgspec.Raw(r[9].encode()), Meta())) + b"\n")
+    return out.getvalue()
+
+
+def ripple_import(path: Path, data: bytes) -> float:
+    """``ripple import`` as the CLI runs it: the events, the state, then the projections rebuilt in the same
+    transaction."""
+    t = time.perf_counter()
+    projections = offline.load_projections(path, None)
+    n = offline.import_events(path, io.BytesIO(data), after_import=lambda conn: offline.rebuild_all(conn, projections))
+    return n / (time.perf_counter() - t)
+
+
+def eventsourcing_rate(folder: Path, n: int) -> float:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
@@ -128,7 +142,7 @@ def bench_eventsourcing(folder: Path, n: int) -> float:
         pass
 
     os.environ["PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
-    os.environ["SQLITE_DBNAME"] = str(folder / "d.db")
+    os.environ["SQLITE_DBNAME"] = str(folder / "eventsourcing.db")
     app = Todos()
     t = time.perf_counter()
     for i in range(n):
@@ -138,34 +152,91 @@ def bench_eventsourcing(folder: Path, n: int) -> float:
     return n / elapsed
 
 
+class Measured(msgspec.Struct):
+    name: str
+    baseline_name: str
+    target: str
+    ripple: list[float] = []
+    baseline: list[float] = []
+
+    def ratio(self) -> float:
+        return statistics.median(r / b for r, b in zip(self.ripple, self.baseline, strict=True))
+
+    def spread(self) -> str:
+        ratios = sorted(r / b for r, b in zip(self.ripple, self.baseline, strict=True))
+        return f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+
+def measure(folder: Path, n: int, rounds: int, durability: str, progress: Callable[[str], None]) -> list[Measured]:
+    sync = durability.upper()
+    out: list[Measured] = []
+    fresh = iter(range(1_000_000))
+
+    def new_path() -> Path:
+        p = folder / f"{next(fresh)}.db"
+        return p
+
+    def cleanup() -> None:
+        for f in folder.iterdir():
+            if f.is_file():
+                f.unlink()
+
+    for producers in (1, 10, 200, 1000):
+        count = min(n, 2000) if producers == 1 else n
+        count -= count % producers
+        row = Measured(f"{producers} producer{'s' if producers > 1 else ''}",
+                       f"raw, {producers} rows per transaction", ">= 0.9x")
+        rows = raw_rows(count, producers)
+        for _ in range(rounds):
+            row.baseline.append(raw_groups(new_path(), rows, producers, sync))
+            row.ripple.append(asyncio.run(ripple_producers(new_path(), count, producers, durability)))
+            cleanup()
+        progress(f"{row.name}: {row.ratio():.2f}x")
+        out.append(row)
+    rows = raw_rows(n, 200)
+    batch = Measured("batch of 1000", "raw, one transaction", ">= 0.5x")
+    imported = Measured("ripple import", "raw, one transaction", ">= 0.5x")
+    data = import_lines(rows)
+    for _ in range(rounds):
+        base = raw_groups(new_path(), rows, len(rows), sync)
+        batch.baseline.append(base)
+        batch.ripple.append(asyncio.run(ripple_batches(new_path(), n, durability)))
+        imported.baseline.append(base)
+        imported.ripple.append(ripple_import(new_path(), data))
+        cleanup()
+    progress(f"batch: {batch.ratio():.2f}x, import: {imported.ratio():.2f}x")
+    out += [batch, imported]
+    return out
+
+
+def progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000, help="events per ripple run (default 20000)")
+    parser.add_argument("--events", type=int, default=40_000, help="events per run (default 40000; 1 producer: 2000)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--durability", default="full", help="comma-separated: full, normal")
+    parser.add_argument("--quick", action="store_true", help="a small run: 4000 events, 2 rounds")
     args = parser.parse_args()
-    n = args.events
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        a = bench_raw_one_txn(folder, n)
-        a200 = bench_raw_groups(folder, n, 200)
-        b = bench_raw_txn_per_row(folder, min(n, 2_000))
-        d = bench_eventsourcing(folder, min(n, 2_000))
-        rows = []
-        for durability in ("full", "normal"):
-            for producers in (1, 10, 200, 1000):
-                count = min(n, 2_000) if producers == 1 and durability == "full" else n
-                rows.append((producers, durability, asyncio.run(bench_ripple(folder, count, producers, durability))))
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
-    print(f"(a) raw sqlite3, one transaction, FULL           {a:>10,.0f} events/s")
-    print(f"(a') raw sqlite3, groups of 200 rows, FULL       {a200:>10,.0f} events/s")
-    print(f"(b) raw sqlite3, one transaction per row, FULL   {b:>10,.0f} events/s")
-    print(f"(d) eventsourcing (sqlite), one aggregate each   {d:>10,.0f} events/s")
-    print()
-    print("| ripple producers | durability | events/s | vs (a) raw one txn | vs (a') raw groups of 200 "
-          "| vs (b) raw txn/row | vs (d) eventsourcing |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for producers, durability, rate in rows:
-        print(f"| {producers} | {durability} | {rate:,.0f} | {rate / a:.2f}x | {rate / a200:.2f}x | {rate / b:.1f}x "
-              f"| {rate / d:.1f}x |")
+    n, rounds = (4000, 2) if args.quick else (args.events, args.rounds)
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, "
+          f"sqlite {sqlite3.sqlite_version}; {n:,} events, {rounds} rounds")
+    for durability in args.durability.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = measure(Path(tmp), n, rounds, durability, progress)
+        print(f"\ndurability {durability}\n")
+        print("| ripple | events/s | baseline | events/s | ratio (median, range) | target |")
+        print("|---|---:|---|---:|---:|---|")
+        for r in rows:
+            print(f"| {r.name} | {statistics.median(r.ripple):,.0f} | {r.baseline_name} | "
+                  f"{statistics.median(r.baseline):,.0f} | {r.ratio():.2f}x ({r.spread()}) | {r.target} |")
+        with tempfile.TemporaryDirectory() as tmp:
+            peer = eventsourcing_rate(Path(tmp), min(n, 2000))
+        print(f"\nfor scale: the eventsourcing package (SQLite, one aggregate saved per event) {peer:,.0f} events/s; "
+              f"ripple with 200 producers {statistics.median(rows[2].ripple) / peer:.1f}x that")
+    print(f"\nload after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
