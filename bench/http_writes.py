@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import record  # noqa: E402
+
 BODY = '{"title":"buy milk","completed":false,"n":42}'
 
 LUA_POST = """
@@ -206,11 +209,12 @@ def bench(target: str, seconds: int, connections: int, workdir: Path, stack: str
 TARGETS = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
 
 
-def run_stack(stack: str, rounds: int, seconds: int, connections: int) -> None:
-    runs: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
+def run_stack(stack: str, rounds: int, seconds: int, connections: int, targets: list[str], summary: str | None
+              ) -> None:
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(rounds):
-            for target in TARGETS:
+            for target in targets:
                 r = bench(target, seconds, connections, Path(tmp), stack)
                 runs[target].append(r)
                 print(f"  [{stack} round {n + 1}/{rounds}] {target}: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
@@ -222,14 +226,27 @@ def run_stack(stack: str, rounds: int, seconds: int, connections: int) -> None:
         med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx")}
         print(f"| {target} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['non2xx']:.0f} |")
 
-    def ratio(a: str, b: str) -> str:
-        per_round = [x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True)]
-        return f"{statistics.median(per_round):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True))
 
-    print(f"\nripple PUT (full) / hello POST    = {ratio('ripple-put', 'hello')}   target >= 0.8x")
-    print(f"ripple PUT (full) / naive insert  = {ratio('ripple-put', 'naive')}   target >= 1.5x")
-    print(f"ripple PUT (normal) / hello POST  = {ratio('ripple-put-normal', 'hello')}")
-    print(f"ripple GET / hello POST           = {ratio('ripple-get', 'hello')}")
+    def rounds_of(a: str, b: str) -> str:
+        return ", ".join(f"{x['rps'] / y['rps']:.2f}" for x, y in zip(runs[a], runs[b], strict=True))
+
+    print()
+    for a, b, label, target in (("ripple-put", "hello", "ripple PUT (full) / hello POST", 0.8),
+                                ("ripple-put", "naive", "ripple PUT (full) / naive insert", 1.5),
+                                ("ripple-put-normal", "hello", "ripple PUT (normal) / hello POST", None),
+                                ("ripple-get", "hello", "ripple GET / hello POST", None)):
+        if a not in runs or b not in runs:
+            continue
+        r = ratio(a, b)
+        goal = "" if target is None else f"   target >= {target}x"
+        print(f"{label:<34} = {r:.2f}x (rounds: {rounds_of(a, b)}){goal}")
+        if target is not None:
+            rps = statistics.median(x["rps"] for x in runs[a])
+            base = statistics.median(x["rps"] for x in runs[b])
+            record(summary, f"REST PUT, {connections} keep-alive connections, {loop} + {http}",
+                   f"{rps:,.0f} vs {base:,.0f} req/s ({b})", r, f">= {target}x", r >= target)
 
 
 def main() -> None:
@@ -238,6 +255,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stack", default="fast,pure", help="comma-separated: fast (uvloop+httptools), pure")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, of: " + ", ".join(TARGETS))
+    parser.add_argument("--quick", action="store_true", help="2 s per target, 1 round, fast stack, PUT and peers")
+    parser.add_argument("--summary", help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "DB", "STACK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -245,8 +265,10 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("this benchmark drives load with wrk: apt-get install wrk")
+    if args.quick:
+        args.seconds, args.rounds, args.stack, args.targets = 2, 1, "fast", "hello,naive,ripple-put"
     for stack in args.stack.split(","):
-        run_stack(stack, args.rounds, args.seconds, args.connections)
+        run_stack(stack, args.rounds, args.seconds, args.connections, args.targets.split(","), args.summary)
 
 
 if __name__ == "__main__":

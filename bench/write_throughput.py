@@ -40,6 +40,9 @@ from ripple.core.events import Meta
 from ripple.migrations import migrate
 from ripple.offline import ImportedEvent
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import record
+
 VALUE = {"title": "buy milk", "completed": False, "n": 0}
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT = "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)"
@@ -219,6 +222,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--durability", default="full", help="comma-separated: full, normal")
     parser.add_argument("--quick", action="store_true", help="a small run: 4000 events, 2 rounds")
+    parser.add_argument("--summary", help=argparse.SUPPRESS)
     args = parser.parse_args()
     n, rounds = (4000, 2) if args.quick else (args.events, args.rounds)
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, "
@@ -232,6 +236,9 @@ def main() -> None:
         for r in rows:
             print(f"| {r.name} | {statistics.median(r.ripple):,.0f} | {r.baseline_name} | "
                   f"{statistics.median(r.baseline):,.0f} | {r.ratio():.2f}x ({r.spread()}) | {r.target} |")
+            record(args.summary, f"embedded writes, {r.name}, {durability}",
+                   f"{statistics.median(r.ripple):,.0f} vs {statistics.median(r.baseline):,.0f} events/s "
+                   f"({r.baseline_name})", r.ratio(), r.target, r.ratio() >= float(r.target.split()[-1][:-1]))
         with tempfile.TemporaryDirectory() as tmp:
             peer = eventsourcing_rate(Path(tmp), min(n, 2000))
         print(f"\nfor scale: the eventsourcing package (SQLite, one aggregate saved per event) {peer:,.0f} events/s; "
