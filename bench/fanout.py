@@ -215,10 +215,12 @@ async def fill(path: Path, count: int) -> list[bytes]:
 async def catchup_ripple(path: Path, cpu: int | None) -> dict[str, Any]:
     store, server, task, port = await start_ripple(path)
     try:
+        cpu0 = time.process_time()
         proc = spawn_client(["catchup", f"ws://127.0.0.1:{port}/v1/subscribe?scope=bench&after=0&batch=100"], cpu)
         line = await read_line(proc)
         proc.wait(timeout=30)
         result: dict[str, Any] = json.loads(line)
+        result["server_cpu_us"] = (time.process_time() - cpu0) / result["events"] * 1e6
         return result
     finally:
         await stop_ripple(store, server, task)
@@ -235,10 +237,12 @@ async def catchup_bare(frames: list[bytes], cpu: int | None) -> dict[str, Any]:
 
     async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
+        cpu0 = time.process_time()
         proc = spawn_client(["catchup", f"ws://127.0.0.1:{port}/"], cpu)
         line = await read_line(proc)
         proc.wait(timeout=30)
         result: dict[str, Any] = json.loads(line)
+        result["server_cpu_us"] = (time.process_time() - cpu0) / result["events"] * 1e6
         return result
 
 
@@ -313,7 +317,9 @@ async def main(args: argparse.Namespace) -> None:
                    f"{rr:,.0f} vs {br:,.0f} events/s (bare websockets loop, same frames)", ratio, ">= 0.6x",
                    ratio >= 0.6)
             print(f"\ncatch-up of {args.catchup:,} events, batch=100: ripple {rr:,.0f} events/s, bare loop "
-                  f"{br:,.0f} events/s: {statistics.median(ratios):.2f}x (rounds {each}); target >= 0.6x")
+                  f"{br:,.0f} events/s: {statistics.median(ratios):.2f}x (rounds {each}); target >= 0.6x; server CPU "
+                  f"per event ripple {med(cs, 'server_cpu_us'):.2f} µs, bare {med(bcs, 'server_cpu_us'):.2f} µs; "
+                  f"client CPU per event {med(cs, 'client_cpu_us'):.2f} µs")
     print(f"\nload after: {os.getloadavg()[0]:.1f}")
 
 

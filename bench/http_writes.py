@@ -7,7 +7,9 @@ warning) on 127.0.0.1, and on the same stack: ``fast`` = uvloop + httptools (uvi
 ``pure`` = asyncio's loop + h11. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a separate process:
 one thread, N keep-alive connections, a Lua script per target. Targets run in turn, round after round, so each
 ratio compares runs made a few seconds apart; printed: the median requests/s and latencies of each target, and the
-median over rounds of each round's ratio ripple PUT / hello POST and ripple PUT / naive insert+commit.
+median over rounds of each round's ratio ripple PUT / hello POST and ripple PUT / naive insert+commit. Each
+server's CPU per request (user + system, every thread, from /proc) is printed too, with its ratio: what a CPU-bound
+run would show, steadier than requests/s on a shared machine.
 
 Targets:
   hello        Litestar POST /hello: reads the body, answers a small JSON object (Litestar's floor)
@@ -201,9 +203,21 @@ def bench(target: str, seconds: int, connections: int, workdir: Path, stack: str
             lua = LUA_GET
         else:
             lua = LUA_PUT % {"body": BODY}
-        return run_wrk(port, lua, seconds, connections, workdir)
+        cpu0 = process_cpu(proc.pid)
+        result = run_wrk(port, lua, seconds, connections, workdir)
+        result["cpu_us"] = (process_cpu(proc.pid) - cpu0) / max(1.0, result["rps"] * seconds) * 1e6
+        return result
     finally:
         stop(proc)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 TARGETS = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
@@ -221,10 +235,11 @@ def run_stack(stack: str, rounds: int, seconds: int, connections: int, targets: 
     loop, http = STACKS[stack]
     print(f"\nstack {stack} ({loop} + {http}): wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, uvicorn one "
           f"worker, 127.0.0.1, {os.cpu_count()} cores; medians over rounds\n")
-    print("| target | req/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
+    print("| target | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/request |\n|---|---:|---:|---:|---:|---:|")
     for target, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx")}
-        print(f"| {target} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['non2xx']:.0f} |")
+        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx", "cpu_us")}
+        print(f"| {target} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['non2xx']:.0f} | "
+              f"{med['cpu_us']:.0f} |")
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True))
@@ -241,7 +256,9 @@ def run_stack(stack: str, rounds: int, seconds: int, connections: int, targets: 
             continue
         r = ratio(a, b)
         goal = "" if target is None else f"   target >= {target}x"
-        print(f"{label:<34} = {r:.2f}x (rounds: {rounds_of(a, b)}){goal}")
+        cpu = statistics.median(y["cpu_us"] / x["cpu_us"] for x, y in zip(runs[a], runs[b], strict=True)
+                                if x["cpu_us"] > 0)
+        print(f"{label:<34} = {r:.2f}x (rounds: {rounds_of(a, b)}){goal}; CPU per request ratio {cpu:.2f}x")
         if target is not None:
             rps = statistics.median(x["rps"] for x in runs[a])
             base = statistics.median(x["rps"] for x in runs[b])

@@ -14,7 +14,9 @@ Rows (durability FULL unless told otherwise; every ripple run opens a fresh file
 - ``eventsourcing``: the `eventsourcing` package (SQLite), one new aggregate saved per event — a peer, for scale.
 
 Each round runs the baseline and then ripple; a row's ratio is the median over rounds of that round's ripple/baseline
-rate (rates are the medians too). The machine is shared: compare ratios, not absolute numbers.
+rate (rates are the medians too). The machine is shared: compare ratios, not absolute numbers. The CPU columns (every
+thread of the process, per event) are steadier on a shared machine than wall time; their ratio is what a CPU-bound
+run would show.
 """
 
 from __future__ import annotations
@@ -72,22 +74,38 @@ def fresh_db(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def raw_groups(path: Path, rows: list[Row], group: int, synchronous: str) -> float:
-    """Raw sqlite3 committing ``rows`` (and their state upserts) ``group`` per transaction; events/s."""
+class Run(msgspec.Struct, frozen=True):
+    """One timed run: events/s (wall clock) and CPU microseconds per event (every thread of this process)."""
+
+    rate: float
+    cpu_us: float
+
+
+def timer() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def done(n: int, started: tuple[float, float]) -> Run:
+    wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+    return Run(n / wall, cpu / n * 1e6)
+
+
+def raw_groups(path: Path, rows: list[Row], group: int, synchronous: str) -> Run:
+    """Raw sqlite3 committing ``rows`` (and their state upserts) ``group`` per transaction."""
     conn = fresh_db(path, synchronous)
-    t = time.perf_counter()
+    t = timer()
     for i in range(0, len(rows), group):
         chunk = rows[i : i + group]
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT, chunk)
         conn.executemany(UPSERT, [(r[3], r[4], r[9], 1, r[0], r[0]) for r in chunk])
         conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t
+    run = done(len(rows), t)
     conn.close()
-    return len(rows) / elapsed
+    return run
 
 
-async def ripple_producers(path: Path, n: int, producers: int, durability: str) -> float:
+async def ripple_producers(path: Path, n: int, producers: int, durability: str) -> Run:
     async with Store.open(path, durability=durability) as store:
         per = n // producers
 
@@ -95,22 +113,22 @@ async def ripple_producers(path: Path, n: int, producers: int, durability: str) 
             for i in range(per):
                 await store.set("bench", f"p{p}-{i}", {**VALUE, "n": i})
 
-        t = time.perf_counter()
+        t = timer()
         await asyncio.gather(*[produce(p) for p in range(producers)])
-        elapsed = time.perf_counter() - t
+        run = done(per * producers, t)
         assert store.head == per * producers
-    return per * producers / elapsed
+    return run
 
 
-async def ripple_batches(path: Path, n: int, durability: str) -> float:
+async def ripple_batches(path: Path, n: int, durability: str) -> Run:
     async with Store.open(path, durability=durability) as store:
-        t = time.perf_counter()
+        t = timer()
         for start in range(0, n, 1000):
             await store.batch([Set("bench", key(s, 200), {**VALUE, "n": s // 200})
                                for s in range(start, min(n, start + 1000))])
-        elapsed = time.perf_counter() - t
+        run = done(n, t)
         assert store.head == n
-    return n / elapsed
+    return run
 
 
 def import_lines(rows: list[Row]) -> bytes:
@@ -122,16 +140,16 @@ def import_lines(rows: list[Row]) -> bytes:
     return out.getvalue()
 
 
-def ripple_import(path: Path, data: bytes) -> float:
+def ripple_import(path: Path, data: bytes) -> Run:
     """``ripple import`` as the CLI runs it: the events, the state, then the projections rebuilt in the same
     transaction."""
-    t = time.perf_counter()
+    t = timer()
     projections = offline.load_projections(path, None)
     n = offline.import_events(path, io.BytesIO(data), after_import=lambda conn: offline.rebuild_all(conn, projections))
-    return n / (time.perf_counter() - t)
+    return done(n, t)
 
 
-def eventsourcing_rate(folder: Path, n: int) -> float:
+def eventsourcing_rate(folder: Path, n: int) -> Run:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
@@ -147,20 +165,30 @@ def eventsourcing_rate(folder: Path, n: int) -> float:
     os.environ["PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
     os.environ["SQLITE_DBNAME"] = str(folder / "eventsourcing.db")
     app = Todos()
-    t = time.perf_counter()
+    t = timer()
     for i in range(n):
         app.save(Todo(title="buy milk", n=i))
-    elapsed = time.perf_counter() - t
+    run = done(n, t)
     app.close()
-    return n / elapsed
+    return run
 
 
 class Measured(msgspec.Struct):
+    """A row: ripple's runs and the baseline's, made in turn."""
+
     name: str
     baseline_name: str
     target: str
-    ripple: list[float] = []
-    baseline: list[float] = []
+    ripple_runs: list[Run] = []
+    baseline_runs: list[Run] = []
+
+    @property
+    def ripple(self) -> list[float]:
+        return [r.rate for r in self.ripple_runs]
+
+    @property
+    def baseline(self) -> list[float]:
+        return [r.rate for r in self.baseline_runs]
 
     def ratio(self) -> float:
         return statistics.median(r / b for r, b in zip(self.ripple, self.baseline, strict=True))
@@ -168,6 +196,12 @@ class Measured(msgspec.Struct):
     def spread(self) -> str:
         ratios = sorted(r / b for r, b in zip(self.ripple, self.baseline, strict=True))
         return f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+    def cpu_ratio(self) -> float:
+        """Baseline CPU per event / ripple CPU per event: the ratio a CPU-bound run would show (steadier than wall
+        time on a shared machine, but it counts fsync's CPU, not its wait)."""
+        return statistics.median(b.cpu_us / r.cpu_us for r, b in zip(self.ripple_runs, self.baseline_runs,
+                                                                           strict=True))
 
 
 def measure(folder: Path, n: int, rounds: int, durability: str, progress: Callable[[str], None]) -> list[Measured]:
@@ -191,8 +225,8 @@ def measure(folder: Path, n: int, rounds: int, durability: str, progress: Callab
                        f"raw, {producers} rows per transaction", ">= 0.9x")
         rows = raw_rows(count, producers)
         for _ in range(rounds):
-            row.baseline.append(raw_groups(new_path(), rows, producers, sync))
-            row.ripple.append(asyncio.run(ripple_producers(new_path(), count, producers, durability)))
+            row.baseline_runs.append(raw_groups(new_path(), rows, producers, sync))
+            row.ripple_runs.append(asyncio.run(ripple_producers(new_path(), count, producers, durability)))
             cleanup()
         progress(f"{row.name}: {row.ratio():.2f}x")
         out.append(row)
@@ -202,10 +236,10 @@ def measure(folder: Path, n: int, rounds: int, durability: str, progress: Callab
     data = import_lines(rows)
     for _ in range(rounds):
         base = raw_groups(new_path(), rows, len(rows), sync)
-        batch.baseline.append(base)
-        batch.ripple.append(asyncio.run(ripple_batches(new_path(), n, durability)))
-        imported.baseline.append(base)
-        imported.ripple.append(ripple_import(new_path(), data))
+        batch.baseline_runs.append(base)
+        batch.ripple_runs.append(asyncio.run(ripple_batches(new_path(), n, durability)))
+        imported.baseline_runs.append(base)
+        imported.ripple_runs.append(ripple_import(new_path(), data))
         cleanup()
     progress(f"batch: {batch.ratio():.2f}x, import: {imported.ratio():.2f}x")
     out += [batch, imported]
@@ -231,16 +265,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = measure(Path(tmp), n, rounds, durability, progress)
         print(f"\ndurability {durability}\n")
-        print("| ripple | events/s | baseline | events/s | ratio (median, range) | target |")
-        print("|---|---:|---|---:|---:|---|")
+        print("| ripple | events/s | baseline | events/s | ratio (median, range) | target | CPU µs/event ripple / "
+              "baseline | CPU ratio |")
+        print("|---|---:|---|---:|---:|---|---|---:|")
         for r in rows:
+            cpu = (f"{statistics.median(x.cpu_us for x in r.ripple_runs):.1f} / "
+                   f"{statistics.median(x.cpu_us for x in r.baseline_runs):.1f}")
             print(f"| {r.name} | {statistics.median(r.ripple):,.0f} | {r.baseline_name} | "
-                  f"{statistics.median(r.baseline):,.0f} | {r.ratio():.2f}x ({r.spread()}) | {r.target} |")
+                  f"{statistics.median(r.baseline):,.0f} | {r.ratio():.2f}x ({r.spread()}) | {r.target} | {cpu} | "
+                  f"{r.cpu_ratio():.2f}x |")
             record(args.summary, f"embedded writes, {r.name}, {durability}",
                    f"{statistics.median(r.ripple):,.0f} vs {statistics.median(r.baseline):,.0f} events/s "
                    f"({r.baseline_name})", r.ratio(), r.target, r.ratio() >= float(r.target.split()[-1][:-1]))
         with tempfile.TemporaryDirectory() as tmp:
-            peer = eventsourcing_rate(Path(tmp), min(n, 2000))
+            peer = eventsourcing_rate(Path(tmp), min(n, 2000)).rate
         print(f"\nfor scale: the eventsourcing package (SQLite, one aggregate saved per event) {peer:,.0f} events/s; "
               f"ripple with 200 producers {statistics.median(rows[2].ripple) / peer:.1f}x that")
     print(f"\nload after: {os.getloadavg()[0]:.1f}")

@@ -195,11 +195,13 @@ async def catchup(url: str) -> None:
         elif kind in ("live", "end") and not done.done():
             done.set_result(time.perf_counter() - started)
 
+    cpu0 = time.process_time()
     conn = await connect(url, on_text)
     seconds = await asyncio.wait_for(done, 600)
+    cpu = time.process_time() - cpu0
     if conn.transport is not None:
         conn.transport.abort()
-    print(json.dumps({"events": n, "seconds": seconds}), flush=True)
+    print(json.dumps({"events": n, "seconds": seconds, "client_cpu_us": cpu / max(1, n) * 1e6}), flush=True)
 
 
 def pct(sorted_values: list[float], p: int) -> float:
