@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import os
 import sqlite3
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -149,7 +151,9 @@ def ripple_import(path: Path, data: bytes) -> Run:
     return done(n, t)
 
 
-def eventsourcing_rate(folder: Path, n: int) -> Run:
+@functools.cache
+def eventsourcing_app() -> Any:
+    """The peer's application class (made once: eventsourcing registers each aggregate class under its topic)."""
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
@@ -159,15 +163,20 @@ def eventsourcing_rate(folder: Path, n: int) -> Run:
             self.title = title
             self.n = n
 
-    class Todos(Application[object]):
+    class Todos(Application[Any]):
         pass
 
+    return Todos, Todo
+
+
+def eventsourcing_rate(folder: Path, n: int) -> Run:
+    todos, todo = eventsourcing_app()
     os.environ["PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
     os.environ["SQLITE_DBNAME"] = str(folder / "eventsourcing.db")
-    app = Todos()
+    app = todos()
     t = timer()
     for i in range(n):
-        app.save(Todo(title="buy milk", n=i))
+        app.save(todo(title="buy milk", n=i))
     run = done(n, t)
     app.close()
     return run
