@@ -1,6 +1,7 @@
 """HTTP write throughput: ripple ``PUT`` (durable) vs a Litestar hello-world POST vs a naive aiosqlite handler.
 
     python bench/http_writes.py [--seconds 5] [--connections 64] [--rounds 3] [--stack fast,pure]
+    python bench/http_writes.py --metrics      # what /metrics and request counting cost a PUT
 
 Every server runs in its own process on uvicorn with the same settings (one worker, no access log, log level
 warning) on 127.0.0.1, and on the same stack: ``fast`` = uvloop + httptools (uvicorn[standard]'s loop and parser),
@@ -17,6 +18,7 @@ Targets:
   ripple-put   ripple serve (durability full): PUT /v1/state/bench/k<random of 10,000>
   ripple-put-normal  the same with --durability normal
   ripple-get   ripple serve: GET of one existing key
+  ripple-put-normal-nometrics  ripple-put-normal with --no-metrics (no /metrics, no request or write counting)
 """
 
 from __future__ import annotations
@@ -143,13 +145,15 @@ def start(target: str, port: int, workdir: Path, stack: str) -> subprocess.Popen
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     db = workdir / f"{target}-{port}.db"
     if target.startswith("ripple"):
-        durability = "normal" if target.endswith("normal") else "full"
+        durability = "normal" if "normal" in target else "full"
         loop, http = STACKS[stack]
         cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability,
                "--loop", loop, "--http", http]
+        if target.endswith("nometrics"):
+            cmd.append("--no-metrics")
     else:
         cmd = [sys.executable, __file__, "--serve", target, str(port), str(db), stack]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc
 
@@ -223,6 +227,24 @@ def process_cpu(pid: int) -> float:
 TARGETS = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
 
 
+def metrics_cost(seconds: int, connections: int, rounds: int) -> None:
+    """ripple PUT (durability normal: the CPU, not the disk's fsync, is the limit, so a per-request cost shows) with
+    and without --no-metrics, alternating, on the fast stack; the best of each and the ratio."""
+    rates: dict[str, list[float]] = {"ripple-put-normal-nometrics": [], "ripple-put-normal": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for target, runs in rates.items():
+                r = bench(target, seconds, connections, Path(tmp), "fast")
+                runs.append(r["rps"])
+                print(f"  ran {target}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms", file=sys.stderr, flush=True)
+    off, on = max(rates["ripple-put-normal-nometrics"]), max(rates["ripple-put-normal"])
+    print(f"wrk -t1 -c{connections} -d{seconds}s, durability normal, best of {rounds} alternating runs, "
+          f"{os.cpu_count()} cores")
+    print(f"ripple PUT --no-metrics  {off:>8.0f} req/s")
+    print(f"ripple PUT (metrics on)  {on:>8.0f} req/s")
+    print(f"with / without           {on / off:>8.3f}")
+
+
 def run_stack(stack: str, rounds: int, seconds: int, connections: int, targets: list[str], summary: str | None
               ) -> None:
     runs: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
@@ -275,6 +297,7 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, of: " + ", ".join(TARGETS))
     parser.add_argument("--quick", action="store_true", help="2 s per target, 1 round, fast stack, PUT and peers")
     parser.add_argument("--summary", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics", action="store_true", help="only ripple PUT (normal) with and without metrics")
     parser.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "DB", "STACK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -282,6 +305,9 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("this benchmark drives load with wrk: apt-get install wrk")
+    if args.metrics:
+        metrics_cost(args.seconds, args.connections, args.rounds)
+        return
     if args.quick:
         args.seconds, args.rounds, args.stack, args.targets = 2, 1, "fast", "hello,naive,ripple-put"
     for stack in args.stack.split(","):

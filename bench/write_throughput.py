@@ -13,6 +13,11 @@ Rows (durability FULL unless told otherwise; every ripple run opens a fresh file
   against the same raw one-transaction write;
 - ``eventsourcing``: the `eventsourcing` package (SQLite), one new aggregate saved per event — a peer, for scale.
 
+``--metrics`` instead measures what the metrics cost a write: ripple embedded, 1 and 200 producers, durability normal
+(the CPU is the limit, not the disk's fsync, so a per-write cost shows), with the metrics as ``ripple serve`` runs them
+(the writer's group-commit histograms and the commit listener counting writes by op) against the same store with both
+turned off, interleaved in one run; the best of each and the ratio.
+
 Each round runs the baseline and then ripple; a row's ratio is the median over rounds of that round's ripple/baseline
 rate (rates are the medians too). The machine is shared: compare ratios, not absolute numbers. The CPU columns (every
 thread of the process, per event) are steadier on a shared machine than wall time; their ratio is what a CPU-bound
@@ -107,9 +112,17 @@ def raw_groups(path: Path, rows: list[Row], group: int, synchronous: str) -> Run
     return run
 
 
-async def ripple_producers(path: Path, n: int, producers: int, durability: str) -> Run:
+async def ripple_producers(path: Path, n: int, producers: int, durability: str, metrics: bool | None = None) -> Run:
+    """``metrics=None``: as shipped; ``True``: plus the write counter /metrics attaches; ``False``: no metrics at all
+    (the writer's group-commit histograms replaced by a no-op)."""
     async with Store.open(path, durability=durability) as store:
         per = n // producers
+        if metrics:
+            from ripple.store.stats import WriteCounts
+
+            store.commits.subscribe(WriteCounts())
+        elif metrics is False:
+            store.writer_stats.committed = lambda events, seconds: None  # type: ignore[method-assign]
 
         async def produce(p: int) -> None:
             for i in range(per):
@@ -255,6 +268,27 @@ def measure(folder: Path, n: int, rounds: int, durability: str, progress: Callab
     return out
 
 
+def metrics_cost(n: int, rounds: int) -> None:
+    """With and without metrics, alternating, ``rounds`` times each; the best of each (least disturbed by the
+    machine's other work) and the ratio."""
+    results: dict[tuple[int, bool], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = iter(range(1_000_000))
+        for _ in range(rounds):
+            for producers in (1, 200):
+                for metrics in (False, True):
+                    path = Path(tmp) / f"m{next(fresh)}.db"
+                    run = asyncio.run(ripple_producers(path, n - n % producers, producers, "normal", metrics))
+                    results.setdefault((producers, metrics), []).append(run.rate)
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}; "
+          f"best of {rounds} alternating runs, durability normal")
+    print("| producers | without metrics | with metrics | with / without |")
+    print("|---:|---:|---:|---:|")
+    for producers in (1, 200):
+        off, on = max(results[(producers, False)]), max(results[(producers, True)])
+        print(f"| {producers} | {off:,.0f} events/s | {on:,.0f} events/s | {on / off:.3f} |")
+
+
 def progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
@@ -266,7 +300,11 @@ def main() -> None:
     parser.add_argument("--durability", default="full", help="comma-separated: full, normal")
     parser.add_argument("--quick", action="store_true", help="a small run: 4000 events, 2 rounds")
     parser.add_argument("--summary", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics", action="store_true", help="measure what the metrics cost a write (see above)")
     args = parser.parse_args()
+    if args.metrics:
+        metrics_cost(min(args.events, 20_000), args.rounds)
+        return
     n, rounds = (4000, 2) if args.quick else (args.events, args.rounds)
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, "
           f"sqlite {sqlite3.sqlite_version}; {n:,} events, {rounds} rounds")

@@ -277,7 +277,8 @@ class Projections:
         p = handle.projection
         tables = handle.tables(row.generation)
         follower = Follower(
-            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE)
+            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE),
+            overflow_counter="projection_overflows",
         ).attach()
         checkpoint = row.checkpoint
         try:
@@ -460,7 +461,9 @@ class Projections:
                 ),
             )
             if failure is not None:
-                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error)
+                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error,
+                          extra={"event": "projection_failure", "projection": p.name, "offset": failure.offset,
+                                 "error": failure.error})
 
     async def wait_caught_up(self, *names: str) -> None:
         """Wait until the given projections (default: all) have folded everything up to the current head.

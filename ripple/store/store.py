@@ -17,6 +17,7 @@ from typing import Any, overload
 
 import msgspec
 
+from ripple.auth.context import current_identity, require_admin
 from ripple.core.events import (
     EMPTY_META,
     Delete,
@@ -53,6 +54,7 @@ from ripple.errors import (
     StoreClosedError,
     ValidationError,
 )
+from ripple.limits import DEFAULT_MAX_QUEUE, MAX_BATCH_COMMANDS
 from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
@@ -61,6 +63,7 @@ from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
+from ripple.store.stats import WriterStats
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
@@ -68,7 +71,6 @@ from ripple.subscriptions.hub import Hub, HubSettings
 
 log = logging.getLogger("ripple.store")
 
-MAX_BATCH_COMMANDS = 1000
 MAX_LIST_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
 
@@ -128,7 +130,8 @@ class Store:
         durability: Durability = "full",
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_batch: int = 1000,
-        max_queue: int = 100_000,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_batch_commands: int = MAX_BATCH_COMMANDS,
         readers: int = 4,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         run_reactions: bool = True,
@@ -139,6 +142,7 @@ class Store:
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
+        self.max_batch_commands = max_batch_commands
         self.cascade_limit = cascade_limit
         #: The commit bus: listeners after COMMIT, hooks inside the transaction, jobs merged into group commits.
         self.commits = CommitBus()
@@ -273,6 +277,32 @@ class Store:
         """Group commits since the store opened."""
         return self.writer.commits
 
+    @property
+    def max_queue(self) -> int:
+        """Commands the writer queue holds before writes are refused with :class:`OverloadedError` (503)."""
+        return self.writer.max_queue
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Group-commit sizes and durations, refused commands, overload episodes (``/metrics``)."""
+        return self.writer.stats
+
+    def degraded_reasons(self) -> list[str]:
+        """Why writes are refused or delayed right now (``/v1/health`` says ``degraded`` with these); empty when
+        the writer is healthy."""
+        reasons = []
+        if self._closed:
+            reasons.append("store_closed: the store is closed (shutting down)")
+        elif self.writer.closed:
+            reasons.append("writer_stopped: the writer stopped; writes are refused")
+        if self.writer.degraded:
+            reasons.append("storage: the database cannot be opened for writing after an I/O error; writes are refused")
+        since = self.writer.stats.overloaded_since
+        if since is not None:
+            reasons.append(f"overloaded: the write queue is full ({self.writer.max_queue} commands); writes get 503 "
+                           f"with Retry-After until it drains (since {time.monotonic() - since:.1f} s)")
+        return reasons
+
     def check_open(self) -> None:
         """Raise :class:`StoreClosedError` unless the store is open."""
         if self._closed or not self._started:
@@ -320,10 +350,15 @@ class Store:
 
     def write_meta(self, idempotency_key: str | None = None) -> Meta:
         """The ``meta`` of a write made now: its cause and depth while a reaction runs (raises
-        :class:`CascadeLimitError`, logged and counted, beyond the cascade limit)."""
+        :class:`CascadeLimitError`, logged and counted, beyond the cascade limit), and the name of the identity it
+        is made as (``meta.actor``, DESIGN §15; see :func:`ripple.auth.acting_as`)."""
         origin = current_origin.get()
+        identity = current_identity.get()
+        actor = None if identity is None else identity.name
         if origin is None:
-            return EMPTY_META if idempotency_key is None else Meta(idempotency_key=idempotency_key)
+            if idempotency_key is None and actor is None:
+                return EMPTY_META
+            return Meta(idempotency_key=idempotency_key, actor=actor)
         depth = origin.depth or 0
         if depth > self.cascade_limit:
             self.counters["refused_cascades"] += 1
@@ -332,22 +367,26 @@ class Store:
                 depth,
                 self.cascade_limit,
                 origin.cause,
+                extra={"event": "refused_cascade", "cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
             )
             raise CascadeLimitError(
                 f"write refused: cascade depth {depth} exceeds the limit of {self.cascade_limit} "
                 f"(caused by offset {origin.cause})",
                 detail={"cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
             )
-        return msgspec.structs.replace(origin, idempotency_key=idempotency_key)
+        return msgspec.structs.replace(origin, idempotency_key=idempotency_key, actor=actor)
 
     def _submit(self, job: CommandJob | BatchJob) -> asyncio.Future[Any]:
         self.check_open()
         return self.writer.submit(job)
 
     def prepare(self, cmd: StateCommand) -> tuple[StateCommand, bytes | None]:
-        """Validate a command at the edge; returns it (ops parsed) with a Set's value encoded."""
+        """Validate and authorize a command at the edge; returns it (ops parsed) with a Set's value encoded."""
         validate_scope(cmd.scope)
         validate_key(cmd.key)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_write(cmd.scope)
         if cmd.expected_offset is not None:
             _check_offset("expected_offset", cmd.expected_offset)
         if isinstance(cmd, Set):
@@ -405,8 +444,9 @@ class Store:
         """Apply up to 1000 commands all-or-nothing, with consecutive offsets, one result per command."""
         if not isinstance(commands, list | tuple):
             raise ValidationError("batch takes a list of Set, Update and Delete commands")
-        if len(commands) > MAX_BATCH_COMMANDS:
-            raise ValidationError(f"a batch holds at most {MAX_BATCH_COMMANDS} commands, got {len(commands)}")
+        if len(commands) > self.max_batch_commands:
+            raise ValidationError(f"a batch holds at most {self.max_batch_commands} commands, got {len(commands)}",
+                                  detail={"limit": self.max_batch_commands, "commands": len(commands)})
         prepared, raws = [], []
         for index, cmd in enumerate(commands):
             try:
@@ -432,6 +472,9 @@ class Store:
     ) -> SendResult:
         """Append a stream message (kind ``stream``): logged so stream clients can resume; changes no state."""
         validate_name("stream", stream, 256, allow_slash=False)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_write_stream(stream)
         validate_name("group", group, 1024, allow_slash=True)
         validate_name("type", type, 256, allow_slash=True)
         if id is not None:
@@ -459,6 +502,9 @@ class Store:
         self.check_open()
         validate_scope(scope)
         validate_key(key)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_read(scope)  # before any read: a forbidden key and a missing key look the same
         at = self._check_at(at)
         found = await (self.reader.entry(scope, key) if at is None else self.reader.entry_at(scope, key, at))
         if found is not None and found.offset > self.head:
@@ -478,6 +524,9 @@ class Store:
         """Entries of a scope in first-insertion order, ``limit`` at a time; pass ``next_cursor`` back for more."""
         self.check_open()
         validate_scope(scope)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_read(scope)
         _check_offset("limit", limit, minimum=1)
         if limit > MAX_LIST_LIMIT:
             raise ValidationError(
@@ -491,9 +540,13 @@ class Store:
         return page
 
     async def list_groups(self) -> Groups:
-        """``Groups{groups}``: the scopes that hold at least one key, sorted."""
+        """``Groups{groups}``: the scopes that hold at least one key, sorted (those the identity may read)."""
         self.check_open()
-        return Groups(await self.reader.list_groups())
+        groups = await self.reader.list_groups()
+        identity = current_identity.get()
+        if identity is not None and not identity.admin:
+            groups = [g for g in groups if identity.may_read(g)]
+        return Groups(groups)
 
     async def read_events(
         self,
@@ -516,7 +569,11 @@ class Store:
             validate_scope(s)
         for k in keys or ():
             validate_key(k)
-        return await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=self.head)
+        f = Filter.of(kind, scopes, keys)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_follow(f)  # without admin: only named scopes it may read
+        return await self.reader.read_events(f, after, limit, upto=self.head)
 
     async def earliest(self) -> int:
         self.check_open()
@@ -571,11 +628,13 @@ class Store:
 
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
+        require_admin(f"read projection {name!r}")
         return await self.projections.state(name)
 
     async def rebuild(self, name: str) -> ProjectionState:
         """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
         self.check_open()
+        require_admin(f"rebuild projection {name!r}")
         return await self.projections.rebuild(name)
 
     # -- subscriptions (DESIGN §7)
@@ -598,6 +657,9 @@ class Store:
         lists of up to ``batch`` events.
         """
         self.check_open()
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_follow(Filter.of(kind, scopes, keys))
         return Subscription(
             self, scopes=scopes, keys=keys, kind=kind, after=after, snapshot=snapshot, batch=batch, limits=limits
         )

@@ -53,6 +53,7 @@ from ripple.migrations import migrate
 from ripple.store import sql
 from ripple.store.bus import CommitBus
 from ripple.store.sqlite import Durability, connect_writer
+from ripple.store.stats import WriterStats
 
 log = logging.getLogger("ripple.writer")
 T = TypeVar("T")
@@ -226,6 +227,7 @@ class Job:
     """A unit of work for the writer. ``run`` executes in the writer thread inside the group's transaction."""
 
     __slots__ = ("failed", "fut", "outcome")
+    op = "txn"  # what the metrics call it when it is refused
 
     def __init__(self) -> None:
         self.fut: asyncio.Future[Any] | None = None
@@ -254,10 +256,14 @@ class CommandJob(Job):
     def run(self, txn: WriteTxn) -> Any:
         if self.idempotency_key is None:
             return self._apply(txn)
-        return idempotent(txn, self.idempotency_key, self.cmd, self._result_type(), self._apply)
+        return idempotent(txn, self.idempotency_key, self.meta.actor, self.cmd, self._result_type(), self._apply)
 
     def keys(self) -> list[tuple[str, str]]:
         return [] if isinstance(self.cmd, Send) else [(self.cmd.scope, self.cmd.key)]
+
+    @property
+    def op(self) -> str:  # type: ignore[override]
+        return type(self.cmd).__name__.lower()  # set, update, delete, send
 
     def _result_type(self) -> Any:
         return {Set: SetResult, Update: UpdateResult, Delete: DeleteResult, Send: SendResult}[type(self.cmd)]
@@ -273,6 +279,7 @@ class BatchJob(Job):
     """All-or-nothing: the commands get consecutive offsets or none does."""
 
     __slots__ = ("cmds", "idempotency_key", "meta", "raws")
+    op = "batch"
 
     def __init__(
         self,
@@ -287,7 +294,7 @@ class BatchJob(Job):
     def run(self, txn: WriteTxn) -> Any:
         if self.idempotency_key is None:
             return self._apply(txn)
-        return idempotent(txn, self.idempotency_key, self.cmds, None, self._apply)
+        return idempotent(txn, self.idempotency_key, self.meta.actor, self.cmds, None, self._apply)
 
     def keys(self) -> list[tuple[str, str]]:
         return [(c.scope, c.key) for c in self.cmds]
@@ -323,11 +330,17 @@ class TxnJob(Job):
 
 
 def idempotent(
-    txn: WriteTxn, key: str, payload: Any, result_type: Any, apply: Callable[[WriteTxn], Any]
+    txn: WriteTxn, key: str, actor: str | None, payload: Any, result_type: Any, apply: Callable[[WriteTxn], Any]
 ) -> Any:
-    """Run ``apply`` once per idempotency key; a repeat returns the stored result and appends nothing."""
+    """Run ``apply`` once per (actor, idempotency key); a repeat returns the stored result and appends nothing.
+
+    Keys are per actor (DESIGN §15): two tokens using the same key never see each other's results.
+    """
     digest = command_hash(payload)
-    row = txn.conn.execute("SELECT request_hash, result FROM idempotency WHERE key = ?", (key,)).fetchone()
+    owner = actor or ""
+    row = txn.conn.execute(
+        "SELECT request_hash, result FROM idempotency WHERE actor = ? AND key = ?", (owner, key)
+    ).fetchone()
     if row is not None:
         if row[0] != digest:
             raise ConflictError(
@@ -339,8 +352,8 @@ def idempotent(
     result = apply(txn)
     seq = getattr(result, "offset", None)
     txn.conn.execute(
-        "INSERT INTO idempotency (key, request_hash, seq, result, created_ts) VALUES (?, ?, ?, ?, ?)",
-        (key, digest, seq, _encode(result).decode(), txn.ts),
+        "INSERT INTO idempotency (actor, key, request_hash, seq, result, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+        (owner, key, digest, seq, _encode(result).decode(), txn.ts),
     )
     return result
 
@@ -416,6 +429,7 @@ class Writer:
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
         self.degraded = False
+        self.stats = WriterStats()
 
     # -- lifecycle
 
@@ -483,6 +497,9 @@ class Writer:
         if self._closing:
             raise StoreClosedError("the store is closed")
         if len(self._queue) >= self.max_queue:
+            if self.stats.overloaded(job.op):
+                log.warning("the write queue is full (%d commands): refusing writes with 503 until it drains",
+                            self.max_queue, extra={"event": "overload", "max_queue": self.max_queue})
             raise OverloadedError(f"the write queue is full ({self.max_queue} commands); retry later")
         loop = self._loop
         assert loop is not None, "the writer is not started"
@@ -548,8 +565,9 @@ class Writer:
                         break
                     jobs.append(item)
                     q.popleft()
+                started = time.perf_counter()
                 events = self._commit_group(jobs)
-                loop.call_soon_threadsafe(self._after_commit, jobs, events)
+                loop.call_soon_threadsafe(self._after_commit, jobs, events, time.perf_counter() - started)
             self._close_conn(self._final)
             loop.call_soon_threadsafe(self._on_stopped, None)
         except BaseException as exc:  # a bug: fail what is left (on the loop), never drop it silently
@@ -573,6 +591,11 @@ class Writer:
         self._release_head_waiters()
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
+
+    def _overload_over(self) -> None:
+        lasted = self.stats.drained()
+        log.info("the write queue drained after %.1f s of overload; accepting writes", lasted,
+                 extra={"event": "overload_end", "seconds": lasted})
 
     def _fail_pending(self, error: RippleError) -> None:
         while self._queue:
@@ -598,8 +621,9 @@ class Writer:
                 waiting.append((offset, fut))
         self._head_waiters = waiting
 
-    def _after_commit(self, jobs: list[Job], events: list[Event]) -> None:
+    def _after_commit(self, jobs: list[Job], events: list[Event], seconds: float = 0.0) -> None:
         if events:
+            self.stats.committed(len(events), seconds)
             self.head = events[-1].offset
             self.commits += 1
             if self._head_waiters:
@@ -611,9 +635,12 @@ class Writer:
             if fut is None or fut.done():
                 continue
             if job.failed:
+                self.stats.refused[(job.op, getattr(job.outcome, "code", "error"))] += 1
                 fut.set_exception(job.outcome)
             else:
                 fut.set_result(job.outcome)
+        if not self._queue and self.stats.overloaded_since is not None:
+            self._overload_over()
 
     # -- in the writer thread
 
