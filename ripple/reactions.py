@@ -277,6 +277,12 @@ class Reactions:
         def overflow() -> None:
             log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, follower.through)
 
+        def gap(error: RippleError) -> bool:
+            # only a forced compaction (or a retention policy run by hand past its cursor) gets here
+            log.error("reaction %s: events after offset %d were compacted before it handled them; it goes on from "
+                      "the floor (%s)", reaction.label, follower.through, error.message)
+            return True
+
         follower = Follower(
             self.store,
             Filter.of("state", [reaction.scope], None if reaction.key is None else [reaction.key]),
@@ -285,6 +291,7 @@ class Reactions:
             overflow_counter="reaction_overflows",
             on_overflow=overflow,
             on_idle=self._notify,
+            on_gap=gap,
         )
         return follower.attach()
 

@@ -292,9 +292,25 @@ def event_filter(projections: Sequence[Projection]) -> Filter:
 
 
 def read_page(conn: sqlite3.Connection, f: Filter, after: int, upto: int, limit: int = PAGE) -> list[Event]:
-    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection."""
-    query, params = sql.events_page(f, after, upto, limit)
-    return [row_to_event(r) for r in conn.execute(query, params).fetchall()]
+    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection.
+
+    A fold from the beginning of a compacted log starts with the base: below the floor, the page holds one synthetic
+    ``created`` event per key alive at ``earliest - 1`` (its value, version and last offset then; ``op`` ``set``, no
+    ``old_value``), in offset order, and then the events after the floor. So a rebuilt projection counts each of
+    those keys as created once and none of the updates or deletes that were compacted (the built-in ``metrics``
+    projection's ``creates``/``updates``/``deletes`` then cover what the log still holds).
+    """
+    with transaction(conn, write=False):
+        rows: list[Any] = []
+        earliest = sql.earliest(conn)
+        if after < earliest - 1 and f.kind != "stream":
+            query, params = sql.base_page(f, after, min(upto, earliest - 1), limit)
+            rows = conn.execute(query, params).fetchall()
+            after = earliest - 1
+        if len(rows) < limit and after < upto:
+            query, params = sql.events_page(f, after, upto, limit - len(rows))
+            rows += conn.execute(query, params).fetchall()
+    return [row_to_event(r) for r in rows]
 
 
 def iter_pages(

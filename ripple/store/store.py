@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -47,8 +48,10 @@ from ripple.core.validate import (
 )
 from ripple.errors import (
     CascadeLimitError,
+    ConflictError,
     DatabaseFileError,
     InvalidOpError,
+    OffsetOutOfRangeError,
     RippleError,
     StoreClosedError,
     ValidationError,
@@ -57,10 +60,12 @@ from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
 from ripple.reactions import ChangeEvent, H, Reactions, Start
+from ripple.store import retention
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
-from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
+from ripple.store.retention import Blocker, CompactResult, Floor, RetentionPolicy
+from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, connect_reader, inspect_file
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
@@ -130,9 +135,11 @@ class Store:
         max_batch: int = 1000,
         max_queue: int = 100_000,
         readers: int = 4,
+        log_readers: int = 2,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         run_reactions: bool = True,
         subscription_settings: HubSettings | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -150,7 +157,14 @@ class Store:
             max_value_bytes=max_value_bytes,
             bus=self.commits,
         )
-        self.reader: Reader = Reader(self.path, size=readers)
+        self.reader: Reader = Reader(self.path, size=readers, log_size=log_readers)
+        self.retention = retention
+        # The floor (ripple.store.retention): set from the file on open, then by each compaction step in the writer
+        # thread *before* its COMMIT, so a reader that saw the removal also sees the new floor (see check_read).
+        self._floor = Floor()
+        #: Held by compaction and projection rebuilds: a rebuild folds the base and then the events after it, and a
+        #: compaction moving the floor in between would take events from under it.
+        self.maintenance = asyncio.Lock()
         self.counters: dict[str, int] = {"refused_cascades": 0}
         self._lock = WriterLock(self.path)
         self._started = False
@@ -188,6 +202,7 @@ class Store:
         try:
             await self.writer.start()
             await self.reader.open()
+            self._floor = await asyncio.to_thread(self._read_floor)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.writer.close()
@@ -199,6 +214,8 @@ class Store:
         self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
         self.spawn(self._expire_idempotency(), name="ripple-idempotency-expiry")
+        if self.retention is not None and self.retention.enabled:
+            self.spawn(self._retention_loop(self.retention), name="ripple-retention")
         try:
             await self.projections.start()  # tables and rows exist before open returns; catch-ups run behind
         except BaseException:
@@ -452,7 +469,20 @@ class Store:
             raise ValidationError(
                 f"at={at} is beyond the head ({self.head})", detail={"at": at, "head": self.head}
             )
+        self.check_read(at, "at")
         return at
+
+    def check_read(self, position: int, name: str = "after", kind: KindFilter = "state") -> None:
+        """Refuse a position the log no longer holds: below ``earliest - 1`` (``offset_out_of_range`` with
+        ``earliest``). Call it before a read and again after it: the floor moves before a compaction commits, so a
+        read that may have missed removed events always sees the new floor afterwards."""
+        earliest = self._floor.for_kind(kind)
+        if position < earliest - 1:
+            raise OffsetOutOfRangeError(
+                f"{name}={position} is older than the earliest offset kept ({earliest}); the log before it was "
+                "compacted",
+                detail={name: position, "earliest": earliest, "head": self.head},
+            )
 
     async def entry(self, scope: str, key: str, *, at: int | None = None) -> Entry | None:
         """A key's value with its version and last offset (as of offset ``at``), or ``None``."""
@@ -461,6 +491,8 @@ class Store:
         validate_key(key)
         at = self._check_at(at)
         found = await (self.reader.entry(scope, key) if at is None else self.reader.entry_at(scope, key, at))
+        if at is not None:
+            self.check_read(at, "at")
         if found is not None and found.offset > self.head:
             # Committed by the writer thread but not yet acknowledged on the loop: never hand out an offset beyond
             # the head (a client could not subscribe after it yet).
@@ -485,6 +517,8 @@ class Store:
             )
         at = self._check_at(at)
         page = await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
+        if at is not None:
+            self.check_read(at, "at")
         newest = max((item.offset for item in page.items), default=0)
         if newest > self.head:
             await self.writer.wait_for_head(newest)  # as in entry(): no offset beyond the head
@@ -516,11 +550,152 @@ class Store:
             validate_scope(s)
         for k in keys or ():
             validate_key(k)
-        return await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=self.head)
+        head = self.head
+        if after > head:
+            raise OffsetOutOfRangeError(
+                f"after={after} is beyond the head ({head})",
+                detail={"after": after, "head": head, "earliest": self._floor.for_kind(kind)},
+            )
+        self.check_read(after, "after", kind)
+        events = await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=head)
+        self.check_read(after, "after", kind)
+        return events
 
     async def earliest(self) -> int:
+        """The first offset still in the log (1 until a compaction moves it; no I/O)."""
         self.check_open()
-        return await self.reader.earliest()
+        return self._floor.earliest
+
+    @property
+    def log_floor(self) -> Floor:
+        """``earliest`` and ``stream_earliest``: the first offsets kept (no I/O)."""
+        return self._floor
+
+    def _read_floor(self) -> Floor:
+        conn = connect_reader(self.path)
+        try:
+            return retention.read_floor(conn)
+        finally:
+            conn.close()
+
+    # -- retention (ripple.store.retention): compaction through the writer queue, in bounded steps
+
+    async def compact(
+        self, before: int | None = None, *, streams_before: int | None = None, force: bool = False,
+        reclaim: bool = True,
+    ) -> CompactResult:
+        """Remove the events below offset ``before`` after folding them into the base snapshot (and stream events
+        below ``streams_before``), in steps of ``retention.COMPACT_CHUNK`` events merged into group commits.
+
+        Refused (:class:`ConflictError` ``floor_blocked``, nothing changed) when a durable reaction or a projection
+        still needs those events, unless ``force``; forced projections are rebuilt from the base, forced reactions
+        skip what was removed. ``reclaim`` then gives the freed pages back to the file system in steps.
+        """
+        self.check_open()
+        async with self.maintenance:
+            started, start = time.perf_counter(), self._floor
+            found: builtins.list[Blocker] = await self.commits.run_in_txn(
+                functools.partial(self._compaction_blockers, before, streams_before)
+            )
+            if found and not force:
+                raise ConflictError(
+                    retention.refuse_message(min(x for x in (before, streams_before) if x is not None), found),
+                    code="floor_blocked",
+                    detail={"blockers": [msgspec.to_builtins(b) for b in found]},
+                )
+            for blocker in found:
+                log.warning("compacting past %s: forced", blocker.describe())
+            removed = 0
+            while before is not None and self._floor.earliest < before:
+                removed += await self._step(retention.compact_step, before)
+            while streams_before is not None and self._floor.stream_earliest < streams_before:
+                removed += await self._step(retention.trim_streams_step, streams_before)
+        rebuild = [b.name for b in found if b.kind == "projection" and b.name in self.projections]
+        if rebuild:
+            self.spawn(self.projections.rebuild_many(rebuild), name="ripple-rebuild-after-compaction")
+        if reclaim and removed:
+            await self.reclaim_space()
+        self._checkpoint_due.set()
+        return CompactResult(start.earliest, self._floor.earliest, self._floor.stream_earliest, removed,
+                             time.perf_counter() - started, found)
+
+    def _compaction_blockers(self, before: int | None, streams_before: int | None, txn: WriteTxn
+                             ) -> builtins.list[Blocker]:
+        found: builtins.list[Blocker] = []
+        if before is not None:
+            retention.check_before(txn.conn, before, "before")
+            found += retention.blockers(txn.conn, before)
+        if streams_before is not None:
+            retention.check_before(txn.conn, streams_before, "streams_before")
+            # only followers of stream events lose input when streams are trimmed
+            readers = {p.name for p in self.projections if p.kind != "state"}
+            found += [b for b in retention.blockers(txn.conn, streams_before)
+                      if b.kind == "projection" and b.name in readers and b not in found]
+        return found
+
+    async def _step(self, step: Callable[..., tuple[Floor, int]], before: int) -> int:
+        def run(txn: WriteTxn) -> int:
+            floor, removed = step(txn.conn, before)
+            self._floor = floor  # announced before COMMIT (see check_read)
+            return removed
+
+        try:
+            removed: int = await self.commits.run_in_txn(run)
+            return removed
+        except BaseException:
+            self._floor = await asyncio.to_thread(self._read_floor)  # the step rolled back
+            raise
+
+    async def reclaim_space(self) -> int:
+        """Give free pages back to the file system, ``retention.VACUUM_CHUNK`` pages per writer transaction; returns
+        the pages given back (0 for a file without incremental auto-vacuum: run ``ripple compact`` offline once)."""
+        given = 0
+        while True:
+            before, left = await self.commits.run_in_txn(
+                lambda txn: (retention.free_pages(txn.conn), retention.vacuum_step(txn.conn))
+            )
+            given += max(0, before - left)
+            if left == 0 or left >= before:
+                self._checkpoint_due.set()  # the file shrinks when the WAL is checkpointed
+                return given
+
+    async def apply_retention(self, policy: RetentionPolicy, now_ms: int | None = None) -> CompactResult | None:
+        """One run of ``policy``: compact as far as it asks, but never past a durable reaction or projection (the
+        floor waits for them, and the log says which one holds it back)."""
+        stream_readers = [p.name for p in self.projections if p.kind != "state"]
+        wanted = await asyncio.to_thread(self._retention_targets, policy, now_ms, stream_readers)
+        before = self._hold(wanted.before, wanted.safe, self._floor.earliest)
+        streams = self._hold(wanted.streams_before, wanted.stream_safe, self._floor.stream_earliest)
+        if before is None and streams is None:
+            return None
+        return await self.compact(before, streams_before=streams)
+
+    @staticmethod
+    def _hold(wanted: int | None, safe: int | None, current: int) -> int | None:
+        if wanted is None or safe is None or wanted <= safe:
+            return wanted
+        log.warning("retention: holding a floor at %d (wanted %d) until durable reactions and projections catch up",
+                    safe, wanted)
+        return safe if safe > current else None
+
+    def _retention_targets(self, policy: RetentionPolicy, now_ms: int | None, stream_readers: builtins.list[str]
+                           ) -> retention.Targets:
+        conn = connect_reader(self.path)
+        try:
+            return retention.targets(conn, policy, now_ms, stream_readers)
+        finally:
+            conn.close()
+
+    async def _retention_loop(self, policy: RetentionPolicy) -> None:
+        while True:
+            try:
+                result = await self.apply_retention(policy)
+                if result is not None:
+                    log.info("retention: earliest %d -> %d (%d events removed in %.1fs)", result.earliest_before,
+                             result.earliest, result.removed, result.seconds)
+            except RippleError as exc:
+                log.warning("retention run failed: %s", exc.message)
+            await asyncio.sleep(policy.interval)  # sleep-ok: a periodic policy, not synchronisation
 
     # -- reactions and projections (DESIGN §5-6)
 

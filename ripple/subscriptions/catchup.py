@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ripple.core.events import KindFilter
 from ripple.core.filter import Filter
 from ripple.errors import OffsetOutOfRangeError
 from ripple.store import sql
@@ -32,10 +33,13 @@ async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, 
     """Rows ``EVENT_COLUMNS`` (or ``(seq, event JSON text)`` with ``as_json``) after ``after``, up to ``upto``."""
     columns = f"seq, {sql.EVENT_JSON}" if as_json else sql.EVENT_COLUMNS
     query, params = sql.events_page(f, after, upto, limit, columns=columns)
-    async with store.reader.connection() as conn:
+    async with store.reader.connection("log") as conn:
         # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
         # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.
         rows = list(await conn.execute_fetchall(query, params))
+    # A compaction may have removed events of this range while it was read: the floor moves before that COMMIT, so
+    # a page that could have missed them is refused here (offset_out_of_range) instead of skipping them silently.
+    store.check_read(after, "after", f.kind)
     covered = upto if len(rows) < limit else int(rows[-1][0])
     return Page(rows, covered)
 
@@ -70,9 +74,11 @@ async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     return offset, rows
 
 
-async def check_after(store: Store, after: int) -> int:
-    """Refuse a resume point outside [earliest - 1, head]; return ``earliest``."""
-    earliest = await store.earliest()
+async def check_after(store: Store, after: int, kind: KindFilter = "state") -> int:
+    """Refuse a resume point outside [earliest - 1, head]; return ``earliest`` (for followers of stream events, the
+    stream floor: stream events may be kept for less time than state events)."""
+    store.check_open()
+    earliest = store.log_floor.for_kind(kind)
     head = store.head
     if after > head:
         raise OffsetOutOfRangeError(
