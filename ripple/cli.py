@@ -186,6 +186,8 @@ def get_command(db: str, scope: str, key: str | None, at: int | None) -> None:
 def export_command(db: str, after: int) -> None:
     """Write every event as one JSON line (the fields of an event) to stdout.
 
+    A compacted log starts with its floor and base ({"floor": ...} and {"base": ...} lines), which import reads back.
+
     \b
     ripple export --db app.db > events.jsonl
     """
@@ -193,7 +195,7 @@ def export_command(db: str, after: int) -> None:
 
     conn = offline.open_readonly(db)
     try:
-        write_lines(offline.event_lines(conn, after=after))
+        write_lines(offline.export_lines(conn, after=after))
     finally:
         conn.close()
 
@@ -321,6 +323,87 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
 
+@main.command("compact")
+@db_option
+@click.option("--before", "before", type=int, required=True, metavar="N",
+              help="Remove the events with offsets below N (1..head), after folding them into the base snapshot.")
+@click.option("--force", is_flag=True,
+              help="Compact even past durable reaction cursors and projection checkpoints (named in the refusal).")
+@app_option
+def compact_command(db: str, before: int, force: bool, app: str | None) -> None:
+    """Remove the log below offset N, keeping the state as of N-1 as a base snapshot; then give the space back.
+
+    Time travel, verify, replay, export and projection rebuilds keep working from the base plus the events left;
+    `earliest` moves to N. Refused while a durable reaction or projection still needs those events (--force
+    overrides: those projections are rebuilt, those reactions go on from N). A file created before incremental
+    auto-vacuum is converted with one full VACUUM. Needs the writer lock (a live server compacts with
+    `ripple serve --retain-*`).
+
+    \b
+    ripple compact --db app.db --before 1000000
+    """
+    from ripple import maintenance, offline
+
+    projections = offline.load_projections(db, app)
+    with tracked("compact", None) as advance:
+        report = maintenance.compact_file(db, before, force=force, projections=projections, progress=advance)
+    click.echo(msgspec.json.encode(report).decode())
+
+
+@main.command("backup")
+@db_option
+@click.argument("out", required=False, metavar="[OUT.db]")
+@click.option("--to", "folder", metavar="DIR", help="Write a time-stamped copy into DIR instead of OUT.db.")
+@click.option("--keep", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --to: keep only the newest N backups of this database in DIR.")
+@click.option("--method", type=click.Choice(["backup", "vacuum"]), default="backup", show_default=True,
+              help="SQLite's online backup API, or VACUUM INTO (a defragmented copy).")
+def backup_command(db: str, out: str | None, folder: str | None, keep: int | None, method: str) -> None:
+    """Copy a database, live or not, to a new file: one consistent snapshot, writes never stop.
+
+    OUT.db must not exist. Copying the .db file alone (cp) while a server runs loses the commits still in its -wal
+    file: use this instead.
+
+    \b
+    ripple backup --db app.db app-backup.db
+    ripple backup --db app.db --to backups/ --keep 24     # e.g. hourly from cron
+    """
+    from ripple import maintenance
+
+    chosen: maintenance.BackupMethod = "vacuum" if method == "vacuum" else "backup"
+    if (out is None) == (folder is None):
+        raise click.UsageError("give OUT.db or --to DIR (one of them)")
+    if keep is not None and folder is None:
+        raise click.UsageError("--keep goes with --to DIR")
+    if folder is not None:
+        report = maintenance.rotate(db, folder, keep or 1_000_000, method=chosen)
+    else:
+        assert out is not None
+        report = maintenance.backup(db, out, method=chosen)
+    click.echo(msgspec.json.encode(report).decode())
+
+
+@main.command("restore")
+@click.argument("backup", metavar="BACKUP.db")
+@click.option("--db", "db", required=True, metavar="PATH", help="The new database file (must not exist).")
+def restore_command(backup: str, db: str) -> None:
+    """Copy a backup to a new database file and verify it; the file appears only if it verifies.
+
+    \b
+    ripple restore backups/app-20250101T120000Z.db --db app.db
+    """
+    from ripple import maintenance
+
+    with tracked("verify", None) as advance:
+        report = maintenance.restore(backup, db, progress=advance)
+    if not report.ok:
+        for fault in report.faults:
+            click.echo(f"FAULT [{fault.check}] {fault.message}")
+        fail(f"{backup} does not verify ({len(report.faults)} fault(s)); {db} was not created", EXIT_FAULT)
+    click.echo(msgspec.json.encode({"restored": db, "head": report.head, "events": report.events,
+                                    "keys": report.keys, "state_hash": report.state_hash}).decode())
+
+
 # ---- serve -----------------------------------------------------------------------------------------------------
 
 
@@ -345,10 +428,17 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
 @click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-http-port", default=3111, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--retain-age", metavar="AGE", help="Compact events older than AGE (e.g. 90d, 12h).")
+@click.option("--retain-size", metavar="SIZE", help="Compact the oldest events while the file uses more than SIZE "
+              "(e.g. 2GB, 500MiB).")
+@click.option("--retain-stream-age", metavar="AGE", help="Remove stream events older than AGE (state history stays).")
+@click.option("--retain-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often the retention policy runs.")
 def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
                   app_spec: str | None, access_log: bool, ws_ping_interval: float, ws_ping_timeout: float,
                   heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
-                  iii_http_port: int, iii_stream_port: int) -> None:
+                  iii_http_port: int, iii_stream_port: int, retain_age: str | None, retain_size: str | None,
+                  retain_stream_age: str | None, retain_every: float) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
 
     \b
@@ -357,14 +447,22 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     ripple serve --app examples.todo:setup
     """
     from ripple.http.serve import IiiOptions, ServeOptions, run
+    from ripple.store.retention import RetentionPolicy, parse_age, parse_size
 
     if db_arg and db_opt and db_arg != db_opt:
         raise click.UsageError(f"two databases given: {db_arg} and --db {db_opt}")
     iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port)
+    policy = RetentionPolicy(
+        max_age_ms=None if retain_age is None else parse_age(retain_age),
+        max_bytes=None if retain_size is None else parse_size(retain_size),
+        stream_max_age_ms=None if retain_stream_age is None else parse_age(retain_stream_age),
+        interval=retain_every,
+    )
     run(ServeOptions(db=db_arg or db_opt or "ripple.db", host=host, port=port,
                      durability="normal" if durability == "normal" else "full", app=app_spec,
                      access_log=access_log, iii=iii_options, ws_ping_interval=ws_ping_interval,
-                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat))
+                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat,
+                     retention=policy if policy.enabled else None))
 
 
 # ---- projections ----------------------------------------------------------------------------------------------

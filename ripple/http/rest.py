@@ -140,6 +140,7 @@ class Health(msgspec.Struct):
     schema_version: int
     version: str
     counters: dict[str, int]
+    stream_earliest: int = 1  # stream events may be kept for less time than state events (ripple serve --retain-*)
 
 
 class ErrorInfo(msgspec.Struct):
@@ -693,8 +694,10 @@ async def get_health(request: Request[Any, Any, Any]) -> Health:
     store = store_of(request)
     degraded = store.closed or store.degraded
     counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
+    floor = store.log_floor  # in memory: health never waits for a reader
     return Health(
-        "degraded" if degraded else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters
+        "degraded" if degraded else "ok", store.head, floor.earliest, LATEST_VERSION, __version__, counters,
+        floor.stream_earliest,
     )
 
 

@@ -34,6 +34,7 @@ from ripple.errors import RippleError
 from ripple.http import ws
 from ripple.http.app import create_app
 from ripple.iii.server import IIIServer
+from ripple.store.retention import RetentionPolicy
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.hub import HubSettings
@@ -70,6 +71,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     heartbeat_seconds: float = 15.0
+    retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
 class RippleServer(uvicorn.Server):
@@ -174,10 +176,23 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
     )
 
 
+def describe_policy(policy: RetentionPolicy) -> str:
+    parts = []
+    if policy.max_age_ms is not None:
+        parts.append(f"events older than {policy.max_age_ms / 86_400_000:g} days")
+    if policy.max_bytes is not None:
+        parts.append(f"the oldest events while the file is over {policy.max_bytes:,} bytes")
+    if policy.stream_max_age_ms is not None:
+        parts.append(f"stream events older than {policy.stream_max_age_ms / 86_400_000:g} days")
+    return f"compacting {', '.join(parts)}; every {policy.interval:g}s"
+
+
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
         print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+        if options.retention is not None:
+            print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
         if iii is not None:
             host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
             print(f"ripple iii ({mode}): workers ws://{host}:{iii.worker_port}, HTTP triggers "
@@ -190,7 +205,8 @@ async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
-    async with Store.open(options.db, durability=options.durability, subscription_settings=settings) as store:
+    async with Store.open(options.db, durability=options.durability, subscription_settings=settings,
+                          retention=options.retention) as store:
         handlers = load_user_app(store, options.app) if options.app else []
         iii = await start_iii(store, options.iii)
         try:

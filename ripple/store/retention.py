@@ -127,14 +127,6 @@ def refuse_message(before: int, found: list[Blocker]) -> str:
             "let them catch up, or pass --force (force=True) to compact anyway")
 
 
-def safe_floor(conn: sqlite3.Connection) -> int | None:
-    """The highest floor that cuts off no durable reaction or projection (``None``: no limit)."""
-    row = conn.execute(
-        "SELECT min(p) FROM (SELECT min(cursor) AS p FROM reactions UNION ALL SELECT min(checkpoint) FROM projections)"
-    ).fetchone()
-    return None if row[0] is None else int(row[0]) + 1
-
-
 # ---- steps (each in the caller's write transaction) ------------------------------------------------------------
 
 # The last state event of each key in [lo, hi), with the latest create in the range (None: the incarnation began
@@ -154,7 +146,7 @@ _UPSERT_BASE = (
 _DELETE_BASE = "DELETE FROM log_base WHERE scope = ? AND key = ?"
 
 
-def compact_step(conn: sqlite3.Connection, before: int, chunk: int = COMPACT_CHUNK) -> tuple[Floor, int]:
+def compact_step(conn: sqlite3.Connection, before: int, chunk: int | None = None) -> tuple[Floor, int]:
     """Move the floor towards ``before`` by at most ``chunk`` offsets; returns the new floor and the events removed.
 
     Idempotent and resumable: it starts from the floor stored in the file, so a step that rolled back is simply
@@ -162,7 +154,7 @@ def compact_step(conn: sqlite3.Connection, before: int, chunk: int = COMPACT_CHU
     """
     floor = read_floor(conn)
     lo = floor.earliest
-    hi = min(before, lo + chunk)
+    hi = min(before, lo + (COMPACT_CHUNK if chunk is None else chunk))
     if hi <= lo:
         return floor, 0
     upserts, deletes = [], []
@@ -179,11 +171,11 @@ def compact_step(conn: sqlite3.Connection, before: int, chunk: int = COMPACT_CHU
     return new, int(removed)
 
 
-def trim_streams_step(conn: sqlite3.Connection, before: int, chunk: int = COMPACT_CHUNK * 5) -> tuple[Floor, int]:
+def trim_streams_step(conn: sqlite3.Connection, before: int, chunk: int | None = None) -> tuple[Floor, int]:
     """Move the stream floor towards ``before`` by at most ``chunk`` offsets (stream events only; state stays)."""
     floor = read_floor(conn)
     lo = floor.stream_earliest
-    hi = min(before, lo + chunk)
+    hi = min(before, lo + (COMPACT_CHUNK if chunk is None else chunk))
     if hi <= lo:
         return floor, 0
     removed = conn.execute("DELETE FROM events WHERE seq >= ? AND seq < ? AND kind = 'stream'", (lo, hi)).rowcount
@@ -273,17 +265,13 @@ class RetentionPolicy(msgspec.Struct, frozen=True):
 
 
 class Targets(msgspec.Struct, frozen=True):
-    """Where a policy wants the floors now (``None``: leave it), and how far they may go without cutting off a
-    durable reaction or projection (``safe``; ``stream_safe`` for the projections that read streams)."""
+    """Where a policy wants the floors now (``None``: leave it)."""
 
     before: int | None
     streams_before: int | None
-    safe: int | None = None
-    stream_safe: int | None = None
 
 
-def targets(conn: sqlite3.Connection, policy: RetentionPolicy, now_ms: int | None = None,
-            stream_readers: list[str] | None = None) -> Targets:
+def targets(conn: sqlite3.Connection, policy: RetentionPolicy, now_ms: int | None = None) -> Targets:
     """The floors ``policy`` asks for now, read in one read transaction."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     conn.execute("BEGIN")
@@ -300,21 +288,11 @@ def targets(conn: sqlite3.Connection, policy: RetentionPolicy, now_ms: int | Non
         streams: int | None = None
         if policy.stream_max_age_ms is not None and head:
             streams = first_offset_since(conn, now - policy.stream_max_age_ms, floor.stream_earliest, head)
-        safe = safe_floor(conn)
-        stream_safe = None
-        if stream_readers:
-            lowest = conn.execute(
-                f"SELECT min(checkpoint) FROM projections WHERE name IN ({','.join('?' * len(stream_readers))})",
-                stream_readers,
-            ).fetchone()[0]
-            stream_safe = None if lowest is None else int(lowest) + 1
     finally:
         conn.execute("COMMIT")
     return Targets(
         before if before is not None and before > floor.earliest else None,
         streams if streams is not None and streams > max(floor.stream_earliest, before or 0) else None,
-        safe,
-        stream_safe,
     )
 
 

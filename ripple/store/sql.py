@@ -117,7 +117,7 @@ def list_scope_at_params(scope: str, at: int, after_created: int, limit: int) ->
 # -- the compacted base as events (projection rebuilds fold it first): one synthetic `created` event per key alive
 # at the floor - 1, at the offset of its last event, in offset order.
 BASE_AS_EVENTS = (
-    "SELECT last_seq, ts, 'state', scope, key, 'set', 'created', version, NULL, value, '{}' FROM log_base "
+    "SELECT last_seq, ts, 'state', scope, key, 'set', 'created', version, NULL, value, '{{}}' FROM log_base "
     "WHERE {where} ORDER BY last_seq LIMIT ?"
 )
 

@@ -99,6 +99,9 @@ class WriterLock:
 
 def connect_writer(path: str | os.PathLike[str], durability: Durability) -> sqlite3.Connection:
     conn = sqlite3.connect(uri(path, "rwc"), uri=True, isolation_level=None, check_same_thread=False)
+    # Must precede the first table of a new file (and WAL mode): compaction then gives space back in small steps.
+    # An existing file keeps the mode it was made with (`ripple compact` converts it; ripple.store.retention).
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
     # Auto-checkpoints run inside COMMIT and cause latency spikes; ripple runs PASSIVE ones in the background.

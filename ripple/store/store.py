@@ -582,20 +582,21 @@ class Store:
 
     async def compact(
         self, before: int | None = None, *, streams_before: int | None = None, force: bool = False,
-        reclaim: bool = True,
+        hold: bool = False, reclaim: bool = True,
     ) -> CompactResult:
         """Remove the events below offset ``before`` after folding them into the base snapshot (and stream events
         below ``streams_before``), in steps of ``retention.COMPACT_CHUNK`` events merged into group commits.
 
         Refused (:class:`ConflictError` ``floor_blocked``, nothing changed) when a durable reaction or a projection
-        still needs those events, unless ``force``; forced projections are rebuilt from the base, forced reactions
-        skip what was removed. ``reclaim`` then gives the freed pages back to the file system in steps.
+        still needs those events, unless ``force`` (forced projections are rebuilt from the base, forced reactions
+        skip what was removed) or ``hold`` (the floor stops below what they still need, as retention policies do).
+        ``reclaim`` then gives the freed pages back to the file system in steps.
         """
         self.check_open()
         async with self.maintenance:
             started, start = time.perf_counter(), self._floor
-            found: builtins.list[Blocker] = await self.commits.run_in_txn(
-                functools.partial(self._compaction_blockers, before, streams_before)
+            before, streams_before, found = await self.commits.run_in_txn(
+                functools.partial(self._plan, before, streams_before, hold)
             )
             if found and not force:
                 raise ConflictError(
@@ -619,19 +620,37 @@ class Store:
         return CompactResult(start.earliest, self._floor.earliest, self._floor.stream_earliest, removed,
                              time.perf_counter() - started, found)
 
-    def _compaction_blockers(self, before: int | None, streams_before: int | None, txn: WriteTxn
-                             ) -> builtins.list[Blocker]:
+    def _plan(self, before: int | None, streams_before: int | None, hold: bool, txn: WriteTxn
+              ) -> tuple[int | None, int | None, builtins.list[Blocker]]:
+        """In a writer transaction (cursors advance through the writer, so this view is current): check the floors
+        and find what they would cut off; with ``hold``, lower them below it instead."""
+        floor = retention.read_floor(txn.conn)
         found: builtins.list[Blocker] = []
         if before is not None:
             retention.check_before(txn.conn, before, "before")
-            found += retention.blockers(txn.conn, before)
+            blocking = retention.blockers(txn.conn, before)
+            if hold and blocking:
+                before = self._held(before, blocking, floor.earliest)
+                blocking = []
+            found += blocking
         if streams_before is not None:
             retention.check_before(txn.conn, streams_before, "streams_before")
             # only followers of stream events lose input when streams are trimmed
             readers = {p.name for p in self.projections if p.kind != "state"}
-            found += [b for b in retention.blockers(txn.conn, streams_before)
-                      if b.kind == "projection" and b.name in readers and b not in found]
-        return found
+            blocking = [b for b in retention.blockers(txn.conn, streams_before)
+                        if b.kind == "projection" and b.name in readers and b not in found]
+            if hold and blocking:
+                streams_before = self._held(streams_before, blocking, floor.stream_earliest)
+                blocking = []
+            found += blocking
+        return before, streams_before, found
+
+    @staticmethod
+    def _held(wanted: int, blocking: builtins.list[Blocker], current: int) -> int | None:
+        safe = min(b.position for b in blocking) + 1
+        log.warning("retention: holding a floor at %d (wanted %d) until %s catch%s up", safe, wanted,
+                    ", ".join(b.describe() for b in blocking[:5]), "es" if len(blocking) == 1 else "")
+        return safe if safe > current else None
 
     async def _step(self, step: Callable[..., tuple[Floor, int]], before: int) -> int:
         def run(txn: WriteTxn) -> int:
@@ -661,28 +680,17 @@ class Store:
 
     async def apply_retention(self, policy: RetentionPolicy, now_ms: int | None = None) -> CompactResult | None:
         """One run of ``policy``: compact as far as it asks, but never past a durable reaction or projection (the
-        floor waits for them, and the log says which one holds it back)."""
-        stream_readers = [p.name for p in self.projections if p.kind != "state"]
-        wanted = await asyncio.to_thread(self._retention_targets, policy, now_ms, stream_readers)
-        before = self._hold(wanted.before, wanted.safe, self._floor.earliest)
-        streams = self._hold(wanted.streams_before, wanted.stream_safe, self._floor.stream_earliest)
-        if before is None and streams is None:
+        floor waits for them, and the log says which one holds it back). ``None``: nothing to do."""
+        wanted = await asyncio.to_thread(self._retention_targets, policy, now_ms)
+        if wanted.before is None and wanted.streams_before is None:
             return None
-        return await self.compact(before, streams_before=streams)
+        result = await self.compact(wanted.before, streams_before=wanted.streams_before, hold=True)
+        return result if result.removed or result.earliest != result.earliest_before else None
 
-    @staticmethod
-    def _hold(wanted: int | None, safe: int | None, current: int) -> int | None:
-        if wanted is None or safe is None or wanted <= safe:
-            return wanted
-        log.warning("retention: holding a floor at %d (wanted %d) until durable reactions and projections catch up",
-                    safe, wanted)
-        return safe if safe > current else None
-
-    def _retention_targets(self, policy: RetentionPolicy, now_ms: int | None, stream_readers: builtins.list[str]
-                           ) -> retention.Targets:
+    def _retention_targets(self, policy: RetentionPolicy, now_ms: int | None) -> retention.Targets:
         conn = connect_reader(self.path)
         try:
-            return retention.targets(conn, policy, now_ms, stream_readers)
+            return retention.targets(conn, policy, now_ms)
         finally:
             conn.close()
 
