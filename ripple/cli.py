@@ -123,12 +123,14 @@ def tracked(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
 
 @main.command("log")
 @db_option
-@click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, help="Only events after N.")
+@click.option("--after", type=click.IntRange(min=0), default=None,
+              help="Only events after N (default: the whole log, from its earliest offset).")
 @click.option("--scope", "scopes", multiple=True, help="Only these scopes (repeatable).")
 @click.option("--key", "keys", multiple=True, help="Only these keys (repeatable).")
 @click.option("--kind", type=KINDS, default="all", show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are committed.")
-def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, ...], kind: str, follow: bool) -> None:
+def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple[str, ...], kind: str,
+                follow: bool) -> None:
     """Print events as JSON lines.
 
     \b
@@ -137,10 +139,12 @@ def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, .
     """
     from ripple import offline
     from ripple.core.filter import Filter
-    from ripple.store import sql
+    from ripple.store import retention, sql
 
     conn = offline.open_readonly(db)
     f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
+    if after is None:
+        after = retention.read_floor(conn).for_kind(f.kind) - 1
     try:
         while True:
             upto = sql.head(conn)
@@ -241,6 +245,8 @@ def verify_command(db: str, app: str | None) -> None:
     finally:
         conn.close()
     report.checked.append("projections (" + ", ".join(p.name for p in projections) + ")")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     for fault in report.faults:
         where = f"offset {fault.offset}: " if fault.offset is not None and str(fault.offset) not in fault.message \
             else ""

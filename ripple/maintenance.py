@@ -69,12 +69,13 @@ def compact_file(path: str | os.PathLike[str], before: int, *, force: bool = Fal
         raise DatabaseFileError(f"{path}: no such ripple database")
     size_before = _file_bytes(path)
     started = time.perf_counter()
+    conn = open_readonly(path)  # bad input is refused before anything opens the file for writing
+    try:
+        _plan(conn, before, force)
+    finally:
+        conn.close()
     with writing(path, new_file=False) as conn:
-        before = retention.check_before(conn, before)
-        found = retention.blockers(conn, before)
-        if found and not force:
-            raise ConflictError(retention.refuse_message(before, found), code="floor_blocked",
-                                detail={"blockers": [msgspec.to_builtins(b) for b in found]})
+        found = _plan(conn, before, force)
         start = retention.read_floor(conn)
         removed = 0
         while retention.read_floor(conn).earliest < before:
@@ -91,6 +92,15 @@ def compact_file(path: str | os.PathLike[str], before: int, *, force: bool = Fal
     return CompactReport(start.earliest, earliest, head, removed, round(seconds, 3),
                          round(removed / seconds) if seconds > 0 else 0, size_before, _file_bytes(path), converted,
                          found, pending)
+
+
+def _plan(conn: sqlite3.Connection, before: int, force: bool) -> list[Blocker]:
+    retention.check_before(conn, before)
+    found = retention.blockers(conn, before)
+    if found and not force:
+        raise ConflictError(retention.refuse_message(before, found), code="floor_blocked",
+                            detail={"blockers": [msgspec.to_builtins(b) for b in found]})
+    return found
 
 
 @contextlib.contextmanager

@@ -27,3 +27,8 @@ CREATE INDEX log_base_last ON log_base (last_seq);                     -- the ba
 -- create when it is its key's last create-or-delete at that offset (one seek in the second index).
 CREATE INDEX events_scope_creates ON events (scope, seq) WHERE kind = 'state' AND event_type = 'created';
 CREATE INDEX events_lifecycle ON events (scope, key, seq) WHERE kind = 'state' AND event_type IN ('created', 'deleted');
+
+-- Where a projection's fold started: 1 = the whole log; F = the base at floor F (a rebuild after compaction). A
+-- projection folded from before the floor holds history the log no longer has (metrics counts every update ever
+-- made), so `verify` compares it with a fresh fold only once a rebuild has started it from the same base.
+ALTER TABLE projections ADD COLUMN folded_from INTEGER NOT NULL DEFAULT 1;

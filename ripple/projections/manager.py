@@ -46,6 +46,7 @@ from ripple.projections.runner import (
     read_state,
     save_row,
     set_failed,
+    set_folded_from,
     set_progress,
     table_names,
 )
@@ -441,6 +442,7 @@ class Projections:
             if failure is None:
                 failure = self._fold_rest(conn, handle, handle.tables(generation), position, txn.head)
             drop_generations(conn, p.name, keep=generation)
+            set_folded_from(conn, p.name)
             save_row(
                 conn,
                 ProjectionRow(
