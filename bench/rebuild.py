@@ -56,7 +56,7 @@ async def fill(path: Path, n: int) -> float:
                     seen.add(key)
                     if key not in live:
                         cmds.append(Set("todos", key, {"id": key, "title": f"todo {key}", "completed": False,
-                                                       "created_at": written}))
+                                                       "created_at": str(written)}))
                         live[key] = False
                     elif rng.random() < 0.8:
                         live[key] = not live[key]

@@ -5,7 +5,10 @@
 (c) ripple embedded, 1 / 10 / 200 concurrent producers, durability full and normal;
 (d) the `eventsourcing` package (SQLite module), one new aggregate saved per event.
 
-Prints events/s and the ratios (c)/(a) and (c)/(d). Usage: python bench/write_throughput.py [--events N]
+Prints events/s and the ratios (c)/(a) and (c)/(d). Then the write cost of the two partial indexes that make a
+time-travel list page O(page) (``events_scope_creates``, ``events_lifecycle``): ripple, 200 producers, every event a
+create (their worst case: each create enters both), with and without them, alternating runs in the same process.
+Usage: python bench/write_throughput.py [--events N]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -98,8 +102,20 @@ def bench_raw_txn_per_row(folder: Path, n: int) -> float:
     return n / elapsed
 
 
-async def bench_ripple(folder: Path, n: int, producers: int, durability: str) -> float:
-    path = folder / f"c-{producers}-{durability}.db"
+TIME_TRAVEL_INDEXES = ("events_scope_creates", "events_lifecycle")
+
+
+async def bench_ripple(folder: Path, n: int, producers: int, durability: str, *, label: str = "",
+                       drop: tuple[str, ...] = ()) -> float:
+    path = folder / f"c-{producers}-{durability}{label}.db"
+    if drop:  # the same file without some indexes: created by ripple, indexes dropped before any write
+        async with Store.open(path, durability=durability):
+            pass
+        conn = sqlite3.connect(path)
+        for index in drop:
+            conn.execute(f"DROP INDEX {index}")
+        conn.commit()
+        conn.close()
     async with Store.open(path, durability=durability) as store:
         per = n // producers
 
@@ -145,6 +161,12 @@ def main() -> None:
     n = args.events
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        index_cost: dict[bool, list[float]] = {True: [], False: []}
+        for run in range(3):
+            for with_indexes in (True, False):
+                index_cost[with_indexes].append(asyncio.run(bench_ripple(
+                    folder, n, 200, "full", label=f"-{run}-{with_indexes}",
+                    drop=() if with_indexes else TIME_TRAVEL_INDEXES)))
         a = bench_raw_one_txn(folder, n)
         a200 = bench_raw_groups(folder, n, 200)
         b = bench_raw_txn_per_row(folder, min(n, 2_000))
@@ -166,6 +188,12 @@ def main() -> None:
     for producers, durability, rate in rows:
         print(f"| {producers} | {durability} | {rate:,.0f} | {rate / a:.2f}x | {rate / a200:.2f}x | {rate / b:.1f}x "
               f"| {rate / d:.1f}x |")
+    with_ix, without = statistics.median(index_cost[True]), statistics.median(index_cost[False])
+    print()
+    print("time-travel indexes, ripple 200 producers, full, every event a create (median of 3 alternating runs):")
+    print(f"  with    {with_ix:>10,.0f} events/s   {[round(x) for x in index_cost[True]]}")
+    print(f"  without {without:>10,.0f} events/s   {[round(x) for x in index_cost[False]]}")
+    print(f"  cost    {(1 - with_ix / without) * 100:>9.1f} %")
 
 
 if __name__ == "__main__":

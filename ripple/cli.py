@@ -1,4 +1,4 @@
-"""The ``ripple`` command line (DESIGN §10).
+"""The ``ripple`` command line.
 
 Every command takes ``--db PATH`` (env ``RIPPLE_DB``, default ``./ripple.db``). Output is JSON (JSON lines for streams
 of records). Bad input — a missing file, a file that is not ripple's, a newer schema, a bad option — is one line on
@@ -80,9 +80,10 @@ db_option = click.option(
     "--db", "db", envvar="RIPPLE_DB", default="ripple.db", show_default=True, metavar="PATH",
     help="The ripple database file (env RIPPLE_DB).",
 )
+APP_HELP = "module:function, or path/to/file.py:function (a module file or a package's __init__.py; from anywhere)"
 app_option = click.option(
     "--app", "app", default=None, metavar="MODULE:FUNCTION",
-    help="Load user projections from setup(store) in this module (reactions are never run offline).",
+    help=f"Load user projections from setup(store): {APP_HELP}. Reactions are never run offline.",
 )
 KINDS = click.Choice(["state", "stream", "all"])
 
@@ -99,23 +100,90 @@ def write_lines(lines: Iterator[bytes], *, flush_each: bool = False) -> int:
     return n
 
 
-def progress_bar(label: str, total: int | None) -> Any:
-    """A rich progress bar on stderr (rate and ETA), silent when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def progress_columns(unit: str) -> tuple[Any, ...]:
+    """The bars' columns: label, bar, percentage, ``done/total``, a formatted rate and the ETA where the total is
+    known; the count and the elapsed time where it is not (``None`` and ``?`` are never shown)."""
+    from rich.progress import (
+        BarColumn,
+        ProgressColumn,
+        Task,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    console = Console(stderr=True)
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} ev/s"),
-                   TimeRemainingColumn(), console=console, disable=not console.is_terminal, transient=True)
-    return bar
+    class Count(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            done = f"{task.completed:,.0f}"
+            return Text(f"{done}/{task.total:,.0f} {unit}" if task.total is not None else f"{done} {unit}",
+                        style="progress.download")
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            # rich's own estimate needs two samples within its window; until then (and at the end of a short run)
+            # the average over the elapsed time is the honest figure
+            speed = task.finished_speed or task.speed
+            if not speed and task.completed and task.elapsed:
+                speed = task.completed / task.elapsed
+            return Text(f"{speed:,.0f} {unit}/s" if speed else f"… {unit}/s", style="progress.data.speed")
+
+    class Eta(ProgressColumn):
+        """Time remaining where the total is known, else time elapsed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.remaining, self.elapsed = TimeRemainingColumn(), TimeElapsedColumn()
+
+        def render(self, task: Task) -> Text:
+            if task.total is None:
+                return self.elapsed.render(task)
+            return Text("ETA ") + self.remaining.render(task)
+
+    return (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), Count(), Rate(), Eta())
+
+
+class Progress:
+    """Progress bars on stderr for the long commands (import, verify, rebuild, replay): one helper for all.
+
+    ``with Progress() as bars: advance = bars.task("import", total)``. Silent when stderr is not a terminal (rich
+    honours ``FORCE_COLOR``); a ``total`` given as a function is only computed when the bars are shown, so a
+    command pays for counting only when someone watches.
+    """
+
+    def __init__(self, unit: str = "ev") -> None:
+        from rich.console import Console
+        from rich.progress import Progress as Bars
+
+        console = Console(stderr=True)
+        self.shown = console.is_terminal
+        self._bars = Bars(*progress_columns(unit), console=console, disable=not self.shown, transient=True)
+
+    def task(self, label: str, total: int | Callable[[], int | None] | None = None) -> Callable[[int], None]:
+        """A new bar; returns ``advance(n)``. When the work ends without an error, the bar is shown complete."""
+        known = (total() if callable(total) else total) if self.shown else None
+        task = self._bars.add_task(label, total=known)
+        return lambda n: self._bars.advance(task, n)
+
+    def __enter__(self) -> Progress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            for task in self._bars.tasks:
+                if task.total is not None:
+                    self._bars.update(task.id, completed=task.total)
+            self._bars.refresh()
+        self._bars.stop()
 
 
 @contextlib.contextmanager
-def tracked(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    bar = progress_bar(label, total)
-    with bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+def tracked(label: str, total: int | Callable[[], int | None] | None = None) -> Iterator[Callable[[int], None]]:
+    """One bar for the duration of the block: ``with tracked("verify", head) as advance: ...``."""
+    with Progress() as bars:
+        yield bars.task(label, total)
 
 
 # ---- read-only commands ----------------------------------------------------------------------------------------
@@ -146,6 +214,8 @@ def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple
     if after is None:
         after = retention.read_floor(conn).for_kind(f.kind) - 1
     try:
+        offline.check_after(conn, after)  # beyond the head, even --follow would skip what is written up to it
+        offline.check_filter(scopes, keys)
         while True:
             upto = sql.head(conn)
             write_lines(offline.event_lines(conn, f, after=after, upto=upto))
@@ -199,6 +269,8 @@ def export_command(db: str, after: int) -> None:
 
     conn = offline.open_readonly(db)
     try:
+        if after:  # 0: the whole log, a compacted one starting with its floor and base
+            offline.check_after(conn, after)
         write_lines(offline.export_lines(conn, after=after))
     finally:
         conn.close()
@@ -221,6 +293,30 @@ def stats_command(db: str) -> None:
         conn.close()
 
 
+@main.command("projections")
+@db_option
+@app_option
+def projections_command(db: str, app: str | None) -> None:
+    """List the projections recorded in the file (JSON): name, version, status, checkpoint and lag (head - checkpoint).
+
+    Read-only; works beside a live server. --app adds the user's projections the file does not record yet
+    (status not_built).
+
+    \b
+    ripple projections --db app.db
+    ripple projections --db app.db --app examples.todo:setup
+    """
+    from ripple import offline
+
+    projections = offline.load_projections(db, app)
+    conn = offline.open_readonly(db)
+    try:
+        listing = offline.projection_list(conn, projections)
+    finally:
+        conn.close()
+    click.echo(msgspec.json.format(msgspec.json.encode(listing)).decode())
+
+
 @main.command("verify")
 @db_option
 @app_option
@@ -236,17 +332,24 @@ def verify_command(db: str, app: str | None) -> None:
     ripple verify --db app.db --app examples.todo:setup
     """
     from ripple import offline
+    from ripple.store import sql
 
     projections = offline.load_projections(db, app)
     conn = offline.open_readonly(db)
     try:
-        with tracked("verify", None) as advance:
+        skipped = offline.unregistered_projections(conn, projections)
+        with tracked("verify", lambda: sql.head(conn)) as advance:
             report = offline.verify(conn, progress=advance, extra=offline.projection_faults(projections))
     finally:
         conn.close()
     report.checked.append("projections (" + ", ".join(p.name for p in projections) + ")")
     for note in report.notes:
         click.echo(f"note: {note}")
+    if skipped:  # the file holds projections no loaded code registers: say so, without failing the verify
+        names = ", ".join(skipped)
+        report.checked.append(f"skipped projections not loaded (pass --app): {names}")
+        click.echo(f"ripple: verify did not check projections {names}: no loaded code registers them "
+                   "(pass --app module:setup)", err=True)
     for fault in report.faults:
         where = f"offset {fault.offset}: " if fault.offset is not None and str(fault.offset) not in fault.message \
             else ""
@@ -279,7 +382,7 @@ def import_command(db: str, append: bool, input_: Any) -> None:
     """
     from ripple import offline
 
-    with tracked("import", None) as advance:
+    with tracked("import", lambda: offline.count_lines(input_)) as advance:
         n = offline.import_events(db, input_, append=append, progress=advance,
                                   after_import=projection_rebuilder(db, None))
     click.echo(msgspec.json.encode({"imported": n}).decode())
@@ -300,7 +403,10 @@ def replay_command(db: str, to: int, into: str, app: str | None) -> None:
     """
     from ripple import offline
 
-    head = offline.replay(db, to, into, after_copy=projection_rebuilder(into, app))
+    rebuilder = projection_rebuilder(into, app)
+    with Progress() as bars:
+        head = offline.replay(db, to, into, progress=bars.task("copy", to),
+                              after_copy=lambda conn: rebuilder(conn, bars.task("projections", to)))
     click.echo(msgspec.json.encode({"into": into, "head": head}).decode())
 
 
@@ -319,12 +425,16 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     from ripple import offline
     from ripple.store import sql
 
-    total = None
-    if Path(db).exists():
+    def head() -> int | None:
+        if not Path(db).exists():
+            return None
         conn = offline.open_readonly(db)
-        total = sql.head(conn)
-        conn.close()
-    with tracked("rebuild", total) as advance:
+        try:
+            return sql.head(conn)
+        finally:
+            conn.close()
+
+    with tracked("rebuild", head) as advance:
         rebuilt = offline.rebuild_projections(db, name, app, advance)
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
@@ -420,7 +530,8 @@ def restore_command(backup: str, db: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True)
-@click.option("--app", "app_spec", metavar="MODULE:SETUP", help="User code: reactions, projections, routes.")
+@click.option("--app", "app_spec", metavar="MODULE:SETUP",
+              help=f"User code (reactions, projections, routes): {APP_HELP}.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("--ws-ping-interval", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="WebSocket keepalive ping interval, seconds.")
@@ -428,7 +539,7 @@ def restore_command(backup: str, db: str) -> None:
               help="Close a WebSocket client that does not answer a ping within this many seconds.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds between subscription heartbeat frames.")
-@click.option("--iii", is_flag=True, help="Also listen for iii workers (DESIGN §9).")
+@click.option("--iii", is_flag=True, help="Also listen for iii workers (docs/iii.md).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
 @click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
@@ -450,7 +561,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     \b
     ripple serve
     ripple serve app.db --port 9000
-    ripple serve --app examples.todo:setup
+    ripple serve --app examples.todo:setup              # from the checkout root
+    ripple serve --app path/to/examples/todo/__init__.py:setup   # from anywhere
     """
     from ripple.http.serve import IiiOptions, ServeOptions, run
     from ripple.store.retention import RetentionPolicy, parse_age, parse_size
@@ -474,13 +586,15 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
 # ---- projections ----------------------------------------------------------------------------------------------
 
 
-def projection_rebuilder(db: str, app: str | None) -> Callable[[Any], None]:
-    """Rebuild every projection inside the transaction that wrote a new log (import, replay)."""
+def projection_rebuilder(db: str, app: str | None) -> Callable[..., None]:
+    """Rebuild every projection inside the transaction that wrote a new log (import, replay).
+
+    The user's code is loaded now, before any file is written: a broken --app changes nothing."""
     from ripple import offline
 
     projections = offline.load_projections(db, app)
 
-    def rebuild(conn: Any) -> None:
-        offline.rebuild_all(conn, projections)
+    def rebuild(conn: Any, progress: Callable[[int], None] | None = None) -> None:
+        offline.rebuild_all(conn, projections, progress)
 
     return rebuild

@@ -11,7 +11,7 @@ clients match on) and the HTTP ``status`` the REST layer answers with::
     │   ├── ValueTooLargeError        413 value_too_large
     │   ├── InvalidOpError            422 invalid_op
     │   ├── UpdateRejectedError       422 update_rejected   (carries the per-op errors)
-    │   └── OffsetOutOfRangeError     422 offset_out_of_range
+    │   └── OffsetOutOfRangeError     400 offset_out_of_range (an `after` outside the log)
     ├── NotFoundError                 404 not_found
     ├── ConflictError                 409 conflict / idempotency_key_reused
     ├── PreconditionFailedError       412 precondition_failed
@@ -85,7 +85,10 @@ class UpdateRejectedError(ValidationError):
 
 
 class OffsetOutOfRangeError(ValidationError):
+    """A resume point (``after``) outside [earliest - 1, head]: a bad query value, so 400 (DESIGN §8)."""
+
     code = "offset_out_of_range"
+    status = 400
 
 
 class NotFoundError(RippleError):

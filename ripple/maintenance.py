@@ -80,7 +80,7 @@ def compact_file(path: str | os.PathLike[str], before: int, *, force: bool = Fal
         removed = 0
         while retention.read_floor(conn).earliest < before:
             with _transaction(conn):
-                _, n = retention.compact_step(conn, before)
+                _, n = retention.compact_step(conn, before, retention.OFFLINE_CHUNK)
             removed += n
             if progress is not None:
                 progress(n)

@@ -171,6 +171,27 @@ def get_value(conn: sqlite3.Connection, scope: str, key: str, at: int | None) ->
     return True, row[0].encode()
 
 
+def check_after(conn: sqlite3.Connection, after: int, option: str = "--after ") -> None:
+    """Refuse an ``--after`` outside the log, by the rule the server applies (``check_after_range``)."""
+    from ripple.subscriptions.catchup import check_after_range
+
+    conn.execute("BEGIN")
+    try:
+        head, earliest = sql.head(conn), sql.earliest(conn)
+    finally:
+        conn.execute("COMMIT")
+    check_after_range(after, earliest=earliest, head=head, option=option)
+
+
+def check_filter(scopes: Sequence[str], keys: Sequence[str]) -> None:
+    """Names in a log filter obey the rules of names (as ``read_events`` checks them): a typo is an error, not an
+    empty result."""
+    for scope in scopes:
+        validate_scope(scope)
+    for key in keys:
+        validate_key(key)
+
+
 def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
     """``at`` must be an offset the file can answer for: from the floor - 1 (the compacted base) to the head."""
     head = sql.head(conn)
@@ -465,6 +486,23 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
 # ---- import ----------------------------------------------------------------------------------------------------
 
 
+def count_lines(stream: IO[bytes]) -> int | None:
+    """The lines of a seekable input (a file, or stdin redirected from one), read ahead and rewound; ``None`` for
+    a pipe. Used only to size a progress bar."""
+    try:
+        if not stream.seekable():
+            return None
+        start = stream.tell()
+    except (OSError, ValueError):
+        return None
+    n, last = 0, b"\n"
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        n += chunk.count(b"\n")
+        last = chunk[-1:]
+    stream.seek(start)
+    return n + (last != b"\n")
+
+
 class ImportError_(ValidationError):
     code = "import_error"
 
@@ -622,6 +660,8 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
             if progress is not None:
                 progress(PAGE)
     conn.executemany(insert, batch)
+    if progress is not None and batch:
+        progress(len(batch))
     for ddl in indexes:
         conn.execute(ddl)
     _write_state(conn, keys)
@@ -691,9 +731,14 @@ def _rebuild_state_table(conn: sqlite3.Connection) -> None:
 # ---- replay ----------------------------------------------------------------------------------------------------
 
 
+REPLAY_PAGE = 50_000
+
+
 def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str],
-           after_copy: Callable[[sqlite3.Connection], None] | None = None) -> int:
-    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head."""
+           after_copy: Callable[[sqlite3.Connection], None] | None = None, progress: Progress | None = None) -> int:
+    """Write a new database ``into`` holding the events of ``source`` up to offset ``to``; returns its head.
+
+    The events are copied in pages of offsets (one transaction still) so that ``progress`` can follow."""
     if Path(into).exists():
         raise DatabaseFileError(f"{into} already exists; replay writes only a new file")
     src = open_readonly(source)
@@ -705,8 +750,12 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")  # one read snapshot of the source: its events, base and floor agree
         try:
-            conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
-                         "WHERE seq <= ?", (to,))
+            for low in range(0, to, REPLAY_PAGE):
+                high = min(low + REPLAY_PAGE, to)
+                conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
+                             "WHERE seq > ? AND seq <= ?", (low, high))
+                if progress is not None:
+                    progress(high - low)
             conn.execute("INSERT INTO main.log_base SELECT * FROM src.log_base")
             conn.execute("INSERT INTO main.log_floor (id, earliest, stream_earliest, compacted_ts) "
                          "SELECT id, earliest, min(stream_earliest, ? + 1), compacted_ts FROM src.log_floor", (to,))
@@ -798,7 +847,23 @@ def rebuild_projections(db: str | os.PathLike[str], name: str | None, app: str |
         lock.release()
 
 
+def unregistered_projections(conn: sqlite3.Connection, registered: Sequence[Any]) -> list[str]:
+    """Names of the projections the file records that none of ``registered`` is (a user's, without ``--app``)."""
+    from ripple.projections.runner import load_rows
+
+    known = {p.name for p in registered}
+    return [row.name for row in load_rows(conn) if row.name not in known]
+
+
 # ---- stats -----------------------------------------------------------------------------------------------------
+
+
+def projection_list(conn: sqlite3.Connection, registered: Sequence[Any] | None = None) -> Any:
+    """The projections the file records (and ``registered`` ones it does not yet: ``not_built``), with their lag."""
+    from ripple.projections.builtin import metrics_projection
+    from ripple.projections.runner import list_projections
+
+    return list_projections(conn, registered if registered is not None else [metrics_projection()], recorded=True)
 
 
 def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -809,10 +874,7 @@ def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, A
             "SELECT kind, scope, op, count(*) FROM events GROUP BY kind, scope, op ORDER BY kind, scope, op"
         ):
             per_scope.setdefault(f"{kind}:{scope}", {})[op] = n
-        projections = [
-            {"name": n, "version": v, "checkpoint": c, "status": s, "error": e}
-            for n, v, c, s, e in conn.execute("SELECT name, version, checkpoint, status, error FROM projections")
-        ]
+        projections = projection_list(conn).projections
         reactions = [{"name": n, "cursor": c} for n, c in conn.execute("SELECT name, cursor FROM reactions")]
         head = sql.head(conn)
         floor = retention.read_floor(conn)

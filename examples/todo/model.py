@@ -1,10 +1,18 @@
-"""Pure parts of the todo example: counter deltas, the update ops the reaction writes, the ``todo_stats`` fold."""
+"""Pure parts of the todo example: what a todo is, counter deltas, the update ops the reaction writes, the
+``todo_stats`` fold.
+
+Scope ``todos`` may hold values that are not todos: the REST API (``PUT /v1/state/todos/x``) writes any JSON there.
+Such values are not counted by the reaction or by ``todo_stats`` and ``GET /todos`` skips them, so the three agree
+by construction: one definition, :func:`as_todo`, decides for all of them.
+"""
 
 from __future__ import annotations
 
 import functools
 import sqlite3
 from typing import Any
+
+import msgspec
 
 from ripple import Event, Projection
 from ripple.projections.base import Statement, Tables
@@ -14,11 +22,31 @@ COUNTERS_SCOPE = "todo-metrics"
 COUNTERS_KEY = "global"
 
 
-def _counts(todo: Any) -> tuple[int, int]:
-    """(exists, completed) of one todo value (``None`` = absent)."""
-    if not isinstance(todo, dict):
-        return (0, 0) if todo is None else (1, 0)
-    return 1, 1 if todo.get("completed") is True else 0
+class Todo(msgspec.Struct):
+    """A todo as stored in scope ``todos`` and returned by the routes (other fields are allowed and ignored)."""
+
+    id: str
+    title: str
+    completed: bool
+    created_at: str
+
+
+def as_todo(value: Any) -> Todo | None:
+    """The todo a stored value holds, or ``None`` when it is not one (absent, or any other JSON)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return msgspec.convert(value, Todo)
+    except msgspec.ValidationError:
+        return None
+
+
+def _counts(value: Any) -> tuple[int, int]:
+    """(is a todo, is a completed todo) of one stored value (``None`` = absent)."""
+    todo = as_todo(value)
+    if todo is None:
+        return 0, 0
+    return 1, 1 if todo.completed else 0
 
 
 def counter_deltas(old: Any, new: Any) -> tuple[int, int, int]:
@@ -77,7 +105,7 @@ def todo_stats(*, mode: str = "inline") -> Projection:
     """``todo_stats``: total, completed and active todos, folded from the log."""
     return Projection(
         name="todo_stats",
-        version=1,
+        version=2,  # 2: values that are not todos are no longer counted
         schema=STATS_SCHEMA,
         fold=fold_stats,
         read=read_stats,

@@ -12,10 +12,12 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -23,7 +25,8 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 
 from ripple import __version__
 from ripple.errors import OverloadedError, RippleError, StoreClosedError
@@ -125,13 +128,38 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
 }
 
 
+# The API docs page (/schema) is Swagger UI served from files inside the package, so it works with no network:
+# swagger-ui-dist 5.35.0 from npm (Apache-2.0; its LICENSE and NOTICE sit beside the files, which are copied
+# unchanged). Swagger UI rather than Scalar: Scalar's standalone bundle is 3.6 MB, Swagger UI's three files 2.2 MB,
+# and it keeps "try it out" (Redoc, smaller still, has none).
+DOCS_ASSETS_DIR = Path(__file__).parent / "assets" / "swagger-ui"
+DOCS_ASSETS_PATH = "/schema/assets/swagger-ui"
+
+
+def _docs_assets() -> Router:
+    """``/schema/assets/swagger-ui/{file}``: the docs page's scripts, stylesheet and icon (cached a day)."""
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH,
+        directories=[DOCS_ASSETS_DIR],
+        name="docs-assets",
+        cache_control=CacheControlHeader(max_age=86_400, public=True),
+        include_in_schema=False,
+    )
+
+
 def _openapi() -> OpenAPIConfig:
+    swagger = SwaggerRenderPlugin(
+        js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS_PATH}/favicon-32x32.png'>",
+    )
     return OpenAPIConfig(
         title="ripple",
         version=__version__,
         description="An event-sourced reactive store over HTTP: state, batch, streams, the log, projections.",
         path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[swagger],
     )
 
 
@@ -159,7 +187,7 @@ def create_app(
                 yield
 
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), *route_handlers],
+        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), _docs_assets(), *route_handlers],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,

@@ -11,10 +11,8 @@ route it as scope ``a``, key ``b``; reading the raw path refuses that scope inst
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
@@ -50,11 +48,13 @@ from ripple.errors import (
     InvalidValueError,
     NotFoundError,
     PreconditionFailedError,
-    RippleError,
+    ProjectionRebuildingError,
     ValidationError,
 )
 from ripple.migrations import LATEST_VERSION
+from ripple.projections.runner import ProjectionList
 from ripple.store.store import Store
+from ripple.subscriptions.catchup import check_after
 
 T = TypeVar("T")
 
@@ -274,11 +274,27 @@ class UnsupportedMediaTypeError(BadRequestError):
     status = 415
 
 
+def _not_json(raw: bytes, exc: msgspec.DecodeError) -> BadRequestError:
+    what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
+    return BadRequestError(what)
+
+
 def decode_body(raw: bytes, model: Any) -> Any:
-    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path."""
+    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path.
+
+    msgspec validates while it parses, so ``[{`` against an object type fails on the ``[`` as the wrong shape before
+    the parser reaches the syntax error. Decode first, validate second: a shape error is checked against an untyped
+    parse, which costs nothing on the happy path (only bodies already refused are parsed twice).
+    """
     try:
         value = msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.ValidationError:
+            pass  # well-formed JSON that no Python value can hold (an integer beyond int64): a 422 like the rest
+        except msgspec.DecodeError as syntax:
+            raise _not_json(raw, syntax) from None
         message = str(exc)
         match = _AT_PATH.search(message)
         path = "$" + match.group(1) if match else "$"
@@ -289,8 +305,7 @@ def decode_body(raw: bytes, model: Any) -> Any:
         error = InvalidValueError if model is Any else InvalidOpError if ".ops" in path else ValidationError
         raise error(f"invalid body: {message}", detail=detail) from None
     except msgspec.DecodeError as exc:
-        what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
-        raise BadRequestError(what) from None
+        raise _not_json(raw, exc) from None
     return value
 
 
@@ -378,9 +393,11 @@ def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
     value = header(request, "idempotency-key")
     if value is None:
         return None
-    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
+    # Header bytes arrive as latin-1: a UTF-8 "é" would pass isprintable() as "Ã©", so check for ASCII first.
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not (value.isascii() and value.isprintable()):
         raise BadRequestError(
-            f"malformed Idempotency-Key header: 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters expected",
+            f"malformed Idempotency-Key header: expected 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters "
+            "(space to ~, e.g. a UUID)",
             detail={"header": "Idempotency-Key"},
         )
     return value
@@ -481,21 +498,12 @@ class CommitSignal:
             self._waiters.discard(fut)
 
 
-# ---- projection adapter (the projections API lands with the reactions issue) -----------------------------------
+# ---- projections ---------------------------------------------------------------------------------------------
 
 
 async def projection_info(store: Store, name: str) -> ProjectionInfo:
-    lookup: Callable[[str], Any] | None = getattr(store, "projection", None)
-    if lookup is None:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
-    try:
-        state = lookup(name)
-        if inspect.isawaitable(state):
-            state = await state
-    except KeyError:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name}) from None
-    if state is None:
-        raise NotFoundError(f"no projection named {name!r}", detail={"name": name})
+    """One projection with its data: 404 for an unknown name, 503 ``projection_rebuilding`` while it is rebuilt."""
+    state = await store.projection(name)
     return msgspec.convert(state, ProjectionInfo, from_attributes=True)
 
 
@@ -646,10 +654,15 @@ async def get_events(
     kind: FromQuery[KindFilter] = "all",
     wait: FromQuery[float] = 0.0,
 ) -> EventsPage:
-    """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event."""
+    """Events with offset > ``after``; ``wait=S`` long-polls up to S seconds for the first matching event.
+
+    ``after`` beyond the head → 400 ``offset_out_of_range`` (a long-poll from there would skip what is written
+    meanwhile)."""
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise ValidationError(f"wait must be 0-{MAX_WAIT_SECONDS:g} seconds, got {wait}", detail={"wait": wait})
     store, signal = store_of(request), request.app.state.commits
+    if after >= 0:  # a negative one is a bad value (422 from read_events), not a position outside the log
+        await check_after(store, after, kind)
     deadline = time.monotonic() + wait
     while True:
         head = store.head
@@ -658,6 +671,13 @@ async def get_events(
         if events or remaining <= 0 or signal.closed:
             return EventsPage(events, events[-1].offset if events else after, max(head, store.head))
         await signal.wait_beyond(store, head, remaining)
+
+
+@get("/v1/projections", tags=["projections"], summary="List projections")
+async def list_projections(request: Request[Any, Any, Any]) -> ProjectionList:
+    """Every registered projection: ``{name, version, status, checkpoint, lag}`` (lag = head - checkpoint; ``error``
+    when failed). Unlike reading one, listing never refuses a rebuilding projection: it shows its status."""
+    return await store_of(request).projections.summaries()
 
 
 @get("/v1/projections/{name:str}", tags=["projections"], responses=errors(404, 503), summary="Read a projection")
@@ -676,15 +696,11 @@ async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -
 async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> RebuildStarted:
     """Start rebuilding a projection from the log in the background → 202."""
     store = store_of(request)
-    rebuild: Callable[[str], Any] | None = getattr(store, "rebuild", None)
     try:
         await projection_info(store, name)
-    except RippleError as exc:
-        if exc.code != "projection_rebuilding":
-            raise
+    except ProjectionRebuildingError:
         return RebuildStarted(name, "rebuilding")
-    assert rebuild is not None  # projection_info found the projections API
-    store.spawn(rebuild(name), name=f"ripple-rebuild-{name}")
+    store.spawn(store.rebuild(name), name=f"ripple-rebuild-{name}")
     return RebuildStarted(name, "rebuilding")
 
 
@@ -713,6 +729,7 @@ def rest_handlers() -> list[Any]:
         post_batch,
         post_stream,
         get_events,
+        list_projections,
         get_projection,
         post_rebuild,
         get_health,

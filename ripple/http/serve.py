@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
 import resource
 import signal
 import socket
-import sys
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ from ripple.store.retention import RetentionPolicy
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.hub import HubSettings
+from ripple.userapp import apply_setup
 
 log = logging.getLogger("ripple.serve")
 
@@ -135,18 +133,6 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def load_user_app(store: Store, spec: str) -> list[Any]:
-    """``--app module:setup``: import the user's setup, let it register on the store, return its route handlers."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like uvicorn's --app-dir ".": `examples.todo:setup` from the project
-    try:
-        userapp = importlib.import_module("ripple.userapp")
-    except ImportError as exc:
-        raise RippleError(f"--app needs ripple.userapp, which this build lacks ({exc})") from None
-    handlers: Sequence[Any] | None = userapp.apply_setup(store, spec)
-    return list(handlers or [])
-
-
 async def start_iii(store: Store, options: IiiOptions) -> IIIServer | None:
     """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given."""
     if not options.enabled:
@@ -201,22 +187,51 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
     return on_ready
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets (one per address ``host`` resolves to, as asyncio binds them), bound here rather than by
+    uvicorn: uvicorn logs a failure and exits with its own code, while a port in use or a host that does not resolve
+    is bad input — one line and exit 2, and nothing created."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise RippleError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="cannot_listen") from None
+    return sockets
+
+
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
     settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
-    async with Store.open(options.db, durability=options.durability, subscription_settings=settings,
-                          retention=options.retention) as store:
-        handlers = load_user_app(store, options.app) if options.app else []
-        iii = await start_iii(store, options.iii)
-        try:
-            server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
-            server.on_ready = announce(options, iii)
-            server.install_signal_handlers()
-            await server.serve()
-        finally:
-            if iii is not None:
-                await iii.close()
+    # The user's code is imported and registered, and the port bound, before the file is opened: a broken --app or
+    # a port in use is one line and leaves no file behind; the app's projections start in the opening transaction.
+    store = Store(options.db, durability=options.durability, subscription_settings=settings,
+                  retention=options.retention)
+    handlers = apply_setup(store, options.app) if options.app else []
+    sockets = listen(options.host, options.port)
+    with contextlib.ExitStack() as bound:
+        for sock in sockets:
+            bound.enter_context(sock)
+        async with store:
+            iii = await start_iii(store, options.iii)
+            try:
+                server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
+                server.on_ready = announce(options, iii)
+                server.install_signal_handlers()
+                await server.serve(sockets=sockets)
+            finally:
+                if iii is not None:
+                    await iii.close()
     print("ripple stopped", flush=True)
 
 

@@ -33,6 +33,7 @@ from ripple.projections.runner import (
     PAGE,
     Folded,
     FoldFailure,
+    ProjectionList,
     ProjectionRow,
     apply_events,
     create_tables,
@@ -41,6 +42,7 @@ from ripple.projections.runner import (
     execute_folded,
     fold_events,
     iter_pages,
+    list_projections,
     load_row,
     read_page,
     read_state,
@@ -202,6 +204,18 @@ class Projections:
         if found is None:
             return ProjectionState(p.name, p.version, 0, "catching_up", None)
         return found
+
+    async def summaries(self) -> ProjectionList:
+        """Every registered projection's version, status, checkpoint and lag, without reading its data."""
+        registered = [h.projection for h in self._handles.values()]
+        return await asyncio.to_thread(self._list, registered)
+
+    def _list(self, registered: list[Projection]) -> ProjectionList:
+        conn = connect_reader(self.store.path)
+        try:
+            return list_projections(conn, registered, recorded=False)
+        finally:
+            conn.close()
 
     def _read(self, projection: Projection) -> ProjectionState | None:
         conn = connect_reader(self.store.path)

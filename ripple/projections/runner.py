@@ -134,12 +134,63 @@ def drop_generations(conn: sqlite3.Connection, name: str, *, keep: int | None = 
 
 # ---- the projections table --------------------------------------------------------------------------------------
 
-_ROW = "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections WHERE name = ?"
+_ROWS = "SELECT name, version, checkpoint, status, error, generation, failed_at FROM projections"
+_ROW = f"{_ROWS} WHERE name = ?"
 
 
 def load_row(conn: sqlite3.Connection, name: str) -> ProjectionRow | None:
     row = conn.execute(_ROW, (name,)).fetchone()
     return None if row is None else ProjectionRow(*row)
+
+
+def load_rows(conn: sqlite3.Connection) -> list[ProjectionRow]:
+    return [ProjectionRow(*row) for row in conn.execute(f"{_ROWS} ORDER BY name")]
+
+
+class ProjectionSummary(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One projection in a listing: where it is (``checkpoint``) and how far behind the log (``lag`` = head -
+    checkpoint); ``error`` only for a failed one. ``status`` is ``not_built`` for a projection the loaded code
+    registers but the file does not record yet (the offline tool; a store builds it on open)."""
+
+    name: str
+    version: int
+    status: str
+    checkpoint: int
+    lag: int
+    error: str | None = None
+
+
+class ProjectionList(msgspec.Struct, frozen=True):
+    """``GET /v1/projections`` and ``ripple projections``: the head and the projections, by name."""
+
+    head: int
+    projections: list[ProjectionSummary]
+
+
+def list_projections(
+    conn: sqlite3.Connection, registered: Sequence[Projection], *, recorded: bool
+) -> ProjectionList:
+    """The head and the projections table from one read transaction, summarised.
+
+    ``registered`` are the projections the running code knows; a registered one with no row yet is ``catching_up``
+    (a live store is creating it) or, with ``recorded`` (the offline tool, which lists what the file records, rows
+    of projections nobody registered included), ``not_built``.
+    """
+    with transaction(conn, write=False):
+        head = sql.head(conn)
+        rows = {row.name: row for row in load_rows(conn)}
+    names = set(rows) | {p.name for p in registered} if recorded else {p.name for p in registered}
+    versions = {p.name: p.version for p in registered}
+    out = []
+    for name in sorted(names):
+        row = rows.get(name)
+        if row is None:
+            missing = "not_built" if recorded else "catching_up"
+            out.append(ProjectionSummary(name, versions[name], missing, 0, head))
+        else:
+            out.append(ProjectionSummary(name, row.version, row.status, row.checkpoint, head - row.checkpoint,
+                                         row.error))
+    return ProjectionList(head, out)
 
 
 def save_row(conn: sqlite3.Connection, row: ProjectionRow) -> None:

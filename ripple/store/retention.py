@@ -13,8 +13,10 @@ Shared by the live store (each step runs inside a writer transaction, through th
 - :func:`vacuum_step` returns free pages to the file system (incremental auto-vacuum), a bounded number at a time.
 - :func:`blockers` names the durable reaction cursors and projection checkpoints a floor would cut off.
 
-A step's cost is bounded by its chunk (``COMPACT_CHUNK`` events, ``VACUUM_CHUNK`` pages), so a live store interleaves
-them with ordinary group commits and the writer never stalls for long (measured in ``bench/compact.py``).
+A step's cost is bounded by its chunk (``COMPACT_CHUNK`` events, ``VACUUM_CHUNK`` pages); a live store checkpoints the
+WAL after each step (from the writer's connection, so the WAL stays small) and then leaves the writer to ordinary
+writes for ``PACE`` times as long as the step and its checkpoint took, so compaction uses at most a quarter of the
+writer's time and a write waits for at most one step (measured in ``bench/compact.py``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ from ripple.core.events import KindFilter
 from ripple.errors import ValidationError
 from ripple.store import sql
 
-# Events folded and deleted per writer transaction. Measured (bench/compact.py, 2-core machine): ~4-6 µs per event
-# (the base upsert for its key, then the row and its four index entries deleted), so 2,000 events hold the writer for
-# ~10 ms — about one fsync of an ordinary group commit — and a 1M-event compaction is 500 steps.
-COMPACT_CHUNK = 2000
-# Free pages moved per writer transaction by incremental vacuum: ~100 µs a page, so ~25 ms.
-VACUUM_CHUNK = 256
+# Events folded and deleted per live writer transaction. Measured (bench/compact.py, 2-core machine): ~10 µs per
+# event on a warm cache (the base upsert for its key, then the row and its four index entries deleted), so 500 events
+# hold the writer for ~5 ms — about one fsync of an ordinary group commit: the most a write waits behind a step
+# (under load, with a cold cache, ~20 ms, plus as long again for the checkpoint that follows).
+COMPACT_CHUNK = 500
+# Offline nobody waits: bigger steps, fewer commits.
+OFFLINE_CHUNK = 20_000
+# Free pages moved per writer transaction by incremental vacuum: ~100 µs a page, so ~5 ms.
+VACUUM_CHUNK = 64
+# After each live step the writer is left to ordinary writes for PACE times the step's duration: compaction takes at
+# most 1 / (1 + PACE) of the writer's time.
+PACE = 3.0
 
 
 class Floor(msgspec.Struct, frozen=True):

@@ -74,19 +74,25 @@ async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     return offset, rows
 
 
+def check_after_range(after: int, *, earliest: int, head: int, option: str = "after=") -> None:
+    """The one rule for a resume point: it must lie in [earliest - 1, head], or ``OffsetOutOfRangeError`` (400).
+
+    Beyond the head, a reader would silently skip every event written up to it; before the earliest offset kept,
+    events it asked for are gone. ``option`` names the parameter as the caller's user wrote it (``--after `` on the
+    command line).
+    """
+    detail = {"after": after, "earliest": earliest, "head": head}
+    if after > head:
+        raise OffsetOutOfRangeError(f"{option}{after} is beyond the head ({head})", detail=detail)
+    if after < earliest - 1:
+        raise OffsetOutOfRangeError(f"{option}{after} is older than the earliest offset kept ({earliest})",
+                                    detail=detail)
+
+
 async def check_after(store: Store, after: int, kind: KindFilter = "state") -> int:
     """Refuse a resume point outside [earliest - 1, head]; return ``earliest`` (for followers of stream events, the
     stream floor: stream events may be kept for less time than state events)."""
     store.check_open()
     earliest = store.log_floor.for_kind(kind)
-    head = store.head
-    if after > head:
-        raise OffsetOutOfRangeError(
-            f"after={after} is beyond the head ({head})", detail={"after": after, "head": head, "earliest": earliest}
-        )
-    if after < earliest - 1:
-        raise OffsetOutOfRangeError(
-            f"after={after} is older than the earliest offset kept ({earliest})",
-            detail={"after": after, "head": head, "earliest": earliest},
-        )
+    check_after_range(after, earliest=earliest, head=store.head)
     return earliest

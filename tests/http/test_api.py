@@ -129,7 +129,7 @@ async def test_framework_errors_have_the_json_body(live: Live) -> None:
     c = live.client
     error_of(await c.get("/nope"), 404, "not_found")
     error_of(await c.get("/v1/state"), 404, "not_found")
-    error_of(await c.post("/v1/projections"), 404, "not_found")
+    error_of(await c.post("/v1/projections/metrics"), 405, "method_not_allowed")
     r = await c.delete("/v1/scopes")
     error_of(r, 405, "method_not_allowed")
     assert "GET" in r.headers["allow"]
@@ -304,6 +304,7 @@ async def test_openapi_document_validates_and_lists_every_route(live: Live) -> N
         "/v1/batch": {"post"},
         "/v1/streams/{stream}/{group}": {"post"},
         "/v1/events": {"get"},
+        "/v1/projections": {"get"},
         "/v1/projections/{name}": {"get"},
         "/v1/projections/{name}/rebuild": {"post"},
         "/v1/health": {"get"},

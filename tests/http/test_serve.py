@@ -20,10 +20,12 @@ _STARTED = re.compile(r"^ripple serving (?P<db>.+) on (?P<url>http://[\d.]+:\d+)
 
 
 @asynccontextmanager
-async def serving(cwd: Path, *args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+async def serving(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
     """Start ``ripple serve ARGS`` in ``cwd``; yield (process, base URL, database path from the startup line)."""
     proc = await asyncio.create_subprocess_exec(
-        *RIPPLE, "serve", *args, cwd=cwd, env=ripple_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *RIPPLE, "serve", *args, cwd=cwd, env=env or ripple_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None

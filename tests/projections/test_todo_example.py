@@ -42,21 +42,30 @@ async def settled(store: Store) -> dict[str, Any]:
 
 
 def test_counter_ops_are_iii_update_ops() -> None:
-    new = {"completed": False}
+    new = {"id": "a", "title": "milk", "completed": False, "created_at": "2026-01-01"}
+    done = {**new, "completed": True}
     assert counter_deltas(None, new) == (1, 0, 1)
     assert counter_ops(None, new) == [
         {"type": "increment", "path": "total", "by": 1},
         {"type": "increment", "path": "active", "by": 1},
     ]
-    assert counter_ops(new, {"completed": True}) == [
+    assert counter_ops(new, done) == [
         {"type": "increment", "path": "completed", "by": 1},
         {"type": "decrement", "path": "active", "by": 1},
     ]
-    assert counter_ops({"completed": True}, None) == [
+    assert counter_ops(done, None) == [
         {"type": "decrement", "path": "total", "by": 1},
         {"type": "decrement", "path": "completed", "by": 1},
     ]
-    assert counter_ops(new, {"completed": False, "title": "x"}) == []
+    assert counter_ops(new, {**new, "title": "oat milk"}) == []
+
+
+@pytest.mark.parametrize("other", [5, "x", [1], {"completed": False}, {"title": "buy milk"}, {"foo": 1}])
+def test_values_that_are_not_todos_count_as_absent(other: object) -> None:
+    todo = {"id": "a", "title": "milk", "completed": True, "created_at": "2026-01-01"}
+    assert counter_deltas(None, other) == (0, 0, 0)
+    assert counter_deltas(other, todo) == counter_deltas(None, todo) == (1, 1, 0)
+    assert counter_deltas(todo, other) == counter_deltas(todo, None) == (-1, -1, 0)
 
 
 async def test_counters_equal_todo_stats_before_and_after_rebuild(store: Store) -> None:
@@ -101,7 +110,7 @@ async def test_apply_setup_loads_the_example(db_path: Path) -> None:
         assert "todo_stats" in store.projections and store.reactions.get("todo-metrics").durable
     async with Store.open(db_path, run_reactions=True) as store:
         apply_setup(store, setup, reactions=False)  # the offline tool: projections only
-        await store.set(SCOPE, "a", {"id": "a", "title": "x", "completed": False, "created_at": 0})
+        await store.set(SCOPE, "a", {"id": "a", "title": "x", "completed": False, "created_at": "2026-01-01"})
         await asyncio.wait_for(store.projections.wait_caught_up("todo_stats"), 10 * SECOND)
         assert (await store.projection("todo_stats")).data["total"] == 1
         assert all(r.task is None for r in store.reactions)

@@ -17,7 +17,9 @@ async def random_todo_op(store: Store, rng: random.Random, prefix: str = "") -> 
     roll = rng.random()
     if roll < 0.35:
         await store.set(
-            SCOPE, key, {"id": key, "title": f"todo {key}", "completed": rng.random() < 0.3, "created_at": 0}
+            SCOPE,
+            key,
+            {"id": key, "title": f"todo {key}", "completed": rng.random() < 0.3, "created_at": "2026-01-01"},
         )
         return
     if roll >= 0.8:
