@@ -104,6 +104,23 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
+async def http_pages(url: str, keys: int, mid: int, samples: int) -> list[tuple[str, float]]:
+    """The same list pages over HTTP (what the figures of the issue measured): ms per page, now and as of ``mid``."""
+    rng = random.Random(3)
+    cursors = [encode_cursor(rng.randrange(keys)) for _ in range(samples)]
+    out = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for limit in (1, 100):
+            for label, at in (("now", None), (f"at={mid}", mid)):
+                params: dict[str, str | int] = {"limit": limit} if at is None else {"limit": limit, "at": at}
+                t = time.perf_counter()
+                for cursor in cursors:
+                    response = await client.get("/v1/state/big", params={**params, "cursor": cursor})
+                    assert response.status_code == 200, response.text
+                out.append((f"GET /v1/state/big?limit={limit}, {label}", (time.perf_counter() - t) / samples))
+    return out
+
+
 async def latencies(url: str, head: int, mid: int, requests: int) -> dict[str, tuple[float, float]]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         calls: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
@@ -145,6 +162,7 @@ def main() -> None:
         costs = asyncio.run(page_costs(path, args.keys, mid, head, args.samples))
         proc, url = serve(path)
         try:
+            over_http = asyncio.run(http_pages(url, args.keys, mid, args.samples))
             alone = asyncio.run(latencies(url, head, mid, args.requests))
             load = subprocess.Popen([sys.executable, "-c", LOAD, url, str(mid), str(args.clients)],
                                     stdout=subprocess.PIPE, text=True)
@@ -169,6 +187,12 @@ def main() -> None:
         base = now.get(label.split(",")[0])
         ratio = f"{cost / base:.2f}x" if base else ""
         print(f"| {label} | {cost * 1e3:.3f} | {ratio} |")
+    print()
+    print("| list page over HTTP | ms per page | vs the same page now |")
+    print("|---|---:|---:|")
+    for i, (label, cost) in enumerate(over_http):
+        base = over_http[i - (i % 2)][1]
+        print(f"| {label} | {cost * 1e3:.3f} | {cost / base:.2f}x |")
     print()
     print(f"| over HTTP, p50 / p99 ms | alone | while {args.clients} clients loop 1000-item time-travel pages |")
     print("|---|---:|---:|")

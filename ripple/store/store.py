@@ -67,6 +67,7 @@ from ripple.store.reader import Reader
 from ripple.store.retention import Blocker, CompactResult, Floor, RetentionPolicy
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, connect_reader, inspect_file
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
+from ripple.subscriptions.catchup import check_after_range
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
 from ripple.subscriptions.hub import Hub, HubSettings
@@ -551,14 +552,9 @@ class Store:
         for k in keys or ():
             validate_key(k)
         head = self.head
-        if after > head:
-            raise OffsetOutOfRangeError(
-                f"after={after} is beyond the head ({head})",
-                detail={"after": after, "head": head, "earliest": self._floor.for_kind(kind)},
-            )
-        self.check_read(after, "after", kind)
+        check_after_range(after, earliest=self._floor.for_kind(kind), head=head)
         events = await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=head)
-        self.check_read(after, "after", kind)
+        self.check_read(after, "after", kind)  # a compaction that committed while we read
         return events
 
     async def earliest(self) -> int:
