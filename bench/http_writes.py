@@ -1,6 +1,7 @@
 """HTTP write throughput: ripple ``PUT`` (durable) vs a Litestar hello-world POST vs a naive aiosqlite handler.
 
     python bench/http_writes.py [--seconds 10] [--connections 64]
+    python bench/http_writes.py --metrics      # what /metrics and request counting cost a PUT (issue 17)
 
 Every server runs in its own process on uvicorn with the same settings (one worker, default HTTP implementation,
 no access log, log level warning) on 127.0.0.1. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a
@@ -13,6 +14,7 @@ Targets:
   ripple-put   ripple serve (durability full): PUT /v1/state/bench/k<random of 10,000>
   ripple-put-normal  the same with --durability normal
   ripple-get   ripple serve: GET of one existing key
+  ripple-put-normal-nometrics  ripple-put-normal with --no-metrics (no /metrics, no request or write counting)
 """
 
 from __future__ import annotations
@@ -130,12 +132,14 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 def start(target: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if target.startswith("ripple"):
-        durability = "normal" if target.endswith("normal") else "full"
-        db = workdir / f"{target}.db"
+        durability = "normal" if "normal" in target else "full"
+        db = workdir / f"{target}-{time.monotonic_ns()}.db"
         cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability]
+        if target.endswith("nometrics"):
+            cmd.append("--no-metrics")
     else:
         cmd = [sys.executable, __file__, "--serve", target, str(port), str(workdir / f"{target}.db")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc
 
@@ -193,17 +197,40 @@ def bench(target: str, seconds: int, connections: int, workdir: Path) -> dict[st
         stop(proc)
 
 
+def metrics_cost(seconds: int, connections: int, rounds: int) -> None:
+    """ripple PUT (durability normal: the CPU, not the disk's fsync, is the limit, so a per-request cost shows) with
+    and without --no-metrics, alternating; the best of each and the ratio."""
+    rates: dict[str, list[float]] = {"ripple-put-normal-nometrics": [], "ripple-put-normal": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for target, runs in rates.items():
+                r = bench(target, seconds, connections, Path(tmp))
+                runs.append(r["rps"])
+                print(f"  ran {target}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms", file=sys.stderr, flush=True)
+    off, on = max(rates["ripple-put-normal-nometrics"]), max(rates["ripple-put-normal"])
+    print(f"wrk -t1 -c{connections} -d{seconds}s, durability normal, best of {rounds} alternating runs, "
+          f"{os.cpu_count()} cores")
+    print(f"ripple PUT --no-metrics  {off:>8.0f} req/s")
+    print(f"ripple PUT (metrics on)  {on:>8.0f} req/s")
+    print(f"with / without           {on / off:>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "DB"), help=argparse.SUPPRESS)
+    parser.add_argument("--metrics", action="store_true", help="only ripple PUT with and without metrics")
+    parser.add_argument("--rounds", type=int, default=3, help="with --metrics: alternating rounds (default 3)")
     args = parser.parse_args()
     if args.serve:
         serve_comparison(args.serve[0], int(args.serve[1]), args.serve[2])
         return
     if shutil.which("wrk") is None:
         sys.exit("this benchmark drives load with wrk: apt-get install wrk")
+    if args.metrics:
+        metrics_cost(args.seconds, args.connections, args.rounds)
+        return
     targets = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

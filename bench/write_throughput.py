@@ -5,10 +5,16 @@
 (c) ripple embedded, 1 / 10 / 200 concurrent producers, durability full and normal;
 (d) the `eventsourcing` package (SQLite module), one new aggregate saved per event.
 
-Prints events/s and the ratios (c)/(a) and (c)/(d). Then the write cost of the two partial indexes that make a
-time-travel list page O(page) (``events_scope_creates``, ``events_lifecycle``): ripple, 200 producers, every event a
-create (their worst case: each create enters both), with and without them, alternating runs in the same process.
-Usage: python bench/write_throughput.py [--events N]
+Prints events/s and the ratios (c)/(a) and (c)/(d). Usage: python bench/write_throughput.py [--events N]
+
+``--indexes`` instead measures the write cost of the two partial indexes that make a time-travel list page O(page)
+(``events_scope_creates``, ``events_lifecycle``, docs/retention.md): ripple, 200 producers, durability full, every
+event a create (their worst case: each create enters both), with and without them, alternating in one run.
+
+``--metrics`` instead measures what the metrics cost a write (issue 17): ripple embedded, 1 and 200 producers,
+durability normal (the CPU is the limit, not the disk's fsync, so a per-write cost shows), with
+the metrics as ``ripple serve`` runs them (the writer's group-commit histograms and the commit listener counting
+writes by op) against the same store with both turned off, interleaved in one run, and prints the ratio.
 """
 
 from __future__ import annotations
@@ -105,10 +111,14 @@ def bench_raw_txn_per_row(folder: Path, n: int) -> float:
 TIME_TRAVEL_INDEXES = ("events_scope_creates", "events_lifecycle")
 
 
-async def bench_ripple(folder: Path, n: int, producers: int, durability: str, *, label: str = "",
+async def bench_ripple(folder: Path, n: int, producers: int, durability: str, metrics: bool | None = None, *,
                        drop: tuple[str, ...] = ()) -> float:
-    path = folder / f"c-{producers}-{durability}{label}.db"
-    if drop:  # the same file without some indexes: created by ripple, indexes dropped before any write
+    """``metrics=None``: as shipped; ``True``: plus the write counter /metrics attaches; ``False``: no metrics at all
+    (the writer's group-commit histograms replaced by a no-op). ``drop``: indexes dropped before the first write."""
+    path = folder / f"c-{producers}-{durability}-{metrics}.db"
+    if path.exists():
+        path.unlink()
+    if drop:
         async with Store.open(path, durability=durability):
             pass
         conn = sqlite3.connect(path)
@@ -118,6 +128,12 @@ async def bench_ripple(folder: Path, n: int, producers: int, durability: str, *,
         conn.close()
     async with Store.open(path, durability=durability) as store:
         per = n // producers
+        if metrics:
+            from ripple.store.stats import WriteCounts
+
+            store.commits.subscribe(WriteCounts())
+        elif metrics is False:
+            store.writer_stats.committed = lambda events, seconds: None  # type: ignore[method-assign]
 
         async def produce(p: int) -> None:
             for i in range(per):
@@ -154,19 +170,57 @@ def bench_eventsourcing(folder: Path, n: int) -> float:
     return n / elapsed
 
 
+def bench_metrics_cost(n: int, rounds: int) -> None:
+    """With and without metrics, alternating, ``rounds`` times each; the best of each (least disturbed by the
+    machine's other work) and the ratio."""
+    results: dict[tuple[int, bool], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for producers in (1, 200):
+                count = n
+                for metrics in (False, True):
+                    rate = asyncio.run(bench_ripple(Path(tmp), count, producers, "normal", metrics))
+                    results.setdefault((producers, metrics), []).append(rate)
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}; "
+          f"best of {rounds} alternating runs, durability normal")
+    print("| producers | without metrics | with metrics | with / without |")
+    print("|---:|---:|---:|---:|")
+    for producers in (1, 200):
+        off, on = max(results[(producers, False)]), max(results[(producers, True)])
+        print(f"| {producers} | {off:,.0f} events/s | {on:,.0f} events/s | {on / off:.3f} |")
+
+
+def bench_index_cost(n: int, rounds: int) -> None:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for with_indexes in (True, False):
+                drop = () if with_indexes else TIME_TRAVEL_INDEXES
+                rates[with_indexes].append(asyncio.run(bench_ripple(Path(tmp), n, 200, "full", drop=drop)))
+    with_ix, without = statistics.median(rates[True]), statistics.median(rates[False])
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    print(f"time-travel indexes, ripple 200 producers, full, every event a create (median of {rounds} alternating):")
+    print(f"  with    {with_ix:>10,.0f} events/s   {[round(x) for x in rates[True]]}")
+    print(f"  without {without:>10,.0f} events/s   {[round(x) for x in rates[False]]}")
+    print(f"  cost    {(1 - with_ix / without) * 100:>9.1f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000, help="events per ripple run (default 20000)")
+    parser.add_argument("--metrics", action="store_true", help="measure what the metrics cost a write")
+    parser.add_argument("--indexes", action="store_true", help="measure what the time-travel indexes cost a write")
+    parser.add_argument("--rounds", type=int, default=3, help="with --metrics: alternating rounds (default 3)")
     args = parser.parse_args()
     n = args.events
+    if args.metrics:
+        bench_metrics_cost(n, args.rounds)
+        return
+    if args.indexes:
+        bench_index_cost(n, args.rounds)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        index_cost: dict[bool, list[float]] = {True: [], False: []}
-        for run in range(3):
-            for with_indexes in (True, False):
-                index_cost[with_indexes].append(asyncio.run(bench_ripple(
-                    folder, n, 200, "full", label=f"-{run}-{with_indexes}",
-                    drop=() if with_indexes else TIME_TRAVEL_INDEXES)))
         a = bench_raw_one_txn(folder, n)
         a200 = bench_raw_groups(folder, n, 200)
         b = bench_raw_txn_per_row(folder, min(n, 2_000))
@@ -188,12 +242,6 @@ def main() -> None:
     for producers, durability, rate in rows:
         print(f"| {producers} | {durability} | {rate:,.0f} | {rate / a:.2f}x | {rate / a200:.2f}x | {rate / b:.1f}x "
               f"| {rate / d:.1f}x |")
-    with_ix, without = statistics.median(index_cost[True]), statistics.median(index_cost[False])
-    print()
-    print("time-travel indexes, ripple 200 producers, full, every event a create (median of 3 alternating runs):")
-    print(f"  with    {with_ix:>10,.0f} events/s   {[round(x) for x in index_cost[True]]}")
-    print(f"  without {without:>10,.0f} events/s   {[round(x) for x in index_cost[False]]}")
-    print(f"  cost    {(1 - with_ix / without) * 100:>9.1f} %")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ ROOT_PAGES = {
     "CHANGELOG.md": "changelog.md",
     "LICENSE": "license.md",
 }
-# [text](target) — not images' sources of other kinds, not autolinks; the target has no spaces
-LINK = re.compile(r"(?<!!)\]\((?P<target>[^)\s]+)\)")
+# [text](target) and ![alt](target) — not autolinks; the target has no spaces
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -43,7 +43,7 @@ def site_page(path: str) -> str | None:
     """The page of the site that the repository file ``path`` is, if it is one."""
     if path in ROOT_PAGES:
         return ROOT_PAGES[path]
-    if path.startswith("docs/") and path.endswith(".md"):
+    if path.startswith("docs/"):  # a page, or a file the site carries (an image)
         return path.removeprefix("docs/")
     return None
 

@@ -19,7 +19,11 @@ from typing import Any, NoReturn
 import click
 import msgspec
 
+from ripple.config import ConfiguredCommand
+from ripple.core.validate import DEFAULT_MAX_VALUE_BYTES
 from ripple.errors import RippleError
+from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
+from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
 
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
@@ -523,16 +527,40 @@ def restore_command(backup: str, db: str) -> None:
 # ---- serve -----------------------------------------------------------------------------------------------------
 
 
-@main.command("serve")
+@main.command("serve", cls=ConfiguredCommand)
 @click.argument("db_arg", metavar="[DB]", required=False, type=click.Path(dir_okay=False))
 @click.option("--db", "db_opt", envvar="RIPPLE_DB", type=click.Path(dir_okay=False), metavar="PATH",
-              help="The ripple database file (env RIPPLE_DB; default ./ripple.db).")
+              help="The ripple database file (default ./ripple.db).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--durability", type=click.Choice(["full", "normal"]), default="full", show_default=True)
 @click.option("--app", "app_spec", metavar="MODULE:SETUP",
               help=f"User code (reactions, projections, routes): {APP_HELP}.")
-@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("--access-log", is_flag=True, help="Log every request: one line each, with its request id.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines on stderr as text or as one JSON object each.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="The least severe log records written.")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve GET /metrics (Prometheus text format) and count requests.")
+@click.option("--proxy-headers", is_flag=True,
+              help="Behind a reverse proxy: take the client address and scheme from X-Forwarded-For/-Proto.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
+              help="With --proxy-headers: the proxies trusted to set them (comma-separated, or *).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES, show_default=True,
+              help="Largest request body (413 beyond); POST /v1/batch has its own limit.")
+@click.option("--max-batch-body-bytes", type=click.IntRange(min=1), default=MAX_BATCH_BODY_BYTES,
+              show_default=True, help="Largest POST /v1/batch body.")
+@click.option("--max-batch-commands", type=click.IntRange(1, MAX_BATCH_COMMANDS), default=MAX_BATCH_COMMANDS,
+              show_default=True, help="Most commands in one batch.")
+@click.option("--max-value-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_VALUE_BYTES, show_default=True,
+              help="Largest value (compact JSON) a write may store.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=DEFAULT_MAX_QUEUE, show_default=True,
+              help="Writes waiting for the writer before new ones get 503 with Retry-After.")
+@click.option("--subscriber-buffer-events", type=click.IntRange(min=1), default=DEFAULT_MAX_BUFFER_EVENTS,
+              show_default=True, help="A subscriber's live buffer, in events; beyond, it catches up from the log.")
+@click.option("--subscriber-buffer-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BUFFER_BYTES,
+              show_default=True, help="A subscriber's live buffer, in bytes of JSON.")
 @click.option("--ws-ping-interval", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="WebSocket keepalive ping interval, seconds.")
 @click.option("--ws-ping-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
@@ -552,19 +580,26 @@ def restore_command(backup: str, db: str) -> None:
 @click.option("--retain-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="How often the retention policy runs.")
 def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
-                  app_spec: str | None, access_log: bool, ws_ping_interval: float, ws_ping_timeout: float,
+                  app_spec: str | None, access_log: bool, log_format: str, log_level: str, metrics: bool,
+                  proxy_headers: bool, forwarded_allow_ips: str, max_body_bytes: int, max_batch_body_bytes: int,
+                  max_batch_commands: int, max_value_bytes: int, max_queue: int, subscriber_buffer_events: int,
+                  subscriber_buffer_bytes: int, ws_ping_interval: float, ws_ping_timeout: float,
                   heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
                   iii_http_port: int, iii_stream_port: int, retain_age: str | None, retain_size: str | None,
                   retain_stream_age: str | None, retain_every: float) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
+
+    Every option can also be set by its environment variable (shown below) or in a TOML file (--config);
+    'ripple config' prints what a serve would use, and where each value came from.
 
     \b
     ripple serve
     ripple serve app.db --port 9000
     ripple serve --app examples.todo:setup              # from the checkout root
     ripple serve --app path/to/examples/todo/__init__.py:setup   # from anywhere
+    RIPPLE_PORT=9000 ripple serve --config ripple.toml
     """
-    from ripple.http.serve import IiiOptions, ServeOptions, run
+    from ripple.http.serve import IiiOptions, LogOptions, ServeOptions, ServerLimits, run
     from ripple.store.retention import RetentionPolicy, parse_age, parse_size
 
     if db_arg and db_opt and db_arg != db_opt:
@@ -576,11 +611,39 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
         stream_max_age_ms=None if retain_stream_age is None else parse_age(retain_stream_age),
         interval=retain_every,
     )
+    limits = ServerLimits(max_body_bytes, max_batch_body_bytes, max_batch_commands, max_value_bytes, max_queue,
+                    subscriber_buffer_events, subscriber_buffer_bytes)
+    logs = LogOptions(log_format, log_level)  # type: ignore[arg-type]  # click.Choice checked them
     run(ServeOptions(db=db_arg or db_opt or "ripple.db", host=host, port=port,
                      durability="normal" if durability == "normal" else "full", app=app_spec,
                      access_log=access_log, iii=iii_options, ws_ping_interval=ws_ping_interval,
-                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat,
+                     ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat, logs=logs, metrics=metrics,
+                     proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips, limits=limits,
                      retention=policy if policy.enabled else None))
+
+
+@main.command("config", context_settings={"ignore_unknown_options": True})
+@click.option("--format", "fmt", type=click.Choice(["json", "toml"]), default="json", show_default=True,
+              help="JSON (key, value, source, env for each setting), or a TOML file to start from.")
+@click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, metavar="[--config FILE] [SERVE OPTIONS]...")
+def config_command(fmt: str, serve_args: tuple[str, ...]) -> None:
+    """Print the configuration 'ripple serve' would run with, and where each value comes from.
+
+    Sources, by precedence: flag > env (RIPPLE_*) > file (--config FILE or RIPPLE_CONFIG) > default. Secrets are
+    printed as <redacted>. Bad configuration is one line and exit 2, as it is for serve.
+
+    \b
+    ripple config
+    ripple config --config ripple.toml --port 9000
+    ripple config --format toml > ripple.toml
+    """
+    from ripple.config import as_toml, effective
+
+    config = effective(serve_command, serve_args, parent=click.get_current_context())
+    if fmt == "toml":
+        click.echo(as_toml(config), nl=False)
+    else:
+        click.echo(msgspec.json.format(msgspec.json.encode(config)).decode())
 
 
 # ---- projections ----------------------------------------------------------------------------------------------

@@ -275,7 +275,9 @@ class Reactions:
 
     def _follower(self, reaction: Reaction, after: int) -> Follower:
         def overflow() -> None:
-            log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, follower.through)
+            log.warning("reaction %s fell behind; reading the log from offset %d", reaction.label, follower.through,
+                        extra={"event": "overflow", "kind": "reaction", "reaction": reaction.label,
+                               "through": follower.through})
 
         def gap(error: RippleError) -> bool:
             # only a forced compaction (or a retention policy run by hand past its cursor) gets here
@@ -324,7 +326,8 @@ class Reactions:
     def _failed(self, reaction: Reaction, offset: int, what: str) -> None:
         reaction.failures += 1
         self.store.counters["reaction_failures"] += 1
-        log.exception("reaction %s failed at offset %d: %s", reaction.label, offset, what)
+        log.exception("reaction %s failed at offset %d: %s", reaction.label, offset, what,
+                      extra={"event": "reaction_failure", "reaction": reaction.label, "offset": offset})
 
     async def _run_ephemeral(self, reaction: Reaction) -> None:
         follower = reaction.follower
@@ -446,6 +449,7 @@ class Reactions:
             reaction.failures += 1
             self.store.counters["reaction_failures"] += 1
             log.error(
-                "reaction %s failed at offset %d: its staged writes were rejected: %s", reaction.label, offset, error
+                "reaction %s failed at offset %d: its staged writes were rejected: %s", reaction.label, offset, error,
+                extra={"event": "reaction_failure", "reaction": reaction.label, "offset": offset, "code": error.code},
             )
         return True

@@ -59,6 +59,7 @@ SKIPPED = {
     ("docs/iii.md", "needs an iii worker connected (node or the PyPI iii SDK)"),
     ("docs/reliability.md", "runs the fault suite (minutes)"),
     ("docs/cli.md", "runs until interrupted"),
+    ("README.md", "needs a Docker engine"),
 }
 
 # An info string never holds a backtick (CommonMark), so a line of inline code spans is not taken for a fence.

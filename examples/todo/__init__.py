@@ -14,6 +14,7 @@ from typing import Any
 
 from examples.todo.api import TodoController
 from examples.todo.model import COUNTERS_KEY, COUNTERS_SCOPE, SCOPE, counter_deltas, counter_ops, todo_stats
+from examples.todo.page import page_handlers
 from ripple import ChangeEvent, Store, Writes
 
 __all__ = ["COUNTERS_KEY", "COUNTERS_SCOPE", "SCOPE", "counter_deltas", "setup", "todo_stats"]
@@ -27,7 +28,7 @@ def update_counters(event: ChangeEvent, writes: Writes) -> None:
 
 
 def setup(store: Store) -> list[Any]:
-    """Register the todo reaction and projection; return the REST routes for ``ripple serve`` to mount."""
+    """Register the todo reaction and projection; return the REST routes and the page (``/todo``) to mount."""
     store.on_change(SCOPE, update_counters, name="todo-metrics", start="beginning")
     store.register_projection(todo_stats())
-    return [TodoController]
+    return [TodoController, *page_handlers()]

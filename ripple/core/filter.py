@@ -15,11 +15,16 @@ from ripple.core.events import Event, KindFilter
 
 
 class Filter(msgspec.Struct, frozen=True):
-    """Kind, then any of the scopes (none: every scope), then any of the keys (none: every key)."""
+    """Kind, then any of the scopes (none: every scope), then any of the keys (none: every key).
+
+    ``item_scopes`` adds every state event of those scopes, whatever the rest says: a stream group's stored items
+    (``ripple.core.names``), which ``/v1/streams/{stream}/{group}`` delivers along with the group's sends.
+    """
 
     kind: KindFilter = "state"
     scopes: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()
+    item_scopes: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, kind: KindFilter = "state", scopes: Iterable[str] | None = None,
@@ -31,7 +36,7 @@ class Filter(msgspec.Struct, frozen=True):
             (self.kind == "all" or event.kind == self.kind)
             and (not self.scopes or event.scope in self.scopes)
             and (not self.keys or event.key in self.keys)
-        )
+        ) or (event.kind == "state" and event.scope in self.item_scopes)
 
 
 EVERYTHING = Filter("all")

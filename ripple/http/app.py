@@ -13,11 +13,10 @@ import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, Router
-from litestar.datastructures import CacheControlHeader
+from litestar import Litestar, MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -26,17 +25,21 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.static_files import create_static_files_router
 
 from ripple import __version__
 from ripple.errors import OverloadedError, RippleError, StoreClosedError
-from ripple.http import rest, ws
+from ripple.http import console, rest, ws
+from ripple.http.console import static_routes
+from ripple.http.metrics import Metrics, get_metrics
+from ripple.http.requests import HttpStats, RequestMiddleware
+from ripple.limits import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_BODY_BYTES
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 
-log = logging.getLogger("ripple.http")
+if TYPE_CHECKING:
+    from ripple.iii.engine import Engine
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("ripple.http")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -136,15 +139,9 @@ DOCS_ASSETS_DIR = Path(__file__).parent / "assets" / "swagger-ui"
 DOCS_ASSETS_PATH = "/schema/assets/swagger-ui"
 
 
-def _docs_assets() -> Router:
-    """``/schema/assets/swagger-ui/{file}``: the docs page's scripts, stylesheet and icon (cached a day)."""
-    return create_static_files_router(
-        path=DOCS_ASSETS_PATH,
-        directories=[DOCS_ASSETS_DIR],
-        name="docs-assets",
-        cache_control=CacheControlHeader(max_age=86_400, public=True),
-        include_in_schema=False,
-    )
+def _docs_assets() -> list[Any]:
+    """``/schema/assets/swagger-ui/{file}``: the docs page's scripts, stylesheet and icon."""
+    return static_routes(DOCS_ASSETS_PATH, DOCS_ASSETS_DIR, name="docs-assets")
 
 
 def _openapi() -> OpenAPIConfig:
@@ -167,27 +164,44 @@ def create_app(
     store_or_path: Store | str | os.PathLike[str],
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch_body_bytes: int = MAX_BATCH_BODY_BYTES,
     durability: Durability = "full",
     route_handlers: Sequence[Any] = (),
     debug: bool = False,
+    metrics: bool = True,
+    access_log: bool = False,
+    iii_engine: Engine | None = None,
 ) -> Litestar:
-    """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example)."""
+    """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example).
+
+    ``metrics``: serve ``GET /metrics`` and count requests; ``access_log``: one log line per request
+    (:mod:`ripple.http.requests`); ``iii_engine``: its counters go into ``/metrics`` and ``/v1/health``.
+    """
     given = store_or_path if isinstance(store_or_path, Store) else None
     path = None if given is not None else os.fspath(cast(Any, store_or_path))
+    http_stats = HttpStats() if metrics else None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if given is not None:
-            with attached(app, given):
+            with attached(app, given, http_stats):
                 yield
             return
         assert path is not None
         async with Store.open(path, durability=durability) as store:
-            with attached(app, store):
+            with attached(app, store, http_stats):
                 yield
 
+    metrics_route = [get_metrics] if metrics else []
     app = Litestar(
-        route_handlers=[*rest.rest_handlers(), *ws.websocket_handlers(), _docs_assets(), *route_handlers],
+        route_handlers=[
+            *rest.rest_handlers(),
+            *ws.websocket_handlers(),
+            *_docs_assets(),
+            *console.console_handlers(),
+            *metrics_route,
+            *route_handlers,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max_body_bytes,
@@ -195,14 +209,19 @@ def create_app(
         debug=debug,
         logging_config=None,
     )
+    app.state.iii_engine = iii_engine
+    app.state.max_batch_body_bytes = max_batch_body_bytes
     if given is not None:
         app.state.store = given
+    # Outermost, so every answer gets a request id and is counted, 404s and refusals included.
+    app.asgi_handler = cast(Any, RequestMiddleware(app.asgi_handler, access_log=access_log, stats=http_stats))
     return app
 
 
 @contextmanager
-def attached(app: Litestar, store: Store) -> Iterator[None]:
-    """Make ``store`` the app's store and wire the long-poll wake-up to its commits while the app runs."""
+def attached(app: Litestar, store: Store, http_stats: HttpStats | None = None) -> Iterator[None]:
+    """Make ``store`` the app's store and wire the long-poll wake-up (and the metrics) to its commits while the app
+    runs."""
     signal = rest.CommitSignal()
     unsubscribe = store.commits.subscribe(signal)
 
@@ -212,8 +231,14 @@ def attached(app: Litestar, store: Store) -> Iterator[None]:
     store.on_close(_close_signal)
     app.state.store = store
     app.state.commits = signal
+    metrics = None if http_stats is None else Metrics(store, http_stats, app.state.iii_engine)
+    app.state.metrics = metrics
     try:
-        yield
+        if metrics is None:
+            yield
+        else:
+            with metrics.counting():
+                yield
     finally:
         signal.close()
         unsubscribe()

@@ -51,6 +51,7 @@ from ripple.errors import (
     ProjectionRebuildingError,
     ValidationError,
 )
+from ripple.limits import MAX_BATCH_BODY_BYTES
 from ripple.migrations import LATEST_VERSION
 from ripple.projections.runner import ProjectionList
 from ripple.store.store import Store
@@ -58,7 +59,6 @@ from ripple.subscriptions.catchup import check_after
 
 T = TypeVar("T")
 
-MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 _encode = msgspec.json.Encoder().encode
@@ -134,12 +134,16 @@ class RebuildStarted(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
+    """``status`` is ``degraded`` when ``reasons`` is not empty: each reason starts with a code
+    (``overloaded``, ``storage``, ``store_closed``, ``writer_stopped``, ``projection_failed``) and a colon."""
+
     status: Literal["ok", "degraded"]
     head: int
     earliest: int
     schema_version: int
     version: str
     counters: dict[str, int]
+    reasons: list[str] = msgspec.field(default_factory=list)
     stream_earliest: int = 1  # stream events may be kept for less time than state events (ripple serve --retain-*)
 
 
@@ -314,9 +318,10 @@ class BodyTooLargeError(BadRequestError):
     status = 413
 
 
-async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    """The body, refused with 413 as soon as the announced or the received size passes the route's limit."""
-    limit = request.route_handler.resolve_request_max_body_size() or 1 << 62
+async def read_body(request: Request[Any, Any, Any], limit: int | None = None) -> bytes:
+    """The body, refused with 413 as soon as the announced or the received size passes ``limit`` (default: the
+    route's)."""
+    limit = limit or request.route_handler.resolve_request_max_body_size() or 1 << 62
     announced = header(request, "content-length")
     too_large = BodyTooLargeError(f"the request body is over the limit of {limit} bytes", detail={"limit": limit})
     if announced is not None:
@@ -338,9 +343,9 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_json(request: Request[Any, Any, Any], model: type[T]) -> T:
+async def read_json(request: Request[Any, Any, Any], model: type[T], limit: int | None = None) -> T:
     check_json_content_type(request)
-    value: T = decode_body(await read_body(request), model)
+    value: T = decode_body(await read_body(request, limit), model)
     return value
 
 
@@ -624,7 +629,8 @@ async def list_scopes(request: Request[Any, Any, Any]) -> Groups:
 )
 async def post_batch(request: Request[Any, Any, Any]) -> BatchResults:
     """All-or-nothing, consecutive offsets, one result per command; the failing command's index is in detail."""
-    body: BatchBody = await read_json(request, BatchBody)
+    limit = getattr(request.app.state, "max_batch_body_bytes", MAX_BATCH_BODY_BYTES)  # ripple serve --max-batch-*
+    body: BatchBody = await read_json(request, BatchBody, limit)
     store = store_of(request)
     results = await store.batch(body.commands, idempotency_key=idempotency_key(request))
     return BatchResults([outcome(r) for r in results])
@@ -706,14 +712,22 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
 
 @get("/v1/health", tags=["server"], summary="Health")
 async def get_health(request: Request[Any, Any, Any]) -> Health:
-    """``status`` is ``degraded`` when the writer stopped or the store reports it."""
+    """``degraded`` with ``reasons`` while writes are refused (overloaded queue, storage error, shutting down) or a
+    projection failed; ``counters`` holds the store's counters and, with ``--iii``, the iii engine's (``iii.*``)."""
     store = store_of(request)
-    degraded = store.closed or store.degraded
+    reasons = store.degraded_reasons()
+    if not store.closed:
+        failed = [p for p in (await store.projections.summaries()).projections if p.status == "failed"]
+        reasons += [f"projection_failed: projection {p.name} failed: {p.error}" for p in failed]
     counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
+    engine = getattr(request.app.state, "iii_engine", None)
+    if engine is not None:
+        counters["iii.workers"] = len(engine.workers)
+        counters.update({f"iii.{name}": n for name, n in sorted(engine.counters.items())})
     floor = store.log_floor  # in memory: health never waits for a reader
     return Health(
-        "degraded" if degraded else "ok", store.head, floor.earliest, LATEST_VERSION, __version__, counters,
-        floor.stream_earliest,
+        "degraded" if reasons else "ok", store.head, floor.earliest, LATEST_VERSION, __version__, counters,
+        reasons, floor.stream_earliest,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import signal
 import socket
@@ -27,13 +28,18 @@ from typing import Any
 import msgspec
 import uvicorn
 
+from ripple import __version__, logs
+from ripple.core.validate import DEFAULT_MAX_VALUE_BYTES
 from ripple.errors import RippleError
 from ripple.http import ws
 from ripple.http.app import create_app
 from ripple.iii.server import IIIServer
+from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
+from ripple.logs import LogFormat, LogLevel
 from ripple.store.retention import RetentionPolicy
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
+from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
 from ripple.subscriptions.hub import HubSettings
 from ripple.userapp import apply_setup
 
@@ -55,6 +61,25 @@ class IiiOptions(msgspec.Struct, frozen=True):
     stream_port: int = 3112
 
 
+class LogOptions(msgspec.Struct, frozen=True):
+    """``--log-format`` and ``--log-level`` (:mod:`ripple.logs`)."""
+
+    format: LogFormat = "text"
+    level: LogLevel = "info"
+
+
+class ServerLimits(msgspec.Struct, frozen=True):
+    """The ``--max-*`` and ``--subscriber-buffer-*`` options (defaults in :mod:`ripple.limits`)."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch_body_bytes: int = MAX_BATCH_BODY_BYTES
+    max_batch_commands: int = MAX_BATCH_COMMANDS
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_queue: int = DEFAULT_MAX_QUEUE
+    subscriber_buffer_events: int = DEFAULT_MAX_BUFFER_EVENTS
+    subscriber_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
+
+
 class ServeOptions(msgspec.Struct, frozen=True):
     db: str = "ripple.db"
     host: str = DEFAULT_HOST
@@ -69,6 +94,12 @@ class ServeOptions(msgspec.Struct, frozen=True):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     heartbeat_seconds: float = 15.0
+    logs: LogOptions = LogOptions()
+    metrics: bool = True
+    # behind a reverse proxy: trust X-Forwarded-For/-Proto from these addresses (uvicorn's ProxyHeadersMiddleware)
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    limits: ServerLimits = ServerLimits()
     retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
@@ -111,6 +142,8 @@ class RippleServer(uvicorn.Server):
         return port
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        log.info("shutting down: closing subscribers, finishing the requests in flight",
+                 extra={"event": "shutdown", "phase": "draining", "head": self.store.head})
         for server in self.servers:
             server.close()  # stop accepting before anything else
         app_state = getattr(self.config.loaded_app, "state", None) or getattr(self.config.app, "state", None)
@@ -148,8 +181,12 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         app,
         host=options.host,
         port=options.port,
-        log_level="warning",
-        access_log=options.access_log,
+        # ripple.logs formats every record (uvicorn's too); the access log is ripple's (ripple.http.requests)
+        log_config=None,
+        log_level=None,
+        access_log=False,
+        proxy_headers=options.proxy_headers,
+        forwarded_allow_ips=options.forwarded_allow_ips,
         timeout_graceful_shutdown=int(options.graceful_seconds),
         lifespan="on",
         server_header=False,
@@ -177,6 +214,11 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
         print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+        log.info("ripple %s serving %s on %s", __version__, Path(options.db).absolute(), url, extra={
+            "event": "startup", "version": __version__, "db": str(Path(options.db).absolute()), "url": url,
+            "head": server.store.head, "durability": options.durability, "iii": iii is not None,
+            "metrics": options.metrics, "pid": os.getpid(),
+        })
         if options.retention is not None:
             print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
         if iii is not None:
@@ -212,11 +254,16 @@ def listen(host: str, port: int) -> list[socket.socket]:
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
     raise_nofile_limit()
-    settings = HubSettings(heartbeat_interval=options.heartbeat_seconds)
+    logs.configure(options.logs.format, options.logs.level)
+    limits = options.limits
+    settings = HubSettings(heartbeat_interval=options.heartbeat_seconds,
+                           max_buffer_events=limits.subscriber_buffer_events,
+                           max_buffer_bytes=limits.subscriber_buffer_bytes)
     # The user's code is imported and registered, and the port bound, before the file is opened: a broken --app or
     # a port in use is one line and leaves no file behind; the app's projections start in the opening transaction.
     store = Store(options.db, durability=options.durability, subscription_settings=settings,
-                  retention=options.retention)
+                  max_value_bytes=limits.max_value_bytes, max_queue=limits.max_queue,
+                  max_batch_commands=limits.max_batch_commands, retention=options.retention)
     handlers = apply_setup(store, options.app) if options.app else []
     sockets = listen(options.host, options.port)
     with contextlib.ExitStack() as bound:
@@ -225,13 +272,18 @@ async def serve(options: ServeOptions) -> None:
         async with store:
             iii = await start_iii(store, options.iii)
             try:
-                server = RippleServer(config_for(create_app(store, route_handlers=handlers), options), store)
+                app = create_app(store, route_handlers=handlers, max_body_bytes=limits.max_body_bytes,
+                                 max_batch_body_bytes=limits.max_batch_body_bytes, metrics=options.metrics,
+                                 access_log=options.access_log, iii_engine=None if iii is None else iii.engine)
+                server = RippleServer(config_for(app, options), store)
                 server.on_ready = announce(options, iii)
                 server.install_signal_handlers()
                 await server.serve(sockets=sockets)
             finally:
                 if iii is not None:
                     await iii.close()
+        head = store.head
+    log.info("ripple stopped at head %d", head, extra={"event": "shutdown", "phase": "stopped", "head": head})
     print("ripple stopped", flush=True)
 
 

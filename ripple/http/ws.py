@@ -124,6 +124,12 @@ class WsSession:
         self.store.counters["ws_fast_path_commits"] += 1
         return True
 
+    def _overflowed(self) -> None:
+        through = self.cursor.through if self.cursor is not None else None
+        log.warning("a subscriber fell behind (its buffer overflowed); catching it up from the log after offset %s",
+                    through, extra={"event": "overflow", "kind": "websocket", "through": through,
+                                    "path": self.socket.scope.get("path")})
+
     async def _refuse(self, code: str, message: str, close_code: int, earliest: int | None = None) -> None:
         await refuse(self.socket, self.proto, code, message, close_code, earliest)
 
@@ -136,7 +142,8 @@ class WsSession:
         earliest = (await check_after(store, params.after, kind) if params.after is not None
                     else store.log_floor.for_kind(kind))
         after = store.head if params.after is None else params.after
-        cursor = Cursor(params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set)
+        cursor = Cursor(params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set,
+                        on_overflow=self._overflowed)
         store.hub.attach(cursor)  # attach first: nothing committed from here on can be missed
         self.cursor = cursor
         if self.proto is not None:

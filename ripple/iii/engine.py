@@ -21,6 +21,7 @@ import msgspec
 
 from ripple.core.events import Event, Meta
 from ripple.core.filter import Filter
+from ripple.core.names import is_item_scope, item_scope
 from ripple.errors import (
     CascadeLimitError,
     InvalidOpError,
@@ -29,12 +30,16 @@ from ripple.errors import (
     UpdateRejectedError,
     ValueTooLargeError,
 )
+from ripple.iii.channels import Channels
+from ripple.iii.cronjobs import CronJob
+from ripple.iii.httpfn import HttpFunctions, parse_invocation
+from ripple.iii.introspect import CALLER, Introspection
+from ripple.iii.items import StreamItems
 from ripple.iii.protocol import (
     BadFrame,
     EnqueueAction,
     ErrorBody,
     ErrorFrame,
-    HttpReply,
     IIIError,
     Inbound,
     InvocationResult,
@@ -43,25 +48,27 @@ from ripple.iii.protocol import (
     InvokeFunctionOut,
     Ping,
     PongOut,
+    ProvidedTriggerConfig,
     Reattach,
     RegisterFunction,
     RegisterTrigger,
+    RegisterTriggerOut,
+    RegisterTriggerType,
     StateKeyInput,
     StateScopeInput,
     StateTriggerConfig,
     StateUpdateInput,
     StreamTriggerConfig,
     Telemetry,
+    TriggerRegistrationResult,
     TriggerRegistrationResultOut,
     UnregisterFunction,
     UnregisterTrigger,
+    UnregisterTriggerOut,
     VoidAction,
-    api_request,
     deserialization_error,
     encode,
-    error_reply,
     function_not_found,
-    http_reply,
     parse_input,
     parse_set,
     parse_stream_send,
@@ -71,7 +78,9 @@ from ripple.iii.protocol import (
     stream_matches,
     update_reply,
 )
+from ripple.iii.queues import Policy, Queues
 from ripple.iii.registry import Registry, TriggerEntry
+from ripple.iii.routes import HttpRoutes
 from ripple.store.origin import current_origin
 from ripple.store.store import Store
 from ripple.subscriptions.cursor import Limits
@@ -104,11 +113,23 @@ Builtin = Callable[[Any], Awaitable[Any]]
 class Engine:
     """Routes iii calls between workers and ripple's built-ins; fires ``state``, ``stream`` and ``http`` triggers."""
 
-    def __init__(self, store: Store, *, strict: bool = False, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        strict: bool = False,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        queue_policy: Policy | None = None,
+    ) -> None:
         self.store = store
         self.compat = not strict
         self.call_timeout = call_timeout
         self.workers: dict[str, Worker] = {}
+        self.queues = Queues(self, queue_policy)
+        self.introspect = Introspection(self)
+        self.channels = Channels()
+        self.routes = HttpRoutes(self)
+        self.http_functions = HttpFunctions()
         self.builtins: dict[str, Builtin] = {
             "state::set": self._state_set,
             "state::get": self._state_get,
@@ -117,13 +138,14 @@ class Engine:
             "state::list": self._state_list,
             "state::list_groups": self._state_list_groups,
             "stream::send": self._stream_send,
-            "engine::workers::register": self._workers_register,
-            "engine::functions::list": self._functions_list,
-            "engine::workers::list": self._workers_list,
-            "engine::triggers::list": self._triggers_list,
+            **StreamItems(self).builtins(),
+            **self.queues.builtins(),
+            **self.introspect.builtins(),
+            "engine::channels::create": self.channels.create_builtin,
         }
         self.registry = Registry(frozenset(self.builtins))
         self.pumps: dict[str, TriggerPump] = {}
+        self.cron_jobs: dict[str, CronJob] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._causes: collections.OrderedDict[str, Meta] = collections.OrderedDict()
@@ -133,8 +155,16 @@ class Engine:
 
     # -- lifecycle
 
+    def start(self) -> None:
+        """Resume the queue consumers found in the ``reactions`` table (the server calls this once bound)."""
+        self.queues.start()
+
     async def close(self) -> None:
         self._closed = True
+        await self.queues.close()
+        self.introspect.close()
+        for job in list(self.cron_jobs.values()):
+            job.stop()
         for pump in list(self.pumps.values()):
             pump.stop()
         for worker in list(self.workers.values()):
@@ -150,7 +180,7 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
         """Wake :meth:`wait_until` callers: a worker, function or trigger came or went, or a call was sent."""
         watchers, self._watchers = self._watchers, []
         for fut in watchers:
@@ -171,7 +201,8 @@ class Engine:
         """Register a connection; the caller has already sent ``workerregistered``."""
         self.workers[worker.id] = worker
         log.info("iii worker %s connected", worker.id)
-        self._changed()
+        self.introspect.worker_event("worker_connected", worker.id)
+        self.changed()
 
     def disconnect(self, worker: Worker) -> None:
         """Drop everything the worker registered and fail the calls it still owes. Idempotent."""
@@ -179,9 +210,18 @@ class Engine:
             return
         worker.alive = False
         self.workers.pop(worker.id, None)
-        functions, triggers = self.registry.drop_worker(worker.id)
+        functions, triggers, orphaned = self.registry.drop_worker(worker.id)
         for trigger in triggers:
-            self._stop_pump(trigger.id)
+            told = self._deactivate(trigger)
+            if told is not None:
+                self.spawn(told, name="iii-unbind")
+        for trigger in orphaned:
+            log.warning(
+                "trigger %s (%s → %s) waits: the worker that provided its type disconnected",
+                trigger.id,
+                trigger.trigger_type,
+                trigger.function_id,
+            )
         for invocation_id, (fut, function_id) in list(worker.pending.items()):
             if not fut.done():
                 fut.set_exception(
@@ -191,7 +231,10 @@ class Engine:
         log.info(
             "iii worker %s disconnected; dropped %d functions and %d triggers", worker.id, len(functions), len(triggers)
         )
-        self._changed()
+        self.introspect.worker_event("worker_disconnected", worker.id)
+        if functions:
+            self.introspect.functions_changed()
+        self.changed()
 
     async def handle(self, worker: Worker, message: Inbound | Telemetry | BadFrame) -> None:
         """One decoded frame from a worker. Never raises for bad input: the connection stays usable."""
@@ -208,20 +251,28 @@ class Engine:
             if rejected is not None:
                 log.warning("function %s refused: held by worker %s", message.id, rejected.owner_worker_id)
                 await self._send(worker, encode(rejected))
+            else:
+                self.introspect.functions_changed()
         elif isinstance(message, UnregisterFunction):
-            self.registry.remove_function(worker.id, message.id)
+            if self.registry.remove_function(worker.id, message.id):
+                self.introspect.functions_changed()
         elif isinstance(message, RegisterTrigger):
-            await self._register_trigger(worker, message)
+            await self.register_trigger(worker, message)
         elif isinstance(message, UnregisterTrigger):
-            if self.registry.remove_trigger(worker.id, message.id) is not None:
-                self._stop_pump(message.id)
+            await self.unregister_trigger(worker.id, message.id)
+        elif isinstance(message, RegisterTriggerType):
+            await self._register_trigger_type(worker, message)
+        elif isinstance(message, TriggerRegistrationResult):
+            await self._provider_result(worker, message)
         elif isinstance(message, Reattach):
             await self._reattach(worker, message)
         elif isinstance(message, Ping):
             await self._send(worker, encode(PongOut()))
-        if isinstance(message, RegisterFunction | UnregisterFunction | RegisterTrigger | UnregisterTrigger):
-            self._changed()
-        # registertriggertype, registerservice, triggerregistrationresult, pong: accepted and ignored
+        if isinstance(
+            message, RegisterFunction | UnregisterFunction | RegisterTrigger | UnregisterTrigger | RegisterTriggerType
+        ):
+            self.changed()
+        # registerservice, pong: accepted and ignored
 
     async def _bad_frame(self, worker: Worker, bad: BadFrame) -> None:
         self.counters[f"bad_frames.{bad.kind}"] += 1
@@ -260,16 +311,23 @@ class Engine:
         """A worker's ``invokefunction``: answer it once, unless it is void."""
         void = msg.invocation_id is None or isinstance(msg.action, VoidAction)
         if isinstance(msg.action, EnqueueAction):
-            error = IIIError("enqueue_error", "ripple has no queue provider: TriggerAction.Enqueue is not supported")
+            try:
+                receipt: Any = await self.queues.enqueue(msg.action.queue, msg.function_id, msg.data)
+            except IIIError as exc:
+                answer = InvocationResultOut(msg.invocation_id or "", msg.function_id, error=exc.body())
+            else:
+                answer = InvocationResultOut(msg.invocation_id or "", msg.function_id, result=receipt)
             if msg.invocation_id is not None:
-                refused = InvocationResultOut(msg.invocation_id, msg.function_id, error=error.body())
-                await self._send(worker, encode(refused))
+                await self._send(worker, encode(answer))
             return
+        data = msg.data
+        if isinstance(data, dict):  # as the engine: the caller's worker id rides along in object data
+            data = {**data, CALLER: worker.id}
         token = current_origin.set(self._cause_of(msg.traceparent))
         try:
             result = await self.invoke(
                 msg.function_id,
-                msg.data,
+                data,
                 void=void,
                 traceparent=msg.traceparent,
                 baggage=msg.baggage,
@@ -302,8 +360,14 @@ class Engine:
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             return await builtin(data)
-        owner = self.registry.owner(function_id)
-        worker = self.workers.get(owner) if owner is not None else None
+        entry = self.registry.functions.get(function_id)
+        if entry is not None and entry.invocation is not None:  # an HTTP-invoked function: ripple calls its URL
+            call = self.http_functions.call(function_id, parse_invocation(entry.invocation), data)
+            if void:
+                self.spawn(call, name=f"iii-http-fn-{function_id}")
+                return None
+            return await call
+        worker = self.workers.get(entry.worker_id) if entry is not None else None
         if worker is None:
             raise function_not_found(function_id)
         out = InvokeFunctionOut(function_id, data, None, traceparent, baggage, metadata)
@@ -317,7 +381,7 @@ class Engine:
             if not await self._send(worker, encode(msgspec.structs.replace(out, invocation_id=invocation_id))):
                 raise IIIError("worker_disconnected", f"worker {worker.id} is gone; {function_id} was not called")
             if self._watchers:
-                self._changed()
+                self.changed()
             try:
                 async with asyncio.timeout(self.call_timeout):
                     return await fut
@@ -361,7 +425,8 @@ class Engine:
     # -- built-ins (III-PROTOCOL §3)
 
     @staticmethod
-    def _store_error(code: str, exc: RippleError) -> IIIError:
+    def store_error(code: str, exc: RippleError) -> IIIError:
+        """A store error as the iii error body the engine would send (``code`` for storage failures)."""
         if isinstance(exc, ValueTooLargeError):
             return IIIError("VALUE_TOO_LARGE", exc.message)
         if isinstance(exc, CascadeLimitError):
@@ -373,23 +438,24 @@ class Engine:
         try:
             result = await self.store.set(scope, key, value)
         except RippleError as exc:
-            raise self._store_error("SET_ERROR", exc) from None
+            raise self.store_error("SET_ERROR", exc) from None
         return {"old_value": result.old_value, "new_value": result.new_value}
 
     async def _state_get(self, data: Any) -> Any:
         inp: StateKeyInput = parse_input("state::get", data, StateKeyInput)
         try:
-            return await self.store.get(inp.scope, inp.key)
+            value = await self.store.get(inp.scope, inp.key)
         except RippleError as exc:
-            raise self._store_error("GET_ERROR", exc) from None
+            raise self.store_error("GET_ERROR", exc) from None
+        return msgspec.UNSET if value is None else value  # the current engine omits `result` for a missing key
 
     async def _state_delete(self, data: Any) -> Any:
         inp: StateKeyInput = parse_input("state::delete", data, StateKeyInput)
         try:
             result = await self.store.delete(inp.scope, inp.key)  # R-6: a missing key writes nothing
         except RippleError as exc:
-            raise self._store_error("DELETE_ERROR", exc) from None
-        return None if result is None else result.old_value
+            raise self.store_error("DELETE_ERROR", exc) from None
+        return msgspec.UNSET if result is None else result.old_value  # missing: `result` omitted, as the engine
 
     async def _state_update(self, data: Any) -> Any:
         inp: StateUpdateInput = parse_input("state::update", data, StateUpdateInput)
@@ -402,10 +468,10 @@ class Engine:
             try:
                 old = await self.store.get(inp.scope, inp.key)
             except RippleError as read_exc:
-                raise self._store_error("UPDATE_ERROR", read_exc) from None
+                raise self.store_error("UPDATE_ERROR", read_exc) from None
             return update_reply(old, old, exc.errors)
         except RippleError as exc:
-            raise self._store_error("UPDATE_ERROR", exc) from None
+            raise self.store_error("UPDATE_ERROR", exc) from None
         return update_reply(result.old_value, result.new_value, [msgspec.to_builtins(e) for e in result.errors])
 
     async def _state_list(self, data: Any) -> Any:
@@ -420,69 +486,115 @@ class Engine:
                     return values
                 cursor = page.next_cursor
         except RippleError as exc:
-            raise self._store_error("LIST_ERROR", exc) from None
+            raise self.store_error("LIST_ERROR", exc) from None
 
     async def _state_list_groups(self, data: Any) -> Any:
         try:
-            return {"groups": (await self.store.list_groups()).groups}
+            groups = (await self.store.list_groups()).groups
+            return {"groups": [g for g in groups if not is_item_scope(g)]}  # stream groups are not iii state
         except RippleError as exc:
-            raise self._store_error("LIST_GROUPS_ERROR", exc) from None
+            raise self.store_error("LIST_GROUPS_ERROR", exc) from None
 
     async def _stream_send(self, data: Any) -> Any:
         send = parse_stream_send(data, compat=self.compat)
         try:
             await self.store.send(send.stream, send.group, send.type, send.data, id=send.id)
         except RippleError as exc:
-            raise self._store_error("STREAM_SEND_ERROR", exc) from None
+            raise self.store_error("STREAM_SEND_ERROR", exc) from None
         return None
-
-    async def _workers_register(self, data: Any) -> Any:
-        return None  # the SDK's metadata call (III-PROTOCOL §2.2): accepted, and kept for engine::workers::list
-
-    async def _functions_list(self, data: Any) -> Any:
-        functions: list[dict[str, Any]] = [{"function_id": f} for f in sorted(self.builtins)]
-        functions += [
-            {"function_id": e.id, "description": e.description, "metadata": e.metadata}
-            for e in self.registry.functions.values()
-        ]
-        return {"functions": functions}
-
-    async def _workers_list(self, data: Any) -> Any:
-        workers = []
-        for w in self.workers.values():
-            count = sum(1 for e in self.registry.functions.values() if e.worker_id == w.id)
-            workers.append({"id": w.id, "connected_at_ms": w.connected_at, "function_count": count, **w.info})
-        return {"workers": workers}
-
-    async def _triggers_list(self, data: Any) -> Any:
-        triggers = [
-            {
-                "id": t.id,
-                "trigger_type": t.trigger_type,
-                "function_id": t.function_id,
-                "config": msgspec.to_builtins(t.config),
-            }
-            for t in self.registry.triggers.values()
-        ]
-        return {"triggers": triggers}
 
     # -- triggers
 
-    async def _register_trigger(self, worker: Worker, msg: RegisterTrigger) -> None:
+    async def register_trigger(self, worker: Worker | None, msg: RegisterTrigger) -> IIIError | None:
+        """Register a trigger for a worker (``None``: ``engine::register_trigger``); returns the refusal, which a
+        worker is also sent (the engine answers only failures)."""
         try:
-            entry, replaced = self.registry.add_trigger(worker.id, msg)
+            entry, replaced, status = self.registry.add_trigger(None if worker is None else worker.id, msg)
         except IIIError as exc:
-            # R-1 and bad configs: the engine answers only failures.
             log.warning("trigger %s (%s) refused: %s", msg.id, msg.trigger_type, exc.message)
-            reply = TriggerRegistrationResultOut(msg.id, msg.trigger_type, msg.function_id, exc.body())
-            await self._send(worker, encode(reply))
-            return
+            if worker is not None:
+                reply = TriggerRegistrationResultOut(msg.id, msg.trigger_type, msg.function_id, exc.body())
+                await self._send(worker, encode(reply))
+            return exc
         if replaced is not None:
-            self._stop_pump(replaced.id)
-        if entry.trigger_type in ("state", "stream"):
+            told = self._deactivate(replaced, tell_provider=replaced.trigger_type != entry.trigger_type)
+            if told is not None:
+                await told
+        if status == "pending":
+            log.info(
+                "trigger %s (function %s) waits: no worker provides trigger type %r yet",
+                entry.id,
+                entry.function_id,
+                entry.trigger_type,
+            )
+            return None
+        await self._activate(entry)
+        return None
+
+    async def unregister_trigger(self, owner: str | None, trigger_id: str) -> bool:
+        entry = self.registry.remove_trigger(owner, trigger_id)
+        if entry is None:
+            return False
+        told = self._deactivate(entry)
+        if told is not None:
+            await told
+        return True
+
+    async def _activate(self, entry: TriggerEntry) -> None:
+        """Start what makes a live trigger fire (its pump, consumer or timer), or hand it to its provider."""
+        kind = entry.trigger_type
+        if kind in ("state", "stream"):
             pump = TriggerPump(self, entry)
             self.pumps[entry.id] = pump
             pump.start()
+        elif kind == "durable:subscriber":
+            await self.queues.subscribe(entry)
+        elif kind == "cron":
+            job = CronJob(self, entry)
+            self.cron_jobs[entry.id] = job
+            job.start()
+        elif isinstance(entry.config, ProvidedTriggerConfig):
+            await self._to_provider(entry, bind_frame(entry))
+
+    def _deactivate(self, entry: TriggerEntry, *, tell_provider: bool = True) -> Awaitable[None] | None:
+        """Stop what made a trigger fire. For a provided type, returns the send that tells its provider (awaited by
+        the caller, so frames to one provider keep their order)."""
+        self._stop_pump(entry.id)
+        job = self.cron_jobs.pop(entry.id, None)
+        if job is not None:
+            job.stop()
+        if entry.trigger_type == "durable:subscriber":
+            self.queues.unsubscribe(entry)
+        if tell_provider and isinstance(entry.config, ProvidedTriggerConfig):
+            return self._to_provider(entry, UnregisterTriggerOut(entry.id, entry.trigger_type))
+        return None
+
+    async def _to_provider(self, entry: TriggerEntry, frame: RegisterTriggerOut | UnregisterTriggerOut) -> None:
+        provider = self.workers.get(self.registry.provider(entry.trigger_type) or "")
+        if provider is not None:
+            await self._send(provider, encode(frame))
+
+    async def _register_trigger_type(self, worker: Worker, msg: RegisterTriggerType) -> None:
+        # Seam for the access-control issue (RBAC worker port): an on_trigger_type_registration hook would sit here.
+        triggers = self.registry.add_trigger_type(worker.id, msg)
+        if triggers is None:
+            log.warning("worker %s may not provide trigger type %r: ripple provides it", worker.id, msg.id)
+            return
+        log.info("worker %s provides trigger type %r (%d triggers bound)", worker.id, msg.id, len(triggers))
+        for entry in triggers:
+            await self._send(worker, encode(bind_frame(entry)))
+
+    async def _provider_result(self, worker: Worker, msg: TriggerRegistrationResult) -> None:
+        """A provider refused a trigger: it waits again, and its owner hears why (as the engine forwards it)."""
+        entry = self.registry.triggers.get(msg.id)
+        if msg.error is None or entry is None or self.registry.provider(entry.trigger_type) != worker.id:
+            return
+        log.warning("provider %s refused trigger %s: %s %s", worker.id, msg.id, msg.error.code, msg.error.message)
+        self.registry.park(msg.id)
+        owner = self.workers.get(entry.worker_id or "")
+        if owner is not None:
+            reply = TriggerRegistrationResultOut(entry.id, entry.trigger_type, entry.function_id, msg.error)
+            await self._send(owner, encode(reply))
 
     def _stop_pump(self, trigger_id: str) -> None:
         pump = self.pumps.pop(trigger_id, None)
@@ -492,53 +604,43 @@ class Engine:
     async def fire(self, entry: TriggerEntry, event: Event) -> None:
         """Call one trigger's function for one event; failures are logged, never raised."""
         payload: Any = state_payload(event) if entry.trigger_type == "state" else stream_envelope(event)
-        data = msgspec.to_builtins(payload)
-        trace = self._trace_for(event)
+        await self.call_trigger(entry, msgspec.to_builtins(payload), self._trace_for(event), f"offset {event.offset}")
+
+    async def call_trigger(self, entry: TriggerEntry, data: Any, trace: str | None = None, what: str = "") -> bool:
+        """Run a trigger's condition (only an exact ``false`` skips) and function; errors are logged and counted.
+        Returns whether the function ran and succeeded (a skipped call counts as done)."""
         condition = getattr(entry.config, "condition_function_id", None)
         try:
             if condition is not None and await self.invoke(condition, data, traceparent=trace) is False:
-                return  # only an exact `false` skips the handler
+                return True
             await self.invoke(entry.function_id, data, traceparent=trace, metadata=entry.metadata)
         except IIIError as exc:
             self.counters["trigger_failures"] += 1
             log.warning(
-                "trigger %s → %s failed at offset %d: %s %s",
+                "trigger %s → %s failed%s: %s %s",
                 entry.id,
                 entry.function_id,
-                event.offset,
+                f" at {what}" if what else "",
                 exc.code,
                 exc.message,
             )
+            return False
+        return True
 
-    # -- http triggers
+def bind_frame(entry: TriggerEntry) -> RegisterTriggerOut:
+    """The ``registertrigger`` frame that hands a trigger to the worker providing its type (config as sent)."""
+    return RegisterTriggerOut(entry.id, entry.trigger_type, entry.function_id, entry.raw_config, entry.metadata)
 
-    async def http_request(
-        self, method: str, path: str, query_string: str, headers: list[tuple[str, str]], body: Any
-    ) -> HttpReply:
-        """Route one HTTP request to its ``http`` trigger and shape the reply (never hangs: every call times out)."""
-        found = self.registry.route(method, path)
-        if found is None:
-            return error_reply(404, "NOT_FOUND", f"no route for {method} {path}")
-        entry, params = found
-        config = entry.config
-        request = api_request(
-            pattern=getattr(config, "api_path", path),
-            method=method,
-            path_params=params,
-            query_string=query_string,
-            headers=headers,
-            body=body,
-            compat=self.compat,
-        )
-        try:
-            condition = getattr(config, "condition_function_id", None)
-            if condition is not None and await self.invoke(condition, request) is False:
-                return error_reply(422, "CONDITION_NOT_MET", "the trigger's condition was not met", skipped=True)
-            result = await self.invoke(entry.function_id, request, metadata=entry.metadata)
-        except IIIError as exc:
-            status = 504 if exc.code == "timeout" else 500
-            return error_reply(status, exc.code, exc.message, error_id=str(uuid.uuid4()))
-        return http_reply(result, compat=self.compat)
+
+def stream_trigger_filter(stream: str, group: str | None) -> Filter:
+    """What a ``stream`` trigger follows: the stream's sends and its groups' stored items. Without a group, every
+    group's item scope qualifies, which no scope list can name: it follows everything and ``matches`` decides."""
+    if group is None:
+        return Filter("all")
+    try:
+        return Filter("stream", frozenset([stream]), frozenset([group]), frozenset([item_scope(stream, group)]))
+    except ValueError:  # names too long to hold items
+        return Filter("stream", frozenset([stream]), frozenset([group]))
 
 
 class TriggerPump:
@@ -560,7 +662,8 @@ class TriggerPump:
         else:
             assert isinstance(config, StreamTriggerConfig)
             self.matches = lambda e: stream_matches(config.stream_name, config.group_id, config.item_id, e)
-            f = Filter.of("stream", [config.stream_name], [config.group_id] if config.group_id else None)
+            # Sends are logged under the stream's name, stored items under each group's scope (ripple.core.names).
+            f = stream_trigger_filter(config.stream_name, config.group_id)
         store = engine.store
         self.follower = Follower(store, f, store.head, limits=engine.trigger_limits,
                                  overflow_counter="iii_trigger_overflows")

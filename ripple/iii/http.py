@@ -13,7 +13,8 @@ from typing import Any
 import uvicorn
 
 from ripple.iii.engine import Engine
-from ripple.iii.protocol import HttpReply, error_reply, parse_body
+from ripple.iii.protocol import HttpReply, error_reply
+from ripple.iii.routes import StreamingReply
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_CONCURRENT = 1024  # as the engine: at most 1024 requests run at once, the others wait
@@ -52,10 +53,12 @@ class HttpTriggerApp:
         if isinstance(raw, HttpReply):
             await self._reply(raw, send)
             return
-        body = parse_body(lower.get("content-type", ""), raw)
         query = scope.get("query_string", b"").decode("latin-1")
         async with self._slots:
-            reply = await self.engine.http_request(method, scope["path"], query, headers, body)
+            reply = await self.engine.routes.request(method, scope["path"], query, headers, raw)
+            if isinstance(reply, StreamingReply):
+                await self._stream(reply, send, head=method == "HEAD")
+                return
         await self._reply(reply, send, head=method == "HEAD")
 
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes | HttpReply:
@@ -95,6 +98,21 @@ class HttpTriggerApp:
         headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else reply.body})
+
+    async def _stream(self, reply: StreamingReply, send: Send, *, head: bool) -> None:
+        """A response the handler streams through its channel (SSE, downloads): chunks as they come."""
+        headers = [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in reply.headers]
+        names = {n for n, _ in headers}
+        headers += [h for h in CORS_HEADERS if h[0] not in names]
+        chunks = reply.chunks
+        try:
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            if not head:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await chunks.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -4,7 +4,8 @@ Nothing here touches a socket, the event loop or the store: every function takes
 rules of ``III-PROTOCOL.md`` are tested without a server (``tests/iii/test_protocol.py``). The compatibility rules:
 
 * **R-0** an ``invocation_id`` may be any string (the engine drops non-UUIDs);
-* **R-1** a trigger of a type ripple does not provide is refused with ``trigger_registration_failed``;
+* **R-1** (retired in round 2) a trigger of a type nobody provides waits, as in the current engine, until a worker
+  registers that type (``registertriggertype``);
 * **R-2** the stream port also serves ``/stream/{stream}/{group}`` as an auto-join with ``?after=N`` resume
   (:func:`parse_stream_path`);
 * **R-3** an HTTP request's JSON-object body is also spread at the top level of the request (:func:`api_request`);
@@ -24,6 +25,8 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from ripple.core.events import Event
+from ripple.core.names import is_item_scope, parse_item_scope
+from ripple.iii.cron import parse_cron
 
 # ---- frames: worker → engine ------------------------------------------------------------------------------------
 
@@ -80,6 +83,8 @@ class UnregisterTrigger(_In, tag="unregistertrigger"):
 class RegisterTriggerType(_In, tag="registertriggertype"):
     id: str
     description: str | None = None
+    trigger_request_format: Any = None
+    call_request_format: Any = None
 
 
 class RegisterService(_In, tag="registerservice"):
@@ -235,6 +240,21 @@ class InvocationResultOut(_Out, tag="invocationresult"):
     error: ErrorBody | None = None
 
 
+class RegisterTriggerOut(_Out, tag="registertrigger"):
+    """Sent to the worker that provides a trigger type: a trigger of that type to bind."""
+
+    id: str
+    trigger_type: str
+    function_id: str
+    config: Any
+    metadata: Any = None
+
+
+class UnregisterTriggerOut(_Out, tag="unregistertrigger"):
+    id: str
+    trigger_type: str | None = None
+
+
 class TriggerRegistrationResultOut(_Out, tag="triggerregistrationresult"):
     id: str
     trigger_type: str
@@ -263,6 +283,8 @@ class ErrorFrame(_Out, tag="error"):
 Outbound = (
     WorkerRegistered
     | InvokeFunctionOut
+    | RegisterTriggerOut
+    | UnregisterTriggerOut
     | InvocationResultOut
     | TriggerRegistrationResultOut
     | RegistrationRejected
@@ -332,6 +354,41 @@ class StreamSendInput(msgspec.Struct, frozen=True):
     type: str | None = None
     event_type: str | None = None  # R-5
     id: str | None = None
+
+
+class StreamItemInput(msgspec.Struct, frozen=True):
+    """``stream::get`` / ``stream::delete``."""
+
+    stream_name: str
+    group_id: str
+    item_id: str
+
+
+class StreamSetItemInput(msgspec.Struct, frozen=True):
+    stream_name: str
+    group_id: str
+    item_id: str
+    data: Any
+
+
+class StreamUpdateItemInput(msgspec.Struct, frozen=True):
+    stream_name: str
+    group_id: str
+    item_id: str
+    ops: list[Any]
+
+
+class StreamGroupInput(msgspec.Struct, frozen=True):
+    """``stream::list``."""
+
+    stream_name: str
+    group_id: str
+
+
+class StreamNameInput(msgspec.Struct, frozen=True):
+    """``stream::list_groups``."""
+
+    stream_name: str
 
 
 class StreamSend(msgspec.Struct, frozen=True):
@@ -419,19 +476,77 @@ class StreamTriggerConfig(msgspec.Struct, frozen=True):
     condition_function_id: str | None = None
 
 
-TriggerConfig = StateTriggerConfig | HttpTriggerConfig | StreamTriggerConfig
+class SubscribeTriggerConfig(msgspec.Struct, frozen=True):
+    """``subscribe``: called with the data of every ``publish`` to the topic."""
+
+    topic: str
+    condition_function_id: str | None = None
+
+
+class DurableSubscriberConfig(msgspec.Struct, frozen=True):
+    """``durable:subscriber``: every ``iii::durable::publish`` to the topic, at least once, with retries.
+    ``queue_config`` keys ripple reads: ``maxRetries``, ``backoffDelayMs``."""
+
+    topic: str
+    condition_function_id: str | None = None
+    queue_config: dict[str, Any] | None = None
+
+
+class CronTriggerConfig(msgspec.Struct, frozen=True):
+    expression: str
+    condition_function_id: str | None = None
+
+
+class EngineEventConfig(msgspec.Struct, frozen=True):
+    """``engine::functions-available`` / ``engine::workers-available``: no settings."""
+
+    condition_function_id: str | None = None
+
+
+class ProvidedTriggerConfig(msgspec.Struct, frozen=True):
+    """A trigger of a type a worker provides: the config is the provider's business and is passed on as sent."""
+
+    value: Any = None
+    condition_function_id: str | None = None
+
+
+TriggerConfig = (
+    StateTriggerConfig
+    | HttpTriggerConfig
+    | StreamTriggerConfig
+    | SubscribeTriggerConfig
+    | DurableSubscriberConfig
+    | CronTriggerConfig
+    | EngineEventConfig
+    | ProvidedTriggerConfig
+)
+
+FUNCTIONS_AVAILABLE = "engine::functions-available"
+WORKERS_AVAILABLE = "engine::workers-available"
+
+# The trigger types ripple itself provides: id → (config type, description for engine::triggers::list).
+BUILTIN_TRIGGER_TYPES: dict[str, tuple[type[TriggerConfig], str]] = {
+    "http": (HttpTriggerConfig, "HTTP routes on the HTTP-trigger port"),
+    "state": (StateTriggerConfig, "State changes (state::set/update/delete)"),
+    "stream": (StreamTriggerConfig, "Stream changes: stream::send events and stored items' create/update/delete"),
+    "subscribe": (SubscribeTriggerConfig, "Topic subscription: every publish to the topic (live only)"),
+    "durable:subscriber": (DurableSubscriberConfig, "Durable topic subscription on ripple's log (at least once)"),
+    "cron": (CronTriggerConfig, "Cron schedule (sec min hour day month weekday [year])"),
+    FUNCTIONS_AVAILABLE: (EngineEventConfig, "Fires with the function list when functions come or go"),
+    WORKERS_AVAILABLE: (EngineEventConfig, "Fires with the worker list when workers come or go"),
+}
 
 
 def parse_trigger_config(trigger_type: str, config: Any) -> TriggerConfig:
-    """A trigger's config, typed; raises :class:`IIIError` ``trigger_registration_failed`` (R-1 for unknown types)."""
-    kinds: dict[str, type[TriggerConfig]] = {
-        "state": StateTriggerConfig,
-        "http": HttpTriggerConfig,
-        "stream": StreamTriggerConfig,
-    }
-    kind = kinds.get(trigger_type)
-    if kind is None:
-        raise IIIError("trigger_registration_failed", f"trigger type '{trigger_type}' is not supported")
+    """A built-in trigger type's config, typed; raises :class:`IIIError` ``trigger_registration_failed``.
+
+    A type ripple does not provide gets a :class:`ProvidedTriggerConfig` (its provider, a worker, reads it).
+    """
+    known = BUILTIN_TRIGGER_TYPES.get(trigger_type)
+    if known is None:
+        condition = config.get("condition_function_id") if isinstance(config, dict) else None
+        return ProvidedTriggerConfig(config, condition if isinstance(condition, str) else None)
+    kind = known[0]
     try:
         parsed: TriggerConfig = msgspec.convert({} if config is None else config, kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -442,9 +557,14 @@ def parse_trigger_config(trigger_type: str, config: Any) -> TriggerConfig:
         method = parsed.http_method.upper()
         if method not in HTTP_METHODS:
             raise IIIError("trigger_registration_failed", f"unsupported http_method {parsed.http_method!r}")
-        if parsed.middleware_function_ids:
-            raise IIIError("trigger_registration_failed", "middleware_function_ids are not supported by ripple")
         parsed = msgspec.structs.replace(parsed, http_method=method, api_path=normalize_path(parsed.api_path))
+    if isinstance(parsed, CronTriggerConfig):
+        if not parsed.expression:
+            raise IIIError("trigger_registration_failed", "Cron expression is required")
+        try:
+            parse_cron(parsed.expression)
+        except ValueError as exc:
+            raise IIIError("trigger_registration_failed", str(exc)) from None
     return parsed
 
 
@@ -463,11 +583,14 @@ class StateTriggerPayload(msgspec.Struct, frozen=True):
 
 
 def state_matches(config: StateTriggerConfig, event: Event) -> bool:
-    return (
-        event.kind == "state"
-        and (config.scope is None or config.scope == event.scope)
-        and (config.key is None or config.key == event.key)
-    )
+    """A trigger with no scope watches every iii state scope, which excludes stored stream items (they fire
+    ``stream`` triggers, as in iii); naming an item scope explicitly watches it."""
+    if config.scope is None:
+        if event.kind != "state" or is_item_scope(event.scope):
+            return False
+    elif event.kind != "state" or config.scope != event.scope:
+        return False
+    return config.key is None or config.key == event.key
 
 
 def state_payload(event: Event) -> StateTriggerPayload:
@@ -491,8 +614,17 @@ class StreamEnvelope(msgspec.Struct, frozen=True):
     offset: int
 
 
+ITEM_FRAME_TYPES = {"created": "create", "updated": "update", "deleted": "delete"}
+
+
 def stream_envelope(event: Event) -> StreamEnvelope:
-    """A logged ``stream::send`` as the envelope clients and ``stream`` triggers receive."""
+    """A logged stream change as the envelope clients and ``stream`` triggers receive: a ``stream::send`` event, or
+    a stored item's ``create``/``update``/``delete`` (data: the new value; for a delete, the old one)."""
+    found = parse_item_scope(event.scope) if event.kind == "state" else None
+    if found is not None:
+        data = event.old_value if event.event_type == "deleted" else event.new_value
+        body: dict[str, Any] = {"type": ITEM_FRAME_TYPES[event.event_type], "data": data}
+        return StreamEnvelope("stream", event.ts, found[0], found[1], event.key, body, event.offset)
     return StreamEnvelope(
         "stream",
         event.ts,
@@ -504,20 +636,28 @@ def stream_envelope(event: Event) -> StreamEnvelope:
     )
 
 
-def sync_envelope(stream: str, group: str, item_id: str | None, ts: int, offset: int) -> StreamEnvelope:
-    """The frame right after a join. ripple keeps no stream items: ``[]``, or ``null`` for one item (DESIGN §9)."""
-    return StreamEnvelope(
-        "stream", ts, stream, group, item_id, {"type": "sync", "data": None if item_id else []}, offset
-    )
+def sync_envelope(stream: str, group: str, item_id: str | None, ts: int, offset: int, data: Any) -> StreamEnvelope:
+    """The frame right after a join: the group's stored items as of ``offset`` (a list), or the one item (or
+    ``null``) when the join names an item."""
+    return StreamEnvelope("stream", ts, stream, group, item_id, {"type": "sync", "data": data}, offset)
+
+
+def stream_target(event: Event) -> tuple[str, str, str | None] | None:
+    """``(stream, group, item id)`` of a logged stream change (a send, or a stored item's change), else ``None``."""
+    if event.kind == "stream":
+        return event.scope, event.key, event.meta.id
+    found = parse_item_scope(event.scope)
+    return None if found is None else (found[0], found[1], event.key)
 
 
 def stream_matches(stream: str, group: str | None, item_id: str | None, event: Event) -> bool:
     """iii's rule: same stream and group, and either no item id or the same one."""
+    target = stream_target(event)
     return (
-        event.kind == "stream"
-        and event.scope == stream
-        and (group is None or event.key == group)
-        and (item_id is None or event.meta.id == item_id)
+        target is not None
+        and target[0] == stream
+        and (group is None or target[1] == group)
+        and (item_id is None or target[2] == item_id)
     )
 
 

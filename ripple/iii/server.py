@@ -19,9 +19,11 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
 from ripple.iii.http import HttpTriggerApp, HttpTriggerServer
 from ripple.iii.protocol import WorkerRegistered, decode_frame, encode
+from ripple.iii.queues import Policy
 from ripple.iii.streams import StreamServer
 from ripple.store.store import Store
 
@@ -44,6 +46,7 @@ class IIIServer:
         strict: bool = False,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_frame: int = MAX_WORKER_FRAME,
+        queue_policy: Policy | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -52,7 +55,7 @@ class IIIServer:
         self.stream_port = stream_port
         self.strict = strict
         self.max_frame = max_frame
-        self.engine = Engine(store, strict=strict, call_timeout=call_timeout)
+        self.engine = Engine(store, strict=strict, call_timeout=call_timeout, queue_policy=queue_policy)
         self.streams = StreamServer(store, host, stream_port)
         self.http = HttpTriggerServer(HttpTriggerApp(self.engine), host, http_port)
         self._workers: Server | None = None
@@ -64,6 +67,7 @@ class IIIServer:
         if self._started:
             raise RuntimeError("this IIIServer was already started")
         self._started = True
+        self.engine.start()
         try:
             self._workers = await serve(
                 self._worker_connection,
@@ -121,12 +125,25 @@ class IIIServer:
         path = request.path.partition("?")[0]
         if path in ("", "/", "/otel"):
             return None
-        return connection.respond(http.HTTPStatus.NOT_FOUND, "iii workers connect to / (and telemetry to /otel)\n")
+        channel = parse_channel_path(request.path)
+        if channel is not None:
+            if self.engine.channels.get(channel[0], channel[1]) is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "Channel not found")
+            return None
+        message = "iii workers connect to / (telemetry to /otel, byte channels to /ws/channels/{id})\n"
+        return connection.respond(http.HTTPStatus.NOT_FOUND, message)
 
     async def _worker_connection(self, ws: ServerConnection) -> None:
-        path = ws.request.path.partition("?")[0] if ws.request else "/"
+        full_path = ws.request.path if ws.request else "/"
+        path = full_path.partition("?")[0]
         if path == "/otel":
             await self._telemetry(ws)
+            return
+        target = parse_channel_path(full_path)
+        if target is not None:
+            channel = self.engine.channels.get(target[0], target[1])
+            if channel is not None:
+                await self.engine.channels.serve(ws, channel, target[2])
             return
 
         async def send(frame: bytes) -> None:

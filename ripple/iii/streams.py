@@ -1,8 +1,10 @@
 """The iii stream WebSocket server (III-PROTOCOL §5, R-2), fed from ripple's log.
 
 ``ws://HOST:3112/`` speaks iii's ``join``/``leave`` frames. ``/stream/{stream}/{group}`` joins at connect, and
-``?after=N`` first replays the logged ``stream::send`` events after offset N, then goes live with no gap and no
-duplicate. Every envelope carries ripple's extra ``offset`` so a client knows where to resume.
+``?after=N`` first replays the group's logged changes after offset N — ``stream::send`` events and its stored items'
+create/update/delete (``ripple.core.names``) — then goes live with no gap and no duplicate. The ``sync`` frame after a
+join holds the group's stored items as of the join's offset. Every envelope carries ripple's extra ``offset`` so a
+client knows where to resume.
 
 Each join is a thin driver of a :class:`~ripple.subscriptions.follower.Follower` (the one log follower): its task
 sends the ``sync`` frame, then what the follower returns, with backpressure. Once live, a commit is written straight
@@ -24,8 +26,11 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ripple.core.events import Event
 from ripple.core.filter import Filter
+from ripple.core.names import item_scope
 from ripple.errors import OffsetOutOfRangeError, StoreClosedError
+from ripple.iii.items import sync_data
 from ripple.iii.protocol import (
     Join,
     StreamPath,
@@ -33,6 +38,7 @@ from ripple.iii.protocol import (
     encode,
     parse_stream_path,
     stream_envelope,
+    stream_target,
     sync_envelope,
 )
 from ripple.store.store import Store
@@ -55,38 +61,59 @@ def envelope_frame(commit: Commit, i: int) -> bytes:
     return frame
 
 
+def group_filter(stream: str, group: str) -> Filter:
+    """A stream group's changes: its sends (scope = stream, key = group) and its stored items' scope."""
+    try:
+        items = frozenset([item_scope(stream, group)])
+    except ValueError:  # no item can live under names that long
+        items = frozenset()
+    return Filter("stream", frozenset([stream]), frozenset([group]), items)
+
+
 class Subscription:
     """One join (or the auto-join of a ``/stream/...`` URL) on one connection."""
 
     def __init__(self, server: StreamServer, ws: ServerConnection, stream: str, group: str, item_id: str | None,
                  after: int) -> None:
+        self.store = server.store
         self.ws = ws
+        self.stream = stream
+        self.group = group
         self.item_id = item_id
+        self.after = after
         self.max_buffer = server.max_buffer
-        self.follower = Follower(server.store, Filter.of("stream", [stream], [group]), after, limits=server.limits,
+        self.follower = Follower(server.store, group_filter(stream, group), after, limits=server.limits,
                                  overflow_counter="iii_stream_overflows")
         self.follower.cursor.inline = self._inline
         self.task: asyncio.Task[None] | None = None
 
-    def wants(self, item_id: str | None) -> bool:
-        return self.item_id is None or item_id == self.item_id
+    def wants(self, event: Event) -> bool:
+        if self.item_id is None:
+            return True
+        target = stream_target(event)
+        return target is not None and target[2] == self.item_id
 
     def _inline(self, commit: Commit) -> bool:
         transport: Any = self.ws.transport
         if transport is None or transport.get_write_buffer_size() > self.max_buffer:
             return False  # the task sends these, with backpressure
         for i in commit.matching(self.follower.cursor.filter):
-            if self.wants(commit.events[i].meta.id):
+            if self.wants(commit.events[i]):
                 websockets.broadcast([self.ws], envelope_frame(commit, i), text=True)
         return True
 
-    async def run(self, first: bytes) -> None:
+    async def sync_frame(self) -> bytes:
+        """The ``sync`` frame: the group's stored items (or the joined item) as of the join's offset."""
+        data = await sync_data(self.store, self.stream, self.group, self.item_id, self.after)
+        return encode(sync_envelope(self.stream, self.group, self.item_id, int(time.time() * 1000), self.after, data))
+
+    async def run(self) -> None:
         """Send the ``sync`` frame, then every event the follower returns (catch-up, then what waits while live)."""
         try:
-            await self.ws.send(first, text=True)
+            await self.ws.send(await self.sync_frame(), text=True)
             while True:
                 for event in await self.follower.next(PAGE):
-                    if self.wants(event.meta.id):
+                    if self.wants(event):
                         await self.ws.send(encode(stream_envelope(event)), text=True)
         except (websockets.ConnectionClosed, StoreClosedError):
             return
@@ -169,8 +196,7 @@ class StreamServer:
         start = self.store.head if after is None else after
         sub = Subscription(self, ws, stream, group, item_id, start)
         sub.follower.attach()  # before catching up: nothing is missed
-        sync = sync_envelope(stream, group, item_id, int(time.time() * 1000), start)
-        sub.task = asyncio.create_task(sub.run(encode(sync)), name="iii-stream-subscription")
+        sub.task = asyncio.create_task(sub.run(), name="iii-stream-subscription")
         return sub
 
     @staticmethod

@@ -287,7 +287,8 @@ class Projections:
             return False
 
         follower = Follower(
-            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE), on_gap=gap
+            self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE),
+            overflow_counter="projection_overflows", on_gap=gap,
         ).attach()
         checkpoint = row.checkpoint
         try:
@@ -470,7 +471,9 @@ class Projections:
                 ),
             )
             if failure is not None:
-                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error)
+                log.error("projection %s: rebuild stopped at offset %d: %s", p.name, failure.offset, failure.error,
+                          extra={"event": "projection_failure", "projection": p.name, "offset": failure.offset,
+                                 "error": failure.error})
 
     async def wait_caught_up(self, *names: str) -> None:
         """Wait until the given projections (default: all) have folded everything up to the current head.

@@ -218,7 +218,9 @@ def set_failed(conn: sqlite3.Connection, name: str, failure: FoldFailure) -> Non
         "UPDATE projections SET checkpoint = ?, status = 'failed', error = ?, failed_at = ? WHERE name = ?",
         (failure.offset - 1, failure.error, failure.offset, name),
     )
-    log.error("projection %s failed at offset %d: %s", name, failure.offset, failure.error)
+    log.error("projection %s failed at offset %d: %s", name, failure.offset, failure.error,
+              extra={"event": "projection_failure", "projection": name, "offset": failure.offset,
+                     "error": failure.error})
 
 
 # ---- folding ----------------------------------------------------------------------------------------------------

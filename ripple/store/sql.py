@@ -156,16 +156,25 @@ def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns:
     if upto is not None:
         where.append("seq <= ?")
         params.append(upto)
+    wanted: list[str] = []
+    wanted_params: list[Any] = []
     if f.kind != "all":
-        where.append("kind = ?")
-        params.append(f.kind)
+        wanted.append("kind = ?")
+        wanted_params.append(f.kind)
     if f.scopes:
-        where.append(f"scope IN ({','.join('?' * len(f.scopes))})")
-        params.extend(sorted(f.scopes))
+        wanted.append(f"scope IN ({','.join('?' * len(f.scopes))})")
+        wanted_params.extend(sorted(f.scopes))
     if f.keys:
-        where.append(f"key IN ({','.join('?' * len(f.keys))})")
-        params.extend(sorted(f.keys))
-    hint = " NOT INDEXED" if len(f.scopes) > 1 else ""
+        wanted.append(f"key IN ({','.join('?' * len(f.keys))})")
+        wanted_params.extend(sorted(f.keys))
+    if f.item_scopes:  # a stream group: its sends, or any state event of its items' scope (Filter.item_scopes)
+        items = f"kind = 'state' AND scope IN ({','.join('?' * len(f.item_scopes))})"
+        where.append(f"(({' AND '.join(wanted) or '1=1'}) OR ({items}))")
+        params.extend([*wanted_params, *sorted(f.item_scopes)])
+    else:
+        where.extend(wanted)
+        params.extend(wanted_params)
+    hint = " NOT INDEXED" if len(f.scopes) + len(f.item_scopes) > 1 else ""
     params.append(limit)
     return f"SELECT {columns} FROM events{hint} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params
 

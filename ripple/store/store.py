@@ -56,6 +56,7 @@ from ripple.errors import (
     StoreClosedError,
     ValidationError,
 )
+from ripple.limits import DEFAULT_MAX_QUEUE, MAX_BATCH_COMMANDS
 from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
@@ -66,6 +67,7 @@ from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
 from ripple.store.retention import Blocker, CompactResult, Floor, RetentionPolicy
 from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, connect_reader, inspect_file
+from ripple.store.stats import WriterStats
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 from ripple.subscriptions.catchup import check_after_range
 from ripple.subscriptions.cursor import Limits
@@ -74,7 +76,6 @@ from ripple.subscriptions.hub import Hub, HubSettings
 
 log = logging.getLogger("ripple.store")
 
-MAX_BATCH_COMMANDS = 1000
 MAX_LIST_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
 
@@ -134,7 +135,8 @@ class Store:
         durability: Durability = "full",
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_batch: int = 1000,
-        max_queue: int = 100_000,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_batch_commands: int = MAX_BATCH_COMMANDS,
         readers: int = 4,
         log_readers: int = 2,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
@@ -147,6 +149,7 @@ class Store:
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
+        self.max_batch_commands = max_batch_commands
         self.cascade_limit = cascade_limit
         #: The commit bus: listeners after COMMIT, hooks inside the transaction, jobs merged into group commits.
         self.commits = CommitBus()
@@ -291,6 +294,32 @@ class Store:
         """Group commits since the store opened."""
         return self.writer.commits
 
+    @property
+    def max_queue(self) -> int:
+        """Commands the writer queue holds before writes are refused with :class:`OverloadedError` (503)."""
+        return self.writer.max_queue
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Group-commit sizes and durations, refused commands, overload episodes (``/metrics``)."""
+        return self.writer.stats
+
+    def degraded_reasons(self) -> list[str]:
+        """Why writes are refused or delayed right now (``/v1/health`` says ``degraded`` with these); empty when
+        the writer is healthy."""
+        reasons = []
+        if self._closed:
+            reasons.append("store_closed: the store is closed (shutting down)")
+        elif self.writer.closed:
+            reasons.append("writer_stopped: the writer stopped; writes are refused")
+        if self.writer.degraded:
+            reasons.append("storage: the database cannot be opened for writing after an I/O error; writes are refused")
+        since = self.writer.stats.overloaded_since
+        if since is not None:
+            reasons.append(f"overloaded: the write queue is full ({self.writer.max_queue} commands); writes get 503 "
+                           f"with Retry-After until it drains (since {time.monotonic() - since:.1f} s)")
+        return reasons
+
     def check_open(self) -> None:
         """Raise :class:`StoreClosedError` unless the store is open."""
         if self._closed or not self._started:
@@ -350,6 +379,7 @@ class Store:
                 depth,
                 self.cascade_limit,
                 origin.cause,
+                extra={"event": "refused_cascade", "cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
             )
             raise CascadeLimitError(
                 f"write refused: cascade depth {depth} exceeds the limit of {self.cascade_limit} "
@@ -423,8 +453,9 @@ class Store:
         """Apply up to 1000 commands all-or-nothing, with consecutive offsets, one result per command."""
         if not isinstance(commands, list | tuple):
             raise ValidationError("batch takes a list of Set, Update and Delete commands")
-        if len(commands) > MAX_BATCH_COMMANDS:
-            raise ValidationError(f"a batch holds at most {MAX_BATCH_COMMANDS} commands, got {len(commands)}")
+        if len(commands) > self.max_batch_commands:
+            raise ValidationError(f"a batch holds at most {self.max_batch_commands} commands, got {len(commands)}",
+                                  detail={"limit": self.max_batch_commands, "commands": len(commands)})
         prepared, raws = [], []
         for index, cmd in enumerate(commands):
             try:

@@ -52,6 +52,7 @@ from ripple.migrations import migrate
 from ripple.store import sql
 from ripple.store.bus import CommitBus
 from ripple.store.sqlite import Durability, connect_writer
+from ripple.store.stats import WriterStats
 
 log = logging.getLogger("ripple.writer")
 T = TypeVar("T")
@@ -225,6 +226,7 @@ class Job:
     """A unit of work for the writer. ``run`` executes in the writer thread inside the group's transaction."""
 
     __slots__ = ("failed", "fut", "outcome")
+    op = "txn"  # what the metrics call it when it is refused
 
     def __init__(self) -> None:
         self.fut: asyncio.Future[Any] | None = None
@@ -258,6 +260,10 @@ class CommandJob(Job):
     def keys(self) -> list[tuple[str, str]]:
         return [] if isinstance(self.cmd, Send) else [(self.cmd.scope, self.cmd.key)]
 
+    @property
+    def op(self) -> str:  # type: ignore[override]
+        return type(self.cmd).__name__.lower()  # set, update, delete, send
+
     def _result_type(self) -> Any:
         return {Set: SetResult, Update: UpdateResult, Delete: DeleteResult, Send: SendResult}[type(self.cmd)]
 
@@ -272,6 +278,7 @@ class BatchJob(Job):
     """All-or-nothing: the commands get consecutive offsets or none does."""
 
     __slots__ = ("cmds", "idempotency_key", "meta", "raws")
+    op = "batch"
 
     def __init__(
         self,
@@ -393,6 +400,7 @@ class Writer:
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
         self.degraded = False
+        self.stats = WriterStats()
 
     # -- lifecycle
 
@@ -457,6 +465,9 @@ class Writer:
         if self._closing:
             raise StoreClosedError("the store is closed")
         if len(self._queue) >= self.max_queue:
+            if self.stats.overloaded(job.op):
+                log.warning("the write queue is full (%d commands): refusing writes with 503 until it drains",
+                            self.max_queue, extra={"event": "overload", "max_queue": self.max_queue})
             raise OverloadedError(f"the write queue is full ({self.max_queue} commands); retry later")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         job.fut = fut
@@ -484,6 +495,8 @@ class Writer:
         try:
             while not stop:
                 if not self._queue:
+                    if self.stats.overloaded_since is not None:
+                        self._overload_over()
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 jobs: list[Job] = []
@@ -495,7 +508,10 @@ class Writer:
                     jobs.append(job)
                 if not jobs:
                     continue
+                started = time.perf_counter()
                 events = await loop.run_in_executor(self._thread, self._commit_group, jobs)
+                if events:
+                    self.stats.committed(len(events), time.perf_counter() - started)
                 self._after_commit(jobs, events)
         except BaseException as exc:  # a bug or cancellation: fail what is left, never drop it silently
             log.exception("writer stopped unexpectedly")
@@ -505,6 +521,11 @@ class Writer:
         finally:
             self._fail_pending(StoreClosedError("the store closed before this command was written"))
             self._release_head_waiters()
+
+    def _overload_over(self) -> None:
+        lasted = self.stats.drained()
+        log.info("the write queue drained after %.1f s of overload; accepting writes", lasted,
+                 extra={"event": "overload_end", "seconds": lasted})
 
     def _fail_pending(self, error: RippleError) -> None:
         while self._queue:
@@ -543,6 +564,7 @@ class Writer:
             if fut is None or fut.done():
                 continue
             if job.failed:
+                self.stats.refused[(job.op, getattr(job.outcome, "code", "error"))] += 1
                 fut.set_exception(job.outcome)
             else:
                 fut.set_result(job.outcome)

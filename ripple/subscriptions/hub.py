@@ -136,7 +136,7 @@ class Hub:
     def attach(self, cursor: Cursor) -> int:
         """Register a cursor and start its first round at the current head (returned)."""
         if cursor.filter.scopes:
-            for scope in cursor.filter.scopes:
+            for scope in cursor.filter.scopes | cursor.filter.item_scopes:
                 self._by_scope.setdefault(scope, set()).add(cursor)
         else:
             self._any_scope.add(cursor)
@@ -144,7 +144,7 @@ class Hub:
 
     def detach(self, cursor: Cursor) -> None:
         self._any_scope.discard(cursor)
-        for scope in cursor.filter.scopes:
+        for scope in cursor.filter.scopes | cursor.filter.item_scopes:
             bucket = self._by_scope.get(scope)
             if bucket is not None:
                 bucket.discard(cursor)

@@ -13,6 +13,7 @@ import msgspec
 
 from ripple.core.events import KindFilter
 from ripple.core.filter import Filter
+from ripple.core.names import item_scope
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import BadRequestError, RippleError
 from ripple.subscriptions.embedded import MAX_BATCH
@@ -99,4 +100,8 @@ def parse_stream(stream: str, group: str, query: bytes | str) -> SubscribeParams
         validate_name("group", group, 1024, allow_slash=True)
     except RippleError as exc:
         raise BadRequestError(exc.message, detail=exc.detail) from None
-    return SubscribeParams(Filter("stream", frozenset([stream]), frozenset([group])), after, False, batch)
+    try:
+        items = frozenset([item_scope(stream, group)])  # the group's stored items (DESIGN §9, ripple.core.names)
+    except ValueError:
+        items = frozenset()  # names too long to hold items
+    return SubscribeParams(Filter("stream", frozenset([stream]), frozenset([group]), items), after, False, batch)

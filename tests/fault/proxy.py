@@ -217,6 +217,13 @@ class Proxy:
             else:
                 self.slow(rng.uniform(0.001, 0.02), rng.uniform(0.05, 0.5), rng)
 
+    async def wait_for_link(self, newer_than: int = 0, seconds: float = 30) -> None:
+        """Return once a connection is open and more than ``newer_than`` connections were made in all (pass
+        ``counters.connections`` as it was at a cut to wait for the client to reconnect)."""
+        while self.counters.connections <= newer_than or not any(not link.closed for link in self.links):
+            self._connected.clear()
+            await asyncio.wait_for(self._connected.wait(), seconds)
+
     def calm(self) -> None:
         """End every stall and delay now (the network is good again)."""
         for link in self.links:

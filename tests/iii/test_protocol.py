@@ -8,13 +8,16 @@ import pytest
 from ripple import Event, Meta
 from ripple.iii.protocol import (
     BadFrame,
+    CronTriggerConfig,
     HttpTriggerConfig,
     IIIError,
     InvocationResult,
     InvocationResultOut,
     InvokeFunction,
+    ProvidedTriggerConfig,
     RegisterFunction,
     RegisterTrigger,
+    RegisterTriggerType,
     StateTriggerConfig,
     Telemetry,
     VoidAction,
@@ -110,20 +113,28 @@ def test_stream_send_type_and_the_event_type_alias_r5() -> None:
     assert err.value.code == "deserialization_error"
 
 
-def test_trigger_configs_r1_for_unsupported_types() -> None:
+def test_trigger_configs_and_provided_types() -> None:
     assert parse_trigger_config("state", {"scope": "todos"}) == StateTriggerConfig("todos")
     assert parse_trigger_config("state", None) == StateTriggerConfig()
     http = parse_trigger_config("http", {"api_path": "todos/:id/", "http_method": "post"})
     assert http == HttpTriggerConfig("/todos/:id", "POST")
-    with pytest.raises(IIIError) as err:
-        parse_trigger_config("cron", {"expression": "0 * * * * *"})
-    assert (err.value.code, err.value.message) == (
-        "trigger_registration_failed",
-        "trigger type 'cron' is not supported",
-    )
-    for bad in [("state", {"scope": 5}), ("http", {}), ("http", {"api_path": "/x", "http_method": "BREW"})]:
-        with pytest.raises(IIIError):
+    assert parse_trigger_config("cron", {"expression": "0 * * * * *"}) == CronTriggerConfig("0 * * * * *")
+    # A type ripple does not provide: the config is kept as sent, for the worker that provides the type.
+    provided = parse_trigger_config("webhook", {"url": "/hooks", "condition_function_id": "c"})
+    assert provided == ProvidedTriggerConfig({"url": "/hooks", "condition_function_id": "c"}, "c")
+    bad_configs = [
+        ("state", {"scope": 5}),
+        ("http", {}),
+        ("http", {"api_path": "/x", "http_method": "BREW"}),
+        ("cron", {"expression": ""}),
+        ("cron", {"expression": "* * *"}),
+        ("subscribe", {}),
+        ("durable:subscriber", {"topic": 3}),
+    ]
+    for bad in bad_configs:
+        with pytest.raises(IIIError) as err:
             parse_trigger_config(*bad)
+        assert err.value.code == "trigger_registration_failed"
 
 
 def test_state_trigger_payload_is_exactly_the_engines() -> None:
@@ -184,9 +195,20 @@ def test_routes_match_params_and_prefer_literals() -> None:
     registry.add_trigger("w", RegisterTrigger("t2", "http", "metrics", {"api_path": "/todos/metrics"}))
     found = registry.route("GET", "/todos/metrics")
     assert found is not None and found[0].function_id == "metrics"
-    with pytest.raises(IIIError) as err:  # same method and shape as t1
+    with pytest.raises(IIIError) as err:  # same method and shape as t1, other parameter names
         registry.add_trigger("w2", RegisterTrigger("t3", "http", "other", {"api_path": "/todos/:key"}))
-    assert err.value.code == "trigger_registration_failed"
+    assert (err.value.code, err.value.message) == (
+        "trigger_registration_failed",
+        "Route 'GET /todos/:key' conflicts with already-registered route 'GET /todos/:id': routes with identical "
+        "structure but different path-parameter names are not supported",
+    )
+    # The same route again moves it to the newer trigger, as the engine does; removing the older one keeps it.
+    registry.add_trigger("w2", RegisterTrigger("t4", "http", "newer", {"api_path": "todos/:id"}))
+    found = registry.route("GET", "/todos/7")
+    assert found is not None and found[0].function_id == "newer"
+    registry.remove_trigger("w", "t1")
+    found = registry.route("GET", "/todos/7")
+    assert found is not None and found[0].function_id == "newer"
 
 
 def test_registry_ownership_and_replay() -> None:
@@ -197,10 +219,26 @@ def test_registry_ownership_and_replay() -> None:
     assert rejected is not None and rejected.owner_worker_id == "w1" and rejected.code == "FUNCTION_NAMESPACE_CONFLICT"
     assert registry.add_function("w2", RegisterFunction("state::set")) is not None
     registry.add_trigger("w1", RegisterTrigger("t", "state", "f", {}))
-    _, replaced = registry.add_trigger("w3", RegisterTrigger("t", "state", "f", {}))  # replay: same id
-    assert replaced is not None and len(registry.triggers) == 1
-    assert registry.drop_worker("w1") == (["f"], [])
+    _, replaced, status = registry.add_trigger("w3", RegisterTrigger("t", "state", "f", {}))  # replay: same id
+    assert replaced is not None and len(registry.triggers) == 1 and status == "live"
+    assert registry.drop_worker("w1") == (["f"], [], [])
     assert registry.functions == {}
+
+
+def test_registry_provided_trigger_types() -> None:
+    registry = Registry()
+    _, _, status = registry.add_trigger("consumer", RegisterTrigger("t1", "tick", "f", {"every": 1}))
+    assert status == "pending" and "t1" in registry.pending
+    assert registry.add_trigger_type("provider", RegisterTriggerType("http")) is None  # ripple's own type
+    bound = registry.add_trigger_type("provider", RegisterTriggerType("tick", "ticks"))
+    assert [t.id for t in bound or []] == ["t1"] and "t1" in registry.triggers and not registry.pending
+    assert registry.provider("tick") == "provider"
+    _, _, orphaned = registry.drop_worker("provider")  # the provider goes: its bindings wait again
+    assert [t.id for t in orphaned] == ["t1"] and "t1" in registry.pending and registry.provider("tick") is None
+    bound = registry.add_trigger_type("provider2", RegisterTriggerType("tick", "ticks"))
+    assert [t.id for t in bound or []] == ["t1"]
+    _, removed, _ = registry.drop_worker("consumer")
+    assert [t.id for t in removed] == ["t1"] and not registry.triggers
 
 
 def test_api_request_shape_and_r3() -> None:
