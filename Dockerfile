@@ -17,6 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RIPPLE_DB=/data/ripple.db \
     RIPPLE_HOST=0.0.0.0 \
+    RIPPLE_AUTH=true \
     RIPPLE_PORT=8000 \
     RIPPLE_LOG_FORMAT=json
 # A fixed non-root user, so a volume's owner is predictable (chown 10001 a folder you mount).

@@ -1,5 +1,6 @@
 """ripple: an event-sourced reactive store. One SQLite file, a gapless log, and everything derived from it."""
 
+from ripple.auth import Identity, acting_as
 from ripple.core.events import (
     Delete,
     DeleteResult,
@@ -23,6 +24,7 @@ from ripple.errors import (
     ConflictError,
     DatabaseFileError,
     DatabaseFullError,
+    ForbiddenError,
     InvalidNameError,
     InvalidOpError,
     InvalidValueError,
@@ -37,6 +39,7 @@ from ripple.errors import (
     SchemaVersionError,
     StorageError,
     StoreClosedError,
+    UnauthorizedError,
     UpdateRejectedError,
     ValidationError,
     ValueTooLargeError,
@@ -61,7 +64,9 @@ __all__ = [
     "DeleteResult",
     "Entry",
     "Event",
+    "ForbiddenError",
     "Groups",
+    "Identity",
     "IncrementOp",
     "InvalidNameError",
     "InvalidOpError",
@@ -91,6 +96,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "Update",
+    "UnauthorizedError",
     "UpdateOp",
     "UpdateRejectedError",
     "UpdateResult",
@@ -99,4 +105,5 @@ __all__ = [
     "Writes",
     "WriterLockedError",
     "__version__",
+    "acting_as",
 ]

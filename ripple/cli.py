@@ -201,13 +201,15 @@ def tracked(label: str, total: int | Callable[[], int | None] | None = None) -> 
 @click.option("--key", "keys", multiple=True, help="Only these keys (repeatable).")
 @click.option("--kind", type=KINDS, default="all", show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are committed.")
+@click.option("--actor", default=None, metavar="NAME", help="Only events written with this token (meta.actor).")
 def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple[str, ...], kind: str,
-                follow: bool) -> None:
+                follow: bool, actor: str | None) -> None:
     """Print events as JSON lines.
 
     \b
     ripple log --db app.db --after 100 --scope todos
     ripple log --db app.db --follow        # tail a file a live server is writing
+    ripple log --db app.db --actor ci-bot  # what the token ci-bot wrote
     """
     from ripple import offline
     from ripple.core.filter import Filter
@@ -222,7 +224,7 @@ def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple
         offline.check_filter(scopes, keys)
         while True:
             upto = sql.head(conn)
-            write_lines(offline.event_lines(conn, f, after=after, upto=upto))
+            write_lines(offline.event_lines(conn, f, after=after, upto=upto, actor=actor))
             if not follow:
                 return
             after = upto
@@ -573,6 +575,22 @@ def restore_command(backup: str, db: str) -> None:
 @click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-http-port", default=3111, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--auth", is_flag=True, help="Require a token on every request (see 'ripple token create').")
+@click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback --host without --auth.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer to this Host name (repeatable; '*' turns the check off).")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let pages of this origin open WebSockets and write (repeatable), e.g. https://app.example.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Answer CORS requests from this origin (repeatable; implies --allow-origin).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a request head (line and headers) may take to arrive.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds a request body may take to arrive.")
+@click.option("--keep-alive-timeout", type=click.FloatRange(min=1), default=5.0, show_default=True,
+              help="Close a connection idle this many seconds between requests.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Answer 503 to connections beyond this many (default 10000, lowered to fit the fd limit).")
 @click.option("--retain-age", metavar="AGE", help="Compact events older than AGE (e.g. 90d, 12h).")
 @click.option("--retain-size", metavar="SIZE", help="Compact the oldest events while the file uses more than SIZE "
               "(e.g. 2GB, 500MiB).")
@@ -585,12 +603,16 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                   max_batch_commands: int, max_value_bytes: int, max_queue: int, subscriber_buffer_events: int,
                   subscriber_buffer_bytes: int, ws_ping_interval: float, ws_ping_timeout: float,
                   heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
-                  iii_http_port: int, iii_stream_port: int, retain_age: str | None, retain_size: str | None,
+                  iii_http_port: int, iii_stream_port: int, auth: bool, insecure_no_auth: bool,
+                  allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], cors_origins: tuple[str, ...],
+                  header_timeout: float, body_timeout: float, keep_alive_timeout: float,
+                  max_connections: int | None, retain_age: str | None, retain_size: str | None,
                   retain_stream_age: str | None, retain_every: float) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
 
     Every option can also be set by its environment variable (shown below) or in a TOML file (--config);
-    'ripple config' prints what a serve would use, and where each value came from.
+    'ripple config' prints what a serve would use, and where each value came from. A non-loopback --host needs
+    --auth (or --insecure-no-auth): see docs/security.md.
 
     \b
     ripple serve
@@ -598,7 +620,9 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     ripple serve --app examples.todo:setup              # from the checkout root
     ripple serve --app path/to/examples/todo/__init__.py:setup   # from anywhere
     RIPPLE_PORT=9000 ripple serve --config ripple.toml
+    ripple serve app.db --host 0.0.0.0 --auth --allow-host db.example.com
     """
+    from ripple.http.connections import ConnectionLimits
     from ripple.http.serve import IiiOptions, LogOptions, ServeOptions, ServerLimits, run
     from ripple.store.retention import RetentionPolicy, parse_age, parse_size
 
@@ -619,6 +643,9 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                      access_log=access_log, iii=iii_options, ws_ping_interval=ws_ping_interval,
                      ws_ping_timeout=ws_ping_timeout, heartbeat_seconds=heartbeat, logs=logs, metrics=metrics,
                      proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips, limits=limits,
+                     auth=auth, insecure_no_auth=insecure_no_auth, allow_hosts=allow_hosts,
+                     allow_origins=allow_origins, cors_origins=cors_origins,
+                     connections=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections),
                      retention=policy if policy.enabled else None))
 
 
@@ -644,6 +671,92 @@ def config_command(fmt: str, serve_args: tuple[str, ...]) -> None:
         click.echo(as_toml(config), nl=False)
     else:
         click.echo(msgspec.json.format(msgspec.json.encode(config)).decode())
+
+
+# ---- tokens ----------------------------------------------------------------------------------------------------
+
+
+@main.group("token")
+def token_group() -> None:
+    """Create, list and revoke access tokens (for ripple serve --auth); they work beside a live server.
+
+    \b
+    ripple token create --db app.db --name web --allow 'todos:rw' --allow 'todo-metrics:r'
+    ripple token list --db app.db
+    ripple token revoke --db app.db web
+    """
+
+
+@token_group.command("create")
+@db_option
+@click.option("--name", required=True, help="The token's name: the actor its writes carry (never reused).")
+@click.option("--allow", "scopes", multiple=True, metavar="PATTERN:r|rw",
+              help="A scope grant, e.g. 'todos:rw' or 'todos*:r' (repeatable; globs: * ? [seq]).")
+@click.option("--stream", "streams", multiple=True, metavar="PATTERN:r|rw",
+              help="A stream grant, e.g. 'live:r' (repeatable).")
+@click.option("--admin", is_flag=True, help="Everything: the whole log, projections, rebuilds, health details.")
+@click.option("--worker", is_flag=True,
+              help="May connect to the iii worker port (its calls are checked against its grants).")
+@click.option("--expires", default=None, metavar="DURATION", help="Expire after e.g. 30d, 12h, 15m (default never).")
+def token_create(db: str, name: str, scopes: tuple[str, ...], streams: tuple[str, ...], admin: bool, worker: bool,
+                 expires: str | None) -> None:
+    """Create a token and print it once (only its SHA-256 is stored: it cannot be shown again).
+
+    \b
+    TOKEN=$(ripple token create --db app.db --name web --allow 'todos:rw')
+    curl -H "Authorization: Bearer $TOKEN" localhost:8000/v1/state/todos
+    """
+    from ripple import offline
+    from ripple.auth.tokens import create_token, parse_duration_ms
+
+    expires_in = None if expires is None else parse_duration_ms(expires)
+    conn = offline.open_for_tokens(db)
+    try:
+        text, _ = create_token(conn, name, scopes=scopes, streams=streams, admin=admin, worker=worker,
+                               expires_in_ms=expires_in)
+    finally:
+        conn.close()
+    click.echo(text)
+    click.echo(f"ripple: token {name!r} created; store it now: it cannot be shown again", err=True)
+
+
+@token_group.command("list")
+@db_option
+def token_list(db: str) -> None:
+    """Print every token as a JSON line: name, grants, times and status (never the token or its hash).
+
+    \b
+    ripple token list --db app.db
+    """
+    from ripple import offline
+    from ripple.auth.tokens import read_tokens
+
+    conn = offline.open_readonly(db)
+    try:
+        records = list(read_tokens(conn).values())
+    finally:
+        conn.close()
+    write_lines(msgspec.json.encode(r) for r in records)
+
+
+@token_group.command("revoke")
+@db_option
+@click.argument("name")
+def token_revoke(db: str, name: str) -> None:
+    """Revoke a token: a live server refuses it within a second and closes its WebSocket sessions.
+
+    \b
+    ripple token revoke --db app.db web
+    """
+    from ripple import offline
+    from ripple.auth.tokens import revoke_token
+
+    conn = offline.open_for_tokens(db)
+    try:
+        record = revoke_token(conn, name)
+    finally:
+        conn.close()
+    click.echo(msgspec.json.encode(record).decode())
 
 
 # ---- projections ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ clients match on) and the HTTP ``status`` the REST layer answers with::
 
     RippleError
     ├── BadRequestError               400 bad_request
+    │   └── InsecureBindError         400 insecure_bind      (a non-loopback bind without --auth)
     ├── ValidationError               422 invalid
     │   ├── InvalidNameError          422 invalid_name
     │   ├── InvalidValueError         422 invalid_value
@@ -12,6 +13,11 @@ clients match on) and the HTTP ``status`` the REST layer answers with::
     │   ├── InvalidOpError            422 invalid_op
     │   ├── UpdateRejectedError       422 update_rejected   (carries the per-op errors)
     │   └── OffsetOutOfRangeError     400 offset_out_of_range (an `after` outside the log)
+    ├── UnauthorizedError             401 unauthorized      (missing, wrong, expired or revoked token)
+    ├── ForbiddenError                403 forbidden         (the token lacks the grant)
+    │   └── OriginNotAllowedError     403 origin_not_allowed
+    ├── HostNotAllowedError           421 host_not_allowed  (DNS rebinding)
+    ├── RateLimitedError              429 rate_limited      (Retry-After)
     ├── NotFoundError                 404 not_found
     ├── ConflictError                 409 conflict / idempotency_key_reused
     ├── PreconditionFailedError       412 precondition_failed
@@ -89,6 +95,50 @@ class OffsetOutOfRangeError(ValidationError):
 
     code = "offset_out_of_range"
     status = 400
+
+
+class InsecureBindError(BadRequestError):
+    """``ripple serve`` on a non-loopback address without ``--auth`` (and without ``--insecure-no-auth``)."""
+
+    code = "insecure_bind"
+
+
+class UnauthorizedError(RippleError):
+    """No token, or a token that is wrong, expired or revoked. The message never says which."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(RippleError):
+    """A valid token without the grant the request needs. Says nothing about whether the target exists."""
+
+    code = "forbidden"
+    status = 403
+
+
+class OriginNotAllowedError(ForbiddenError):
+    """A browser request from an origin that is neither the server's own nor listed (``--allow-origin``)."""
+
+    code = "origin_not_allowed"
+
+
+class HostNotAllowedError(RippleError):
+    """The ``Host`` header names none of the server's names (DNS rebinding); ``--allow-host`` adds names."""
+
+    code = "host_not_allowed"
+    status = 421
+
+
+class RateLimitedError(RippleError):
+    """Too many failed token attempts from one client address; retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = retry_after
 
 
 class NotFoundError(RippleError):

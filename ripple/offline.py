@@ -20,7 +20,7 @@ import msgspec
 
 from ripple.core.events import Meta
 from ripple.core.filter import EVERYTHING, Filter
-from ripple.core.validate import validate_key, validate_name, validate_scope
+from ripple.core.validate import MAX_DEPTH, check_raw_depth, validate_key, validate_name, validate_scope
 from ripple.errors import DatabaseFileError, OffsetOutOfRangeError, RippleError, ValidationError
 from ripple.migrations import LATEST_VERSION, migrate
 from ripple.store import retention, sql
@@ -30,6 +30,7 @@ from ripple.store.sqlite import (
     connect_reader,
     connect_writer,
     inspect_file,
+    uri,
 )
 
 PAGE = 2000
@@ -125,8 +126,9 @@ def _prefix_lines(conn: sqlite3.Connection) -> Iterator[bytes]:
 
 
 def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int = 0, upto: int | None = None,
-                page: int = PAGE) -> Iterator[bytes]:
-    """Each matching event after ``after`` (up to ``upto``, default the head) as one JSON line, in offset order.
+                page: int = PAGE, actor: str | None = None) -> Iterator[bytes]:
+    """Each matching event after ``after`` (up to ``upto``, default the head) as one JSON line, in offset order;
+    with ``actor``, only the events written as that token (``meta.actor``, DESIGN §15).
 
     SQLite builds each line from the stored row (``sql.EVENT_JSON``: the same bytes as a live frame's event), a page
     per short read transaction, so a long export never holds a snapshot open beside a live server.
@@ -134,7 +136,8 @@ def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int 
     if upto is None:
         upto = sql.head(conn)
     while after < upto:
-        query, params = sql.events_page(f, after, upto, page, columns=f"seq, {sql.EVENT_JSON}")
+        query, params = sql.events_page(f, after, upto, page,
+                                        columns=f"seq, json_extract(meta, '$.actor'), {sql.EVENT_JSON}")
         conn.execute("BEGIN")
         try:
             rows = conn.execute(query, params).fetchall()
@@ -149,8 +152,9 @@ def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int 
             )
         if not rows:
             return
-        for _, line in rows:
-            yield line.encode()
+        for _, written_by, line in rows:
+            if actor is None or written_by == actor:
+                yield line.encode()
         after = rows[-1][0]
 
 
@@ -483,6 +487,21 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
     return None
 
 
+# ---- tokens ----------------------------------------------------------------------------------------------------
+
+
+def open_for_tokens(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A write connection for ``ripple token …``, usable beside a live server (tokens are not part of the log, so
+    they need no writer lock). A missing or older file is first created or migrated, which does take the lock."""
+    version = inspect_file(path)
+    if version != LATEST_VERSION:
+        with writing(path, new_file=version is None):
+            pass
+    conn = sqlite3.connect(uri(path, "rw"), uri=True, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=10000")  # a live server's group commit holds the write lock for milliseconds
+    return conn
+
+
 # ---- import ----------------------------------------------------------------------------------------------------
 
 
@@ -647,8 +666,10 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
                 state.prefix(conn, prefix, keys)
                 continue
             row = _imported_row(conn, event, state.next_offset(event.offset), keys, names)
-        except (msgspec.DecodeError, msgspec.ValidationError, RippleError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RippleError, RecursionError) as exc:
             message = exc.message if isinstance(exc, RippleError) else str(exc)
+            if isinstance(exc, RecursionError):
+                message = f"a value nests arrays and objects deeper than {MAX_DEPTH} levels"
             raise ImportError_(f"line {number}: {message}", detail={"line": number}) from None
         batch.append(row)
         n += 1
@@ -681,8 +702,13 @@ def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: i
     """Validate one imported event against the log so far and return its row."""
     if e.offset != expected_offset:
         raise ValidationError(f"offset {e.offset} does not continue the log (expected {expected_offset})")
-    new_text = None if e.new_value is None and e.kind == "state" else _encode(e.new_value).decode()
-    old_text = None if e.old_value is None else _encode(e.old_value).decode()
+    new_raw = None if e.new_value is None and e.kind == "state" else _encode(e.new_value)
+    old_raw = None if e.old_value is None else _encode(e.old_value)
+    for raw, value, what in ((new_raw, e.new_value, "new_value"), (old_raw, e.old_value, "old_value")):
+        if raw is not None:
+            check_raw_depth(raw, value, what)  # the same nesting limit as every other entrance
+    new_text = None if new_raw is None else new_raw.decode()
+    old_text = None if old_raw is None else old_raw.decode()
     row = (e.offset, e.ts, e.kind, e.scope, e.key, e.op, e.event_type, e.version, old_text, new_text,
            _encode(e.meta).decode())
     k = (e.scope, e.key)

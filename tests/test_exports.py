@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import textwrap
 import types
 
 import ripple
@@ -44,3 +45,12 @@ def test_sqlite_classes_implement_the_storage_interface() -> None:
                 assert list(found)[: len(expected)] == expected and all(
                     p.default is not inspect.Parameter.empty for p in extra
                 ), f"{type(impl).__name__}.{name}{found} does not match {protocol.__name__}.{name}{expected}"
+
+
+def test_the_error_tree_in_the_docs_is_the_one_in_the_code() -> None:
+    from pathlib import Path
+
+    docstring = ripple.errors.__doc__ or ""
+    tree = textwrap.dedent(docstring[docstring.index("    RippleError"):]).strip()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    assert tree in page, "docs/errors.md shows an error tree that differs from ripple/errors.py's docstring"

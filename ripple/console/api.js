@@ -47,13 +47,19 @@ export function describeError(err, what = "this") {
 }
 
 /**
- * The scopes this tab may read, or null for "all of them". Seam for access control: once the server can say what a
- * token may read, ask it here; the state browser lists only these scopes and the log, when its filter names no scope,
- * subscribes to these. (A token that may read nothing needs a word of its own there: an empty list means "no scope
- * filter" to the server.)
+ * The scopes this tab may read, or null for "all of them", from GET /v1/whoami: null when the server runs without
+ * tokens or the token is an admin's, else the scopes holding keys that the token may read. The state browser lists
+ * only these scopes and the log, when its filter names no scope, subscribes to these. (A token that may read nothing
+ * gets an empty list: "no scope filter" to the server, which refuses it for such a token with "forbidden".)
  */
 export async function readableScopes() {
-  return null;
+  let me;
+  try {
+    me = (await api.request("GET", "/v1/whoami")).body;
+  } catch {
+    return null; // a server without access control
+  }
+  return !me.auth || me.admin ? null : me.readable;
 }
 
 /** Projection names the user asked to watch (until the server lists them all). */

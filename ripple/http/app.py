@@ -25,10 +25,14 @@ from litestar.exceptions import (
 )
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.utils import normalize_path
 
 from ripple import __version__
-from ripple.errors import OverloadedError, RippleError, StoreClosedError
+from ripple.auth.book import TokenBook
+from ripple.errors import RippleError
 from ripple.http import console, rest, ws
+from ripple.http.access import AccessControl, Security
+from ripple.http.boundary import ROUTABLE_METHODS, guard
 from ripple.http.console import static_routes
 from ripple.http.metrics import Metrics, get_metrics
 from ripple.http.requests import HttpStats, RequestMiddleware
@@ -67,9 +71,7 @@ def error_response(
 
 def _ripple_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, RippleError)
-    headers = None
-    if isinstance(exc, OverloadedError | StoreClosedError) or exc.code == "projection_rebuilding":
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
+    headers = rest.error_headers(exc)
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
@@ -171,24 +173,31 @@ def create_app(
     metrics: bool = True,
     access_log: bool = False,
     iii_engine: Engine | None = None,
+    security: Security | None = None,
+    book: TokenBook | None = None,
 ) -> Litestar:
     """The ripple app. ``route_handlers`` are mounted beside the API (``--app`` handlers, the todo example).
 
     ``metrics``: serve ``GET /metrics`` and count requests; ``access_log``: one log line per request
     (:mod:`ripple.http.requests`); ``iii_engine``: its counters go into ``/metrics`` and ``/v1/health``.
+    ``security`` sets the browser boundary and access control (docs/security.md); the default is the boundary for a
+    loopback server and no tokens. ``book``: with ``security.auth``, a token book the caller runs (else the app
+    opens its own).
     """
     given = store_or_path if isinstance(store_or_path, Store) else None
     path = None if given is not None else os.fspath(cast(Any, store_or_path))
     http_stats = HttpStats() if metrics else None
+    control = AccessControl(security or Security(), book)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if given is not None:
-            with attached(app, given, http_stats):
-                yield
+            async with controlled(control, given):
+                with attached(app, given, http_stats):
+                    yield
             return
         assert path is not None
-        async with Store.open(path, durability=durability) as store:
+        async with Store.open(path, durability=durability) as store, controlled(control, store):
             with attached(app, store, http_stats):
                 yield
 
@@ -208,14 +217,43 @@ def create_app(
         openapi_config=_openapi(),
         debug=debug,
         logging_config=None,
+        middleware=[control.middleware],
     )
     app.state.iii_engine = iii_engine
     app.state.max_batch_body_bytes = max_batch_body_bytes
+    # The browser boundary wraps the whole handler (routed or not): Host, Origin and CORS (ripple.http.boundary).
+    app.asgi_handler = guard(app.asgi_handler, control.security.boundary, lambda path: routed_methods(app, path))
+    app.state.access = control
     if given is not None:
         app.state.store = given
     # Outermost, so every answer gets a request id and is counted, 404s and refusals included.
     app.asgi_handler = cast(Any, RequestMiddleware(app.asgi_handler, access_log=access_log, stats=http_stats))
     return app
+
+
+def routed_methods(app: Litestar, path: str) -> list[str]:
+    """The methods the app's router routes for ``path`` (for CORS preflights: Litestar's own ``OPTIONS`` answer
+    names the wrong route's methods for ``{key:path}`` routes)."""
+    methods = []
+    path = normalize_path(path)  # as the router does: "/todos/" is "/todos"
+    for method in ROUTABLE_METHODS:
+        try:
+            _, handler, *_ = app.asgi_router.handle_routing(path=path, method=method)
+        except HTTPException:
+            continue
+        if method in getattr(handler, "http_methods", ()):
+            methods.append(method)
+    return methods
+
+
+@asynccontextmanager
+async def controlled(control: AccessControl, store: Store) -> AsyncIterator[None]:
+    """Access control's token book open while the app runs (``--auth``)."""
+    await control.start(store)
+    try:
+        yield
+    finally:
+        await control.close()
 
 
 @contextmanager

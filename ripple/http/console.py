@@ -22,6 +22,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from ripple.errors import NotFoundError
+from ripple.http.markers import PUBLIC
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 
@@ -41,6 +42,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'"
 )
+
+
+# Static files hold no data: under ``--auth`` they load without a token (the page then asks for one).
+PUBLIC_FILE = {PUBLIC: True}
 
 
 class StaticFile(msgspec.Struct, frozen=True):
@@ -104,14 +109,15 @@ def static_routes(prefix: str, directory: Path, *, index: str | None = None, nam
             raise NotFoundError(f"no file {filename!r} under {base or '/'}", detail={"file": filename})
         return StaticAnswer(StaticFile.read(path), request.headers.get("if-none-match"))
 
-    @get(f"{base}/{{filename:str}}", include_in_schema=False, name=f"{name}-file", sync_to_thread=False)
+    @get(f"{base}/{{filename:str}}", include_in_schema=False, name=f"{name}-file", sync_to_thread=False,
+         opt=PUBLIC_FILE)
     def asset(request: Request[Any, Any, Any], filename: FromPath[str]) -> ASGIApp:
         return answer(request, filename)
 
     handlers: list[Any] = [asset]
     if index is not None:
 
-        @get(base or "/", include_in_schema=False, name=f"{name}-index", sync_to_thread=False)
+        @get(base or "/", include_in_schema=False, name=f"{name}-index", sync_to_thread=False, opt=PUBLIC_FILE)
         def index_page(request: Request[Any, Any, Any]) -> ASGIApp:
             return answer(request, index)
 
@@ -122,11 +128,11 @@ def static_routes(prefix: str, directory: Path, *, index: str | None = None, nam
 def console_handlers() -> Sequence[Any]:
     """``GET /`` (the console), ``GET /console/{file}`` (its files) and ``GET /ripple.js`` (the client)."""
 
-    @get("/ripple.js", include_in_schema=False, name="ripple-js", sync_to_thread=False)
+    @get("/ripple.js", include_in_schema=False, name="ripple-js", sync_to_thread=False, opt=PUBLIC_FILE)
     def ripple_js(request: Request[Any, Any, Any]) -> ASGIApp:
         return StaticAnswer(StaticFile.read(CONSOLE_DIR / "ripple.js"), request.headers.get("if-none-match"))
 
-    @get("/", include_in_schema=False, name="console", sync_to_thread=False)
+    @get("/", include_in_schema=False, name="console", sync_to_thread=False, opt=PUBLIC_FILE)
     def console_index(request: Request[Any, Any, Any]) -> ASGIApp:
         return StaticAnswer(StaticFile.read(CONSOLE_DIR / "index.html"), request.headers.get("if-none-match"))
 

@@ -30,6 +30,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ripple import __version__
+from ripple.auth.context import require_admin
 from ripple.http.requests import HttpStats
 from ripple.migrations import LATEST_VERSION
 from ripple.projections.runner import ProjectionList
@@ -286,6 +287,8 @@ class TextAnswer:
      responses={200: ResponseSpec(str, description="Prometheus text exposition format 0.0.4",
                                   media_type=MediaType.TEXT)})
 async def get_metrics(request: Request[Any, Any, Any]) -> ASGIApp:
-    """Every ripple metric in Prometheus' text exposition format (docs/operations.md lists them)."""
+    """Every ripple metric in Prometheus' text exposition format (docs/operations.md lists them). Under ``--auth``:
+    an admin token."""
+    require_admin("read the metrics")
     metrics: Metrics = request.app.state.metrics
     return TextAnswer(await metrics.render())

@@ -26,6 +26,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
 from ripple import __version__
+from ripple.auth.context import current_identity, require_admin
+from ripple.auth.grants import ANONYMOUS
 from ripple.core.events import (
     Delete,
     DeleteResult,
@@ -41,7 +43,7 @@ from ripple.core.events import (
     UpdateResult,
 )
 from ripple.core.ops import UpdateOp
-from ripple.core.validate import MAX_KEY_CHARS, validate_scope
+from ripple.core.validate import MAX_DEPTH, MAX_KEY_CHARS, validate_scope
 from ripple.errors import (
     BadRequestError,
     InvalidOpError,
@@ -49,8 +51,11 @@ from ripple.errors import (
     NotFoundError,
     PreconditionFailedError,
     ProjectionRebuildingError,
+    RippleError,
+    StoreClosedError,
     ValidationError,
 )
+from ripple.http.markers import PUBLIC
 from ripple.limits import MAX_BATCH_BODY_BYTES
 from ripple.migrations import LATEST_VERSION
 from ripple.projections.runner import ProjectionList
@@ -145,6 +150,17 @@ class Health(msgspec.Struct):
     counters: dict[str, int]
     reasons: list[str] = msgspec.field(default_factory=list)
     stream_earliest: int = 1  # stream events may be kept for less time than state events (ripple serve --retain-*)
+
+
+class WhoAmI(msgspec.Struct):
+    """``GET /v1/whoami``: whether the server requires tokens, and what the caller's token may do."""
+
+    auth: bool
+    name: str | None
+    admin: bool
+    scopes: list[str]
+    streams: list[str]
+    readable: list[str]  # the scopes holding keys that the caller may read (as GET /v1/scopes)
 
 
 class ErrorInfo(msgspec.Struct):
@@ -261,11 +277,16 @@ def store_of(request: Request[Any, Any, Any]) -> Store:
     return store
 
 
+def is_json_media_type(declared: str) -> bool:
+    """Is a ``Content-Type`` value ``application/json`` or ``application/*+json`` (parameters ignored)?"""
+    media = declared.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def check_json_content_type(request: Request[Any, Any, Any]) -> None:
     """415 unless the body is declared ``application/json`` or ``application/*+json``."""
     declared = header(request, "content-type") or ""
-    media = declared.split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if is_json_media_type(declared):
         return
     raise UnsupportedMediaTypeError(
         f"the body must be JSON: send Content-Type: application/json (got {declared or 'none'!r})",
@@ -284,6 +305,18 @@ def _not_json(raw: bytes, exc: msgspec.DecodeError) -> BadRequestError:
 
 
 def decode_body(raw: bytes, model: Any) -> Any:
+    """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path; nested far
+    beyond :data:`MAX_DEPTH` (deeper than the parser goes) → 400."""
+    try:
+        return _decode_body(raw, model)
+    except RecursionError:
+        raise BadRequestError(
+            f"the body nests arrays and objects too deeply to parse (values may nest {MAX_DEPTH} levels)",
+            detail={"max_depth": MAX_DEPTH},
+        ) from None
+
+
+def _decode_body(raw: bytes, model: Any) -> Any:
     """Strict JSON decode: unparseable → 400, well-formed but the wrong shape → 422 naming the path.
 
     msgspec validates while it parses, so ``[{`` against an object type fails on the ``[`` as the wrong shape before
@@ -447,7 +480,9 @@ class JsonAnswer:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, content: Any, status: int = 200, offset: int | None = None) -> None:
+    def __init__(
+        self, content: Any, status: int = 200, offset: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.status = status
         self.body = b"" if status == 304 else _encode(content)
         self.headers = [(b"content-type", b"application/json")]
@@ -455,10 +490,29 @@ class JsonAnswer:
             self.headers.append((b"content-length", str(len(self.body)).encode()))
         if offset is not None:
             self.headers.append((b"etag", b'"%d"' % offset))
+        for name, value in (headers or {}).items():
+            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def error_headers(exc: RippleError) -> dict[str, str] | None:
+    """The headers an error answer carries: ``Retry-After`` (429, 503) and ``WWW-Authenticate`` (401)."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None and (isinstance(exc, StoreClosedError) or exc.code == "projection_rebuilding"):
+        retry_after = 1
+    if retry_after is not None:
+        return {"Retry-After": str(retry_after)}
+    if exc.status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="ripple"'}
+    return None
+
+
+def error_answer(exc: RippleError) -> JsonAnswer:
+    """A ripple error as a bare ASGI answer (for code that runs outside Litestar's exception handlers)."""
+    return JsonAnswer(ErrorBody(ErrorInfo(exc.code, exc.message, exc.detail)), exc.status, None, error_headers(exc))
 
 
 def written(result: SetResult | UpdateResult) -> JsonAnswer:
@@ -683,6 +737,7 @@ async def get_events(
 async def list_projections(request: Request[Any, Any, Any]) -> ProjectionList:
     """Every registered projection: ``{name, version, status, checkpoint, lag}`` (lag = head - checkpoint; ``error``
     when failed). Unlike reading one, listing never refuses a rebuilding projection: it shows its status."""
+    require_admin("list projections")
     return await store_of(request).projections.summaries()
 
 
@@ -710,20 +765,39 @@ async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> 
     return RebuildStarted(name, "rebuilding")
 
 
-@get("/v1/health", tags=["server"], summary="Health")
+@get("/v1/whoami", tags=["server"], summary="Who am I", opt={PUBLIC: True})
+async def get_whoami(request: Request[Any, Any, Any]) -> WhoAmI:
+    """The caller's token: its name and grants (``auth`` false: the server runs without tokens, everything is open).
+    Without a token under ``--auth`` it answers as an identity that may read nothing."""
+    identity = current_identity.get()
+    readable = (await store_of(request).list_groups()).groups
+    if identity is None:
+        return WhoAmI(False, None, True, [], [], readable)
+    return WhoAmI(True, identity.name if identity is not ANONYMOUS else None, identity.admin,
+                  [str(g) for g in identity.scopes], [str(g) for g in identity.streams], readable)
+
+
+@get("/v1/health", tags=["server"], summary="Health", opt={PUBLIC: True})
 async def get_health(request: Request[Any, Any, Any]) -> Health:
     """``degraded`` with ``reasons`` while writes are refused (overloaded queue, storage error, shutting down) or a
-    projection failed; ``counters`` holds the store's counters and, with ``--iii``, the iii engine's (``iii.*``)."""
+    projection failed; ``counters`` holds the store's counters and, with ``--iii``, the iii engine's (``iii.*``).
+    Under ``--auth`` it answers without a token, but the details (counters, what a reason is about) only to an admin
+    token: others see the status and the reasons' codes."""
     store = store_of(request)
     reasons = store.degraded_reasons()
     if not store.closed:
         failed = [p for p in (await store.projections.summaries()).projections if p.status == "failed"]
         reasons += [f"projection_failed: projection {p.name} failed: {p.error}" for p in failed]
-    counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
-    engine = getattr(request.app.state, "iii_engine", None)
-    if engine is not None:
-        counters["iii.workers"] = len(engine.workers)
-        counters.update({f"iii.{name}": n for name, n in sorted(engine.counters.items())})
+    identity = current_identity.get()
+    counters: dict[str, int] = {}
+    if identity is None or identity.admin:
+        counters = {**store.counters, "queue_depth": store.queue_depth, "commits": store.commit_count}
+        engine = getattr(request.app.state, "iii_engine", None)
+        if engine is not None:
+            counters["iii.workers"] = len(engine.workers)
+            counters.update({f"iii.{name}": n for name, n in sorted(engine.counters.items())})
+    else:
+        reasons = [reason.partition(":")[0] for reason in reasons]
     floor = store.log_floor  # in memory: health never waits for a reader
     return Health(
         "degraded" if reasons else "ok", store.head, floor.earliest, LATEST_VERSION, __version__, counters,
@@ -747,4 +821,5 @@ def rest_handlers() -> list[Any]:
         get_projection,
         post_rebuild,
         get_health,
+        get_whoami,
     ]

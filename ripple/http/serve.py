@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -29,10 +31,21 @@ import msgspec
 import uvicorn
 
 from ripple import __version__, logs
+from ripple.auth.book import TokenBook
 from ripple.core.validate import DEFAULT_MAX_VALUE_BYTES
-from ripple.errors import RippleError
+from ripple.errors import InsecureBindError, RippleError
 from ripple.http import ws
+from ripple.http.access import Security
 from ripple.http.app import create_app
+from ripple.http.boundary import Boundary
+from ripple.http.connections import (
+    ConnectionLimits,
+    HttpImplementation,
+    guarded_protocol,
+    listening_socket,
+    quiet_accept_errors,
+)
+from ripple.http.requests import REDACTED
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
@@ -100,6 +113,18 @@ class ServeOptions(msgspec.Struct, frozen=True):
     proxy_headers: bool = False
     forwarded_allow_ips: str = "127.0.0.1"
     limits: ServerLimits = ServerLimits()
+    # Security (docs/security.md): tokens, the browser boundary, connection limits.
+    auth: bool = False
+    insecure_no_auth: bool = False
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    connections: ConnectionLimits = ConnectionLimits()
+    http: HttpImplementation = "auto"
+
+    def security(self) -> Security:
+        boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
+        return Security(boundary, self.auth)
     retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
@@ -166,14 +191,70 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def start_iii(store: Store, options: IiiOptions) -> IIIServer | None:
-    """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given."""
+async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None) -> IIIServer | None:
+    """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given (with ``book``:
+    workers and stream clients need tokens, ripple.iii.auth)."""
     if not options.enabled:
         return None
     iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
-                    stream_port=options.stream_port, strict=options.strict)
+                    stream_port=options.stream_port, strict=options.strict, book=book)
     await iii.start()
     return iii
+
+
+def is_loopback(host: str) -> bool | None:
+    """Does ``host`` (a bind address or a name) reach only this machine? ``None``: it does not resolve."""
+    name = host.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
+
+
+def check_bind(options: ServeOptions) -> None:
+    """A server reachable from the network must require tokens, unless the operator insists (one-line refusal).
+    A host that does not resolve passes here: binding it fails with its own one-line error."""
+    if options.auth or options.insecure_no_auth or is_loopback(options.host) is not False:
+        return
+    raise InsecureBindError(
+        f"refusing to serve {options.host} without --auth: anyone who reaches it could read and write everything "
+        "(create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
+    )
+
+
+def auth_mode(options: ServeOptions) -> str:
+    if options.auth:
+        return "auth: tokens required"
+    if is_loopback(options.host) is True:
+        return "auth: off (loopback only)"
+    return "auth: OFF on a network address (--insecure-no-auth)"
+
+
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&])token=[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Access and WebSocket log lines carry the request's query string: replace a ``token=`` value with ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(f"token={REDACTED}", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_QUERY.sub(f"token={REDACTED}", record.msg)
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
@@ -190,6 +271,9 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         timeout_graceful_shutdown=int(options.graceful_seconds),
         lifespan="on",
         server_header=False,
+        # uvicorn's HTTP protocol with header/body timeouts and a connection cap (ripple.http.connections)
+        http=guarded_protocol(options.connections, options.http),
+        timeout_keep_alive=max(1, round(options.connections.keep_alive_timeout)),
         # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
         # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
         ws="websockets-sansio",
@@ -213,11 +297,12 @@ def describe_policy(policy: RetentionPolicy) -> str:
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
-        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema)", flush=True)
+        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema; {auth_mode(options)})",
+              flush=True)
         log.info("ripple %s serving %s on %s", __version__, Path(options.db).absolute(), url, extra={
             "event": "startup", "version": __version__, "db": str(Path(options.db).absolute()), "url": url,
             "head": server.store.head, "durability": options.durability, "iii": iii is not None,
-            "metrics": options.metrics, "pid": os.getpid(),
+            "metrics": options.metrics, "pid": os.getpid(), "auth": options.auth,
         })
         if options.retention is not None:
             print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
@@ -253,6 +338,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
 
 async def serve(options: ServeOptions) -> None:
     """Open the store, mount the user's app, serve until SIGTERM/SIGINT, then shut down gracefully."""
+    check_bind(options)
     raise_nofile_limit()
     logs.configure(options.logs.format, options.logs.level)
     limits = options.limits
@@ -265,20 +351,29 @@ async def serve(options: ServeOptions) -> None:
                   max_value_bytes=limits.max_value_bytes, max_queue=limits.max_queue,
                   max_batch_commands=limits.max_batch_commands, retention=options.retention)
     handlers = apply_setup(store, options.app) if options.app else []
-    sockets = listen(options.host, options.port)
+    # listening sockets that shed connections with 503 when the process runs out of descriptors
+    sockets = [listening_socket(sock) for sock in listen(options.host, options.port)]
     with contextlib.ExitStack() as bound:
         for sock in sockets:
             bound.enter_context(sock)
         async with store:
-            iii = await start_iii(store, options.iii)
+            security = options.security()
+            book = security.token_book(store.path) if options.auth else None
+            if book is not None:
+                await book.start()
+                store.on_close(book.close)
+            iii = await start_iii(store, options.iii, book)
             try:
                 app = create_app(store, route_handlers=handlers, max_body_bytes=limits.max_body_bytes,
                                  max_batch_body_bytes=limits.max_batch_body_bytes, metrics=options.metrics,
-                                 access_log=options.access_log, iii_engine=None if iii is None else iii.engine)
+                                 access_log=options.access_log, iii_engine=None if iii is None else iii.engine,
+                                 security=security, book=book)
+                redact_tokens_in_logs()
                 server = RippleServer(config_for(app, options), store)
                 server.on_ready = announce(options, iii)
                 server.install_signal_handlers()
-                await server.serve(sockets=sockets)
+                asyncio.get_running_loop().set_exception_handler(quiet_accept_errors)
+                await server.serve(sockets=list(sockets))
             finally:
                 if iii is not None:
                     await iii.close()

@@ -25,7 +25,10 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from ripple.errors import BadRequestError, OffsetOutOfRangeError, RippleError, StoreClosedError
+from ripple.auth.grants import Identity
+from ripple.errors import BadRequestError, ForbiddenError, OffsetOutOfRangeError, RippleError, StoreClosedError
+from ripple.http.access import AUTH_ERROR, IDENTITY
+from ripple.http.markers import REFUSES_IN_FRAMES
 from ripple.http.rest import STREAM_PREFIX, split_path
 from ripple.store.store import Store
 from ripple.subscriptions.catchup import Page, check_after, read_page, read_snapshot
@@ -77,10 +80,12 @@ def _expose_protocol(app: ASGIApp) -> ASGIApp:
 class WsSession:
     """One WebSocket subscriber: its cursor, its connection and the two tasks that serve it."""
 
-    def __init__(self, store: Store, socket: WebSocket[Any, Any, Any], params: SubscribeParams, proto: Any) -> None:
+    def __init__(self, store: Store, socket: WebSocket[Any, Any, Any], params: SubscribeParams, proto: Any,
+                 identity: Identity | None = None) -> None:
         self.store = store
         self.socket = socket
         self.params = params
+        self.identity = identity  # the token it was opened with (``--auth``): revoking it ends the session
         self.batch = params.batch
         self.proto = proto  # uvicorn's WebSocketsSansIOProtocol, or None
         self.settings = store.hub.settings
@@ -198,11 +203,15 @@ class WsSession:
 
     async def shutdown(self, code: int = 1001) -> None:
         """Send ``shutting_down`` and close with ``code`` (the server is stopping)."""
+        self.end("shutting_down", "the server is shutting down", code)
+        await self._done.wait()
+
+    def end(self, code: str, message: str, close_code: int) -> None:
+        """Stop delivering now; the session then sends ``error{code}`` and closes with ``close_code``."""
         if self._final is None:
-            self._final = ("shutting_down", "the server is shutting down", code)
+            self._final = (code, message, close_code)
         for task in self._tasks:
             task.cancel()
-        await self._done.wait()
 
     # -- the two tasks
 
@@ -318,8 +327,13 @@ async def refuse(
 
 async def _serve(socket: WebSocket[Any, Any, Any], parse: Callable[[], SubscribeParams]) -> None:
     await socket.accept()
-    proto = cast(dict[str, Any], socket.scope).get(_PROTOCOL_KEY)
+    scope = cast(dict[str, Any], socket.scope)
+    proto = scope.get(_PROTOCOL_KEY)
     store: Store = socket.app.state.store
+    not_authenticated: RippleError | None = scope.get(AUTH_ERROR)
+    if not_authenticated is not None:  # ``--auth`` and no valid token (ripple.http.access)
+        await refuse(socket, proto, not_authenticated.code, not_authenticated.message, 1008)
+        return
     try:
         params = parse()
     except BadRequestError as exc:
@@ -328,10 +342,17 @@ async def _serve(socket: WebSocket[Any, Any, Any], parse: Callable[[], Subscribe
     except RippleError as exc:  # pragma: no cover - parsers raise BadRequestError only
         await refuse(socket, proto, "bad_request", exc.message, 1008)
         return
+    identity: Identity | None = scope.get(IDENTITY)
+    if identity is not None:
+        try:
+            identity.require_follow(params.filter)  # a subscription only ever sees scopes it may read
+        except ForbiddenError as exc:
+            await refuse(socket, proto, exc.code, exc.message, 1008)
+            return
     if store.closed or store.hub.closed:
         await refuse(socket, proto, "shutting_down", "the server is shutting down", 1001)
         return
-    await WsSession(store, socket, params, proto).run()
+    await WsSession(store, socket, params, proto, identity).run()
 
 
 def _parse_stream_path(socket: WebSocket[Any, Any, Any]) -> SubscribeParams:
@@ -353,10 +374,12 @@ def websocket_handlers() -> list[Any]:
     async def stream_handler(socket: WebSocket[Any, Any, Any]) -> None:
         await _serve(socket, lambda: _parse_stream_path(socket))
 
+    opt = {REFUSES_IN_FRAMES: True}
     return [
-        websocket("/v1/subscribe", middleware=[_expose_protocol], name="ripple-subscribe")(subscribe_handler),
+        websocket("/v1/subscribe", middleware=[_expose_protocol], name="ripple-subscribe", opt=opt)(subscribe_handler),
         websocket(
-            "/v1/streams/{stream:str}/{group:path}", middleware=[_expose_protocol], name="ripple-stream-subscribe"
+            "/v1/streams/{stream:str}/{group:path}", middleware=[_expose_protocol], name="ripple-stream-subscribe",
+            opt=opt,
         )(stream_handler),
     ]
 

@@ -709,6 +709,8 @@ def parse_stream_path(path: str) -> StreamPath | Literal["root"] | None:
 
     after: int | None = None
     for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "token":
+            continue  # the access token (ripple.iii.auth)
         if name != "after":
             raise ValueError(f"unknown query parameter {name!r}")
         if not value.isdigit():

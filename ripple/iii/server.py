@@ -19,10 +19,22 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ripple.auth.book import TokenBook
+from ripple.auth.context import acting_as
+from ripple.auth.grants import Identity
+from ripple.errors import ForbiddenError
+from ripple.iii.auth import PortAuth, refusal, require_worker, trigger_refusal
 from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
 from ripple.iii.http import HttpTriggerApp, HttpTriggerServer
-from ripple.iii.protocol import WorkerRegistered, decode_frame, encode
+from ripple.iii.protocol import (
+    ErrorBody,
+    RegisterTrigger,
+    TriggerRegistrationResultOut,
+    WorkerRegistered,
+    decode_frame,
+    encode,
+)
 from ripple.iii.queues import Policy
 from ripple.iii.streams import StreamServer
 from ripple.store.store import Store
@@ -47,7 +59,9 @@ class IIIServer:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_frame: int = MAX_WORKER_FRAME,
         queue_policy: Policy | None = None,
+        book: TokenBook | None = None,
     ) -> None:
+        """``book``: the server's tokens (``--auth``): workers and stream clients then need one (ripple.iii.auth)."""
         self.store = store
         self.host = host
         self.worker_port = worker_port
@@ -56,7 +70,8 @@ class IIIServer:
         self.strict = strict
         self.max_frame = max_frame
         self.engine = Engine(store, strict=strict, call_timeout=call_timeout, queue_policy=queue_policy)
-        self.streams = StreamServer(store, host, stream_port)
+        self.auth = None if book is None else PortAuth(book)
+        self.streams = StreamServer(store, host, stream_port, auth=None if book is None else PortAuth(book))
         self.http = HttpTriggerServer(HttpTriggerApp(self.engine), host, http_port)
         self._workers: Server | None = None
         self._started = False
@@ -73,7 +88,7 @@ class IIIServer:
                 self._worker_connection,
                 self.host,
                 self.worker_port,
-                process_request=self._check_worker_path,
+                process_request=self._process_worker_request,
                 max_size=self.max_frame,
                 compression=None,
             )
@@ -102,6 +117,8 @@ class IIIServer:
         if self._closed:
             return
         self._closed = True
+        if self.auth is not None:
+            self.auth.close()
         if self._workers is not None:
             self._workers.close(close_connections=True)
         await self.engine.close()
@@ -121,6 +138,21 @@ class IIIServer:
 
     # -- the worker port
 
+    async def _process_worker_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.auth is None:
+            return self._check_worker_path(connection, request)
+        found = await self.auth.authenticate(connection, request)
+        if isinstance(found, Response):
+            return found
+        try:
+            require_worker(found)
+        except ForbiddenError as exc:
+            return refusal(connection, exc)
+        refused = self._check_worker_path(connection, request)
+        if refused is None:
+            self.auth.remember(connection, found)
+        return refused
+
     def _check_worker_path(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         if path in ("", "/", "/otel"):
@@ -134,6 +166,15 @@ class IIIServer:
         return connection.respond(http.HTTPStatus.NOT_FOUND, message)
 
     async def _worker_connection(self, ws: ServerConnection) -> None:
+        identity = None if self.auth is None else self.auth.connections.get(ws)
+        try:
+            with acting_as(identity):  # its calls are checked by its grants; its writes carry its name (meta.actor)
+                await self._serve_worker(ws, identity)
+        finally:
+            if self.auth is not None:
+                self.auth.forget(ws)
+
+    async def _serve_worker(self, ws: ServerConnection, identity: Identity | None) -> None:
         full_path = ws.request.path if ws.request else "/"
         path = full_path.partition("?")[0]
         if path == "/otel":
@@ -158,7 +199,16 @@ class IIIServer:
         await self.engine.connect(worker)
         try:
             async for frame in ws:
-                await self.engine.handle(worker, decode_frame(frame))
+                message = decode_frame(frame)
+                if identity is not None and isinstance(message, RegisterTrigger):
+                    forbidden = trigger_refusal(identity, message)
+                    if forbidden is not None:
+                        error = ErrorBody(forbidden.code, forbidden.message)
+                        result = TriggerRegistrationResultOut(message.id, message.trigger_type, message.function_id,
+                                                              error)
+                        await ws.send(encode(result), text=True)
+                        continue
+                await self.engine.handle(worker, message)
         except websockets.ConnectionClosed:
             pass
         finally:

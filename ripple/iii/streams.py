@@ -29,7 +29,8 @@ from websockets.http11 import Request, Response
 from ripple.core.events import Event
 from ripple.core.filter import Filter
 from ripple.core.names import item_scope
-from ripple.errors import OffsetOutOfRangeError, StoreClosedError
+from ripple.errors import ForbiddenError, OffsetOutOfRangeError, StoreClosedError
+from ripple.iii.auth import PortAuth, refusal
 from ripple.iii.items import sync_data
 from ripple.iii.protocol import (
     Join,
@@ -124,8 +125,10 @@ class Subscription:
             await self.ws.close(1011, "stream subscription failed")
 
 class StreamServer:
-    def __init__(self, store: Store, host: str, port: int, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
+    def __init__(self, store: Store, host: str, port: int, *, max_buffer: int = DEFAULT_MAX_BUFFER,
+                 auth: PortAuth | None = None) -> None:
         self.store = store
+        self.auth = auth  # ``--auth``: a client needs a token that may read the streams it joins
         self.host = host
         self.port = port
         self.max_buffer = max_buffer
@@ -137,18 +140,38 @@ class StreamServer:
             self._connection,
             self.host,
             self.port,
-            process_request=self._check_path,
+            process_request=self._process_request,
             max_size=1 << 20,
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        if self.auth is not None:
+            self.auth.close()
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
 
     # -- connections
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.auth is None:
+            return self._check_path(connection, request)
+        found = await self.auth.authenticate(connection, request)
+        if isinstance(found, Response):
+            return found
+        refused = self._check_path(connection, request)
+        if refused is not None:
+            return refused
+        target = parse_stream_path(request.path)
+        if isinstance(target, StreamPath) and not found.may_read_stream(target.stream):
+            try:
+                found.require_read_stream(target.stream)
+            except ForbiddenError as exc:
+                return refusal(connection, exc)
+        self.auth.remember(connection, found)
+        return None
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         try:
@@ -170,6 +193,7 @@ class StreamServer:
 
     async def _connection(self, ws: ServerConnection) -> None:
         target = parse_stream_path(ws.request.path if ws.request else "/")
+        identity = None if self.auth is None else self.auth.connections.get(ws)
         mine: dict[str, Subscription] = {}
         try:
             if isinstance(target, StreamPath):
@@ -183,12 +207,17 @@ class StreamServer:
                 if old is not None:
                     self._leave(old)
                 if isinstance(message, Join):
+                    if identity is not None and not identity.may_read_stream(data.streamName):
+                        await ws.close(1008, f"forbidden: token {identity.name!r} may not read that stream")
+                        return
                     mine[data.subscriptionId] = self._join(ws, data.streamName, data.groupId, data.id, None)
         except websockets.ConnectionClosed:
             pass
         finally:
             for sub in mine.values():
                 self._leave(sub)
+            if self.auth is not None:
+                self.auth.forget(ws)
 
     def _join(
         self, ws: ServerConnection, stream: str, group: str, item_id: str | None, after: int | None

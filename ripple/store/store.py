@@ -18,6 +18,7 @@ from typing import Any, overload
 
 import msgspec
 
+from ripple.auth.context import current_identity, require_admin
 from ripple.core.events import (
     EMPTY_META,
     Delete,
@@ -367,10 +368,15 @@ class Store:
 
     def write_meta(self, idempotency_key: str | None = None) -> Meta:
         """The ``meta`` of a write made now: its cause and depth while a reaction runs (raises
-        :class:`CascadeLimitError`, logged and counted, beyond the cascade limit)."""
+        :class:`CascadeLimitError`, logged and counted, beyond the cascade limit), and the name of the identity it
+        is made as (``meta.actor``, DESIGN §15; see :func:`ripple.auth.acting_as`)."""
         origin = current_origin.get()
+        identity = current_identity.get()
+        actor = None if identity is None else identity.name
         if origin is None:
-            return EMPTY_META if idempotency_key is None else Meta(idempotency_key=idempotency_key)
+            if idempotency_key is None and actor is None:
+                return EMPTY_META
+            return Meta(idempotency_key=idempotency_key, actor=actor)
         depth = origin.depth or 0
         if depth > self.cascade_limit:
             self.counters["refused_cascades"] += 1
@@ -386,16 +392,19 @@ class Store:
                 f"(caused by offset {origin.cause})",
                 detail={"cause": origin.cause, "depth": depth, "limit": self.cascade_limit},
             )
-        return msgspec.structs.replace(origin, idempotency_key=idempotency_key)
+        return msgspec.structs.replace(origin, idempotency_key=idempotency_key, actor=actor)
 
     def _submit(self, job: CommandJob | BatchJob) -> asyncio.Future[Any]:
         self.check_open()
         return self.writer.submit(job)
 
     def prepare(self, cmd: StateCommand) -> tuple[StateCommand, bytes | None]:
-        """Validate a command at the edge; returns it (ops parsed) with a Set's value encoded."""
+        """Validate and authorize a command at the edge; returns it (ops parsed) with a Set's value encoded."""
         validate_scope(cmd.scope)
         validate_key(cmd.key)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_write(cmd.scope)
         if cmd.expected_offset is not None:
             _check_offset("expected_offset", cmd.expected_offset)
         if isinstance(cmd, Set):
@@ -481,6 +490,9 @@ class Store:
     ) -> SendResult:
         """Append a stream message (kind ``stream``): logged so stream clients can resume; changes no state."""
         validate_name("stream", stream, 256, allow_slash=False)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_write_stream(stream)
         validate_name("group", group, 1024, allow_slash=True)
         validate_name("type", type, 256, allow_slash=True)
         if id is not None:
@@ -521,6 +533,9 @@ class Store:
         self.check_open()
         validate_scope(scope)
         validate_key(key)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_read(scope)  # before any read: a forbidden key and a missing key look the same
         at = self._check_at(at)
         found = await (self.reader.entry(scope, key) if at is None else self.reader.entry_at(scope, key, at))
         if at is not None:
@@ -542,6 +557,9 @@ class Store:
         """Entries of a scope in first-insertion order, ``limit`` at a time; pass ``next_cursor`` back for more."""
         self.check_open()
         validate_scope(scope)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_read(scope)
         _check_offset("limit", limit, minimum=1)
         if limit > MAX_LIST_LIMIT:
             raise ValidationError(
@@ -557,9 +575,13 @@ class Store:
         return page
 
     async def list_groups(self) -> Groups:
-        """``Groups{groups}``: the scopes that hold at least one key, sorted."""
+        """``Groups{groups}``: the scopes that hold at least one key, sorted (those the identity may read)."""
         self.check_open()
-        return Groups(await self.reader.list_groups())
+        groups = await self.reader.list_groups()
+        identity = current_identity.get()
+        if identity is not None and not identity.admin:
+            groups = [g for g in groups if identity.may_read(g)]
+        return Groups(groups)
 
     async def read_events(
         self,
@@ -582,9 +604,13 @@ class Store:
             validate_scope(s)
         for k in keys or ():
             validate_key(k)
+        f = Filter.of(kind, scopes, keys)
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_follow(f)  # without admin: only named scopes it may read
         head = self.head
         check_after_range(after, earliest=self._floor.for_kind(kind), head=head)
-        events = await self.reader.read_events(Filter.of(kind, scopes, keys), after, limit, upto=head)
+        events = await self.reader.read_events(f, after, limit, upto=head)
         self.check_read(after, "after", kind)  # a compaction that committed while we read
         return events
 
@@ -812,11 +838,13 @@ class Store:
 
     async def projection(self, name: str) -> ProjectionState:
         """A projection's data and checkpoint; :class:`ProjectionRebuildingError` while a new version is built."""
+        require_admin(f"read projection {name!r}")
         return await self.projections.state(name)
 
     async def rebuild(self, name: str) -> ProjectionState:
         """Rebuild a projection from offset 0 into new tables while writes go on, then swap them in atomically."""
         self.check_open()
+        require_admin(f"rebuild projection {name!r}")
         return await self.projections.rebuild(name)
 
     # -- subscriptions (DESIGN §7)
@@ -839,6 +867,9 @@ class Store:
         lists of up to ``batch`` events.
         """
         self.check_open()
+        identity = current_identity.get()
+        if identity is not None:
+            identity.require_follow(Filter.of(kind, scopes, keys))
         return Subscription(
             self, scopes=scopes, keys=keys, kind=kind, after=after, snapshot=snapshot, batch=batch, limits=limits
         )

@@ -255,7 +255,7 @@ class CommandJob(Job):
     def run(self, txn: WriteTxn) -> Any:
         if self.idempotency_key is None:
             return self._apply(txn)
-        return idempotent(txn, self.idempotency_key, self.cmd, self._result_type(), self._apply)
+        return idempotent(txn, self.idempotency_key, self.meta.actor, self.cmd, self._result_type(), self._apply)
 
     def keys(self) -> list[tuple[str, str]]:
         return [] if isinstance(self.cmd, Send) else [(self.cmd.scope, self.cmd.key)]
@@ -293,7 +293,7 @@ class BatchJob(Job):
     def run(self, txn: WriteTxn) -> Any:
         if self.idempotency_key is None:
             return self._apply(txn)
-        return idempotent(txn, self.idempotency_key, self.cmds, None, self._apply)
+        return idempotent(txn, self.idempotency_key, self.meta.actor, self.cmds, None, self._apply)
 
     def keys(self) -> list[tuple[str, str]]:
         return [(c.scope, c.key) for c in self.cmds]
@@ -329,11 +329,17 @@ class TxnJob(Job):
 
 
 def idempotent(
-    txn: WriteTxn, key: str, payload: Any, result_type: Any, apply: Callable[[WriteTxn], Any]
+    txn: WriteTxn, key: str, actor: str | None, payload: Any, result_type: Any, apply: Callable[[WriteTxn], Any]
 ) -> Any:
-    """Run ``apply`` once per idempotency key; a repeat returns the stored result and appends nothing."""
+    """Run ``apply`` once per (actor, idempotency key); a repeat returns the stored result and appends nothing.
+
+    Keys are per actor (DESIGN §15): two tokens using the same key never see each other's results.
+    """
     digest = command_hash(payload)
-    row = txn.conn.execute("SELECT request_hash, result FROM idempotency WHERE key = ?", (key,)).fetchone()
+    owner = actor or ""
+    row = txn.conn.execute(
+        "SELECT request_hash, result FROM idempotency WHERE actor = ? AND key = ?", (owner, key)
+    ).fetchone()
     if row is not None:
         if row[0] != digest:
             raise ConflictError(
@@ -345,8 +351,8 @@ def idempotent(
     result = apply(txn)
     seq = getattr(result, "offset", None)
     txn.conn.execute(
-        "INSERT INTO idempotency (key, request_hash, seq, result, created_ts) VALUES (?, ?, ?, ?, ?)",
-        (key, digest, seq, _encode(result).decode(), txn.ts),
+        "INSERT INTO idempotency (actor, key, request_hash, seq, result, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+        (owner, key, digest, seq, _encode(result).decode(), txn.ts),
     )
     return result
 

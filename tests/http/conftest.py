@@ -15,6 +15,7 @@ import uvicorn
 from examples.todo.api import TodoController
 from ripple import Store
 from ripple.http.app import create_app
+from ripple.http.connections import ConnectionLimits, guarded_protocol
 from ripple.http.serve import RippleServer
 from tests.conftest import SECOND
 
@@ -38,7 +39,9 @@ class Live:
 
 async def start_server(store: Store, **app_options: Any) -> tuple[RippleServer, asyncio.Task[None]]:
     app = create_app(store, route_handlers=[TodoController], **app_options)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    # ripple serve's HTTP protocol (ripple.http.connections): its answers to unparseable requests are JSON too
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                            http=guarded_protocol(ConnectionLimits()))
     server = RippleServer(config, store)
     task = asyncio.create_task(server.serve())
     ready = asyncio.ensure_future(server.ready.wait())

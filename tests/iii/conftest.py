@@ -215,15 +215,17 @@ class WorkerProcess:
         await self.proc.wait()
 
 
-async def start_worker(name: str, worker_port: int, tmp: Path, script: Path | None = None) -> WorkerProcess:
-    """Run an example worker (or ``script``) on its SDK as a child process, pointed at ``worker_port``."""
+async def start_worker(name: str, worker_port: int, tmp: Path, script: Path | None = None, *,
+                       query: str = "", env: dict[str, str] | None = None) -> WorkerProcess:
+    """Run an example worker (or ``script``) on its SDK as a child process, pointed at ``worker_port`` (the engine
+    URL with ``query``, e.g. ``?token=…``), with ``env`` added to its environment."""
     require_sdk(name)
     runtime, folder, example = WORKERS[name]
     source = script or example
     run_dir = tmp / f"worker-{name}-{os.urandom(3).hex()}"
     run_dir.mkdir()
-    url = f"ws://127.0.0.1:{worker_port}"
-    env = dict(os.environ, III_ENGINE_URL=url, III_URL=url)
+    url = f"ws://127.0.0.1:{worker_port}/{query}"
+    env = dict(os.environ, III_ENGINE_URL=url, III_URL=url, **(env or {}))
     if runtime == "node":
         # Node resolves `iii-sdk` from the script's folder: a copy next to a link to that SDK version's modules.
         (run_dir / "node_modules").symlink_to(SDK_DIR / str(folder) / "node_modules")

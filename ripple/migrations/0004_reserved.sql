@@ -1,3 +1,0 @@
--- ripple schema 4: reserved for the access-control migration (tokens), which lands on another branch.
--- This file only keeps the numbers in sequence on the retention branch; it changes nothing. Drop it when the tokens
--- migration (0004_*.sql) is merged.
