@@ -252,8 +252,9 @@ def rotate(source: str | os.PathLike[str], folder: str | os.PathLike[str], keep:
     if keep < 1:
         raise ValidationError(f"--keep must be at least 1, got {keep}")
     target = Path(folder)
-    if not target.is_dir():
+    if target.exists() and not target.is_dir():
         raise DatabaseFileError(f"{folder} is not a folder")
+    target.mkdir(parents=True, exist_ok=True)  # a cron line works the first time
     out = target / rotation_name(source)
     if out.exists():
         raise DatabaseFileError(f"{out} already exists (two backups in the same second?)")

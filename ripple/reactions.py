@@ -258,6 +258,32 @@ class Reactions:
         self._started = True
         for reaction in self._all:
             self._launch(reaction)
+        if self.enabled:
+            self.store.on_close(self.save_positions)
+
+    async def save_positions(self) -> None:
+        """Move the stored cursor of every idle durable reaction up to where it stands now.
+
+        A durable cursor advances with the batches a reaction handles, so one whose scope stays quiet keeps an old
+        cursor while the log grows: after a restart it would read those events again only to skip them, and a
+        compaction would count it as still needing them. Idle, it has handled every matching event up to the head.
+        """
+        moves = [(r.follower.cursor.current_through(self.store.head), r) for r in self._all
+                 if r.durable and r.idle and r.follower is not None]
+        moves = [(through, r) for through, r in moves if through > r.through]
+        if not moves:
+            return
+        rows = [(through, r.name, through) for through, r in moves]
+
+        def advance(txn: WriteTxn) -> None:
+            txn.conn.executemany("UPDATE reactions SET cursor = ? WHERE name = ? AND cursor < ?", rows)
+
+        try:
+            await self.store.commits.run_in_txn(advance)
+        except StoreClosedError:
+            return
+        for through, reaction in moves:
+            reaction.through = max(reaction.through, through)
 
     def _launch(self, reaction: Reaction) -> None:
         if not self.enabled or reaction.task is not None:

@@ -648,6 +648,7 @@ class Store:
         self.check_open()
         async with self.maintenance:
             started, start = time.perf_counter(), self._floor
+            await self.reactions.save_positions()  # an idle reaction does not need what it has passed
             before, streams_before, found = await self.commits.run_in_txn(
                 functools.partial(self._plan, before, streams_before, hold)
             )

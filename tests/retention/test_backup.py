@@ -65,12 +65,21 @@ def test_backup_refuses_an_existing_target_and_bad_options(tmp_path: Path) -> No
     out = tmp_path / "out.db"
     out.write_bytes(b"precious")
     for args in ([str(out)], [], [str(out), "--to", str(tmp_path)], ["--keep", "2", str(tmp_path / "x.db")],
-                 ["--to", str(tmp_path / "missing"), "--keep", "2"]):
+                 ["--to", str(out), "--keep", "2"]):
         done = ripple("backup", "--db", str(db), *args)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, (args, done.stderr)
     assert out.read_bytes() == b"precious"
     assert ripple("backup", "--db", str(tmp_path / "nope.db"), str(tmp_path / "y.db")).returncode == 2
     assert not (tmp_path / "y.db").exists()
+
+
+def test_backup_rotation_creates_its_folder(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    asyncio.run(fill(db))
+    folder = tmp_path / "backups" / "nightly"
+    done = ripple("backup", "--db", str(db), "--to", str(folder), "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    assert len(list(folder.glob("*.db"))) == 1
 
 
 async def fill(path: Path) -> None:

@@ -180,6 +180,31 @@ async def test_a_floor_below_a_durable_reaction_is_refused_then_forced(db_path: 
         assert [o for o in seen if o >= 30] == s_offsets
 
 
+async def test_an_idle_reaction_on_a_quiet_scope_does_not_hold_the_floor(db_path: Path) -> None:
+    """Its stored cursor stays at the last event it handled while other scopes write; compaction and close move it
+    up to where the reaction stands (it has handled everything that matches up to the head)."""
+    handled: list[int] = []
+
+    async def note(event: Any, _writes: Any) -> None:
+        handled.append(event.offset)
+
+    async with Store.open(db_path) as store:
+        store.on_change("quiet", note, name="pager", start="beginning")
+        await store.set("quiet", "k", 1)
+        await history(store, 60, random.Random(10))  # scope "s" only
+        await asyncio.wait_for(store.reactions.wait_idle("pager"), 10 * SECOND)
+        result = await store.compact(store.head - 5)  # not blocked: nothing after offset 1 matches "quiet"
+        assert result.earliest == store.head - 5 and not result.forced
+        await store.set("s", "more", 1)
+        head = store.head
+    conn = open_readonly(db_path)
+    try:
+        assert conn.execute("SELECT cursor FROM reactions WHERE name = 'pager'").fetchone()[0] == head
+    finally:
+        conn.close()
+    assert handled == [1]
+
+
 async def test_projections_rebuild_from_the_base(db_path: Path) -> None:
     """A rebuild folds one synthetic `created` event per key alive at the floor - 1, then the events after it: the
     keys agree with the state, and creates/updates/deletes count what the log still holds."""
