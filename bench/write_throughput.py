@@ -18,6 +18,10 @@ Rows (durability FULL unless told otherwise; every ripple run opens a fresh file
 (the writer's group-commit histograms and the commit listener counting writes by op) against the same store with both
 turned off, interleaved in one run; the best of each and the ratio.
 
+``--indexes`` instead measures the write cost of the two partial indexes that make a time-travel list page O(page)
+(``events_scope_creates``, ``events_lifecycle``, docs/retention.md): ripple, 200 producers, durability full, every
+event a create (their worst case: each create enters both), with and without them, alternating in one run.
+
 Each round runs the baseline and then ripple; a row's ratio is the median over rounds of that round's ripple/baseline
 rate (rates are the medians too). The machine is shared: compare ratios, not absolute numbers. The CPU columns (every
 thread of the process, per event) are steadier on a shared machine than wall time; their ratio is what a CPU-bound
@@ -112,9 +116,21 @@ def raw_groups(path: Path, rows: list[Row], group: int, synchronous: str) -> Run
     return run
 
 
-async def ripple_producers(path: Path, n: int, producers: int, durability: str, metrics: bool | None = None) -> Run:
+TIME_TRAVEL_INDEXES = ("events_scope_creates", "events_lifecycle")
+
+
+async def ripple_producers(path: Path, n: int, producers: int, durability: str, metrics: bool | None = None, *,
+                           drop: tuple[str, ...] = ()) -> Run:
     """``metrics=None``: as shipped; ``True``: plus the write counter /metrics attaches; ``False``: no metrics at all
-    (the writer's group-commit histograms replaced by a no-op)."""
+    (the writer's group-commit histograms replaced by a no-op). ``drop``: indexes dropped before the first write."""
+    if drop:
+        async with Store.open(path, durability=durability):
+            pass
+        conn = sqlite3.connect(path)
+        for index in drop:
+            conn.execute(f"DROP INDEX {index}")
+        conn.commit()
+        conn.close()
     async with Store.open(path, durability=durability) as store:
         per = n // producers
         if metrics:
@@ -289,6 +305,23 @@ def metrics_cost(n: int, rounds: int) -> None:
         print(f"| {producers} | {off:,.0f} events/s | {on:,.0f} events/s | {on / off:.3f} |")
 
 
+def index_cost(n: int, rounds: int) -> None:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = iter(range(1_000_000))
+        for _ in range(rounds):
+            for with_indexes in (True, False):
+                drop = () if with_indexes else TIME_TRAVEL_INDEXES
+                path = Path(tmp) / f"i{next(fresh)}.db"
+                rates[with_indexes].append(asyncio.run(ripple_producers(path, n, 200, "full", drop=drop)).rate)
+    with_ix, without = statistics.median(rates[True]), statistics.median(rates[False])
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    print(f"time-travel indexes, ripple 200 producers, full, every event a create (median of {rounds} alternating):")
+    print(f"  with    {with_ix:>10,.0f} events/s   {[round(x) for x in rates[True]]}")
+    print(f"  without {without:>10,.0f} events/s   {[round(x) for x in rates[False]]}")
+    print(f"  cost    {(1 - with_ix / without) * 100:>9.1f} %")
+
+
 def progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
@@ -301,9 +334,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run: 4000 events, 2 rounds")
     parser.add_argument("--summary", help=argparse.SUPPRESS)
     parser.add_argument("--metrics", action="store_true", help="measure what the metrics cost a write (see above)")
+    parser.add_argument("--indexes", action="store_true", help="measure what the time-travel indexes cost a write")
     args = parser.parse_args()
     if args.metrics:
         metrics_cost(min(args.events, 20_000), args.rounds)
+        return
+    if args.indexes:
+        index_cost(min(args.events, 20_000) // 200 * 200, args.rounds)
         return
     n, rounds = (4000, 2) if args.quick else (args.events, args.rounds)
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, "

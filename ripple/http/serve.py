@@ -50,6 +50,7 @@ from ripple.http.requests import REDACTED
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
+from ripple.store.retention import RetentionPolicy
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
@@ -131,6 +132,7 @@ class ServeOptions(msgspec.Struct, frozen=True):
     def security(self) -> Security:
         boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
         return Security(boundary, self.auth)
+    retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
 def _installed(module: str) -> bool:
@@ -313,6 +315,17 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
     )
 
 
+def describe_policy(policy: RetentionPolicy) -> str:
+    parts = []
+    if policy.max_age_ms is not None:
+        parts.append(f"events older than {policy.max_age_ms / 86_400_000:g} days")
+    if policy.max_bytes is not None:
+        parts.append(f"the oldest events while the file is over {policy.max_bytes:,} bytes")
+    if policy.stream_max_age_ms is not None:
+        parts.append(f"stream events older than {policy.stream_max_age_ms / 86_400_000:g} days")
+    return f"compacting {', '.join(parts)}; every {policy.interval:g}s"
+
+
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
@@ -323,6 +336,8 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
             "head": server.store.head, "durability": options.durability, "iii": iii is not None,
             "metrics": options.metrics, "pid": os.getpid(), "auth": options.auth,
         })
+        if options.retention is not None:
+            print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
         if iii is not None:
             host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
             print(f"ripple iii ({mode}): workers ws://{host}:{iii.worker_port}, HTTP triggers "
@@ -366,7 +381,7 @@ async def serve(options: ServeOptions) -> None:
     # a port in use is one line and leaves no file behind; the app's projections start in the opening transaction.
     store = Store(options.db, durability=options.durability, subscription_settings=settings,
                   max_value_bytes=limits.max_value_bytes, max_queue=limits.max_queue,
-                  max_batch_commands=limits.max_batch_commands)
+                  max_batch_commands=limits.max_batch_commands, retention=options.retention)
     handlers = apply_setup(store, options.app) if options.app else []
     # listening sockets that shed connections with 503 when the process runs out of descriptors
     sockets = [listening_socket(sock) for sock in listen(options.host, options.port)]

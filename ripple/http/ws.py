@@ -144,7 +144,9 @@ class WsSession:
     async def open(self) -> Cursor:
         """Check ``after``, attach to the hub, read the snapshot, send ``hello`` (and the snapshot)."""
         store, params = self.store, self.params
-        earliest = await (check_after(store, params.after) if params.after is not None else store.earliest())
+        kind = params.filter.kind
+        earliest = (await check_after(store, params.after, kind) if params.after is not None
+                    else store.log_floor.for_kind(kind))
         after = store.head if params.after is None else params.after
         cursor = Cursor(params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set,
                         on_overflow=self._overflowed)
@@ -191,7 +193,9 @@ class WsSession:
             finally:
                 hub.detach(cursor)
             if self._final is not None:
-                await self._refuse(*self._final)
+                code, message, close_code = self._final
+                earliest = self.store.log_floor.for_kind(cursor.filter.kind) if code == "offset_out_of_range" else None
+                await self._refuse(code, message, close_code, earliest)
         finally:
             hub.discard_session(self)
             if self.cursor is not None:
@@ -230,6 +234,9 @@ class WsSession:
             await self._serve(cursor)
         except (_Gone, WebSocketDisconnect, ConnectionError):
             pass
+        except OffsetOutOfRangeError as exc:  # a compaction overtook this subscriber while it caught up
+            if self._final is None:
+                self._final = (exc.code, exc.message, 1008)
         except StoreClosedError:
             if self._final is None:
                 self._final = ("shutting_down", "the server is shutting down", 1001)

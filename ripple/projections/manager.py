@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from ripple.core.events import Event
-from ripple.errors import NotFoundError, RegistrationError, StoreClosedError
-from ripple.projections.base import Projection, ProjectionState
+from ripple.errors import NotFoundError, OffsetOutOfRangeError, RegistrationError, RippleError, StoreClosedError
+from ripple.projections.base import Projection, ProjectionState, Status
 from ripple.projections.runner import (
     PAGE,
     Folded,
@@ -49,9 +49,11 @@ from ripple.projections.runner import (
     read_state,
     save_row,
     set_failed,
+    set_folded_from,
     set_progress,
     table_names,
 )
+from ripple.store import sql
 from ripple.store.sqlite import connect_reader
 from ripple.store.writer import WriteTxn
 from ripple.subscriptions.cursor import Limits
@@ -162,7 +164,9 @@ class Projections:
         if row is None:
             drop_generations(conn, p.name)  # leftovers of a projection that was dropped by hand
             create_tables(conn, p, handle.tables(0))
-            row = ProjectionRow(p.name, p.version, 0, "ok" if txn.head == 0 else "catching_up", None, 0, None)
+            # on a compacted log a new projection starts from the base: that is a rebuild, not a catch-up
+            status: Status = "ok" if txn.head == 0 else "rebuilding" if sql.earliest(conn) > 1 else "catching_up"
+            row = ProjectionRow(p.name, p.version, 0, status, None, 0, None)
             save_row(conn, row)
         elif row.version != p.version:
             if row.status != "rebuilding":
@@ -276,9 +280,16 @@ class Projections:
     async def _follow_generation(self, handle: ProjectionHandle, row: ProjectionRow) -> None:
         p = handle.projection
         tables = handle.tables(row.generation)
+        def gap(error: RippleError) -> bool:
+            log.error("projection %s: events after its checkpoint %d were compacted before it folded them; "
+                      "rebuilding it from the base (%s)", p.name, row.checkpoint, error.message)
+            if handle.rebuild is None or handle.rebuild.done():
+                self._spawn_rebuild([handle])
+            return False
+
         follower = Follower(
             self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE),
-            overflow_counter="projection_overflows",
+            overflow_counter="projection_overflows", on_gap=gap,
         ).attach()
         checkpoint = row.checkpoint
         try:
@@ -295,6 +306,8 @@ class Projections:
                 checkpoint = position
         except StoreClosedError:
             return
+        except OffsetOutOfRangeError:
+            await handle.changed.wait()  # until the rebuild that gap() started swaps the new generation in
         finally:
             follower.detach()
 
@@ -372,6 +385,11 @@ class Projections:
             handle.rebuild = task
 
     async def _rebuild(self, handles: list[ProjectionHandle]) -> None:
+        # No compaction while a rebuild folds the base and then the events after it (Store.maintenance).
+        async with self.store.maintenance:
+            await self._rebuild_locked(handles)
+
+    async def _rebuild_locked(self, handles: list[ProjectionHandle]) -> None:
         writer = self.store.commits
 
         def prepare(txn: WriteTxn) -> list[int]:
@@ -448,6 +466,7 @@ class Projections:
             if failure is None:
                 failure = self._fold_rest(conn, handle, handle.tables(generation), position, txn.head)
             drop_generations(conn, p.name, keep=generation)
+            set_folded_from(conn, p.name)
             save_row(
                 conn,
                 ProjectionRow(

@@ -84,11 +84,12 @@ class Difference(msgspec.Struct, frozen=True):
     ``kind``: ``missing`` (a fresh fold has the row, the live table does not), ``unexpected`` (the reverse),
     ``fold_failed`` (a fresh fold raised at ``offset`` although the projection is not failed there),
     ``status`` (the live projection is failed but a fresh fold is not, or not at the same offset),
-    ``not_built`` (no row in ``projections``) or ``version_mismatch`` (the live tables hold another version).
+    ``not_built`` (no row in ``projections``), ``version_mismatch`` (the live tables hold another version) or
+    ``compacted`` (the projection folded events that were compacted since: no fresh fold can reproduce it).
     """
 
     projection: str
-    kind: Literal["missing", "unexpected", "fold_failed", "status", "not_built", "version_mismatch"]
+    kind: Literal["missing", "unexpected", "fold_failed", "status", "not_built", "version_mismatch", "compacted"]
     message: str
     table: str | None = None
     row: list[Any] | None = None
@@ -210,6 +211,11 @@ def set_progress(conn: sqlite3.Connection, name: str, checkpoint: int, status: S
         "UPDATE projections SET checkpoint = ?, status = ?, error = NULL, failed_at = NULL WHERE name = ?",
         (checkpoint, status, name),
     )
+
+
+def set_folded_from(conn: sqlite3.Connection, name: str) -> None:
+    """A rebuild folded the base at the current floor, then the log after it (the column ``folded_from``)."""
+    conn.execute("UPDATE projections SET folded_from = ? WHERE name = ?", (sql.earliest(conn), name))
 
 
 def set_failed(conn: sqlite3.Connection, name: str, failure: FoldFailure) -> None:
@@ -382,9 +388,25 @@ def event_filter(projections: Sequence[Projection]) -> Filter:
 
 
 def read_page(conn: sqlite3.Connection, f: Filter, after: int, upto: int, limit: int = PAGE) -> list[Event]:
-    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection."""
-    query, params = sql.events_page(f, after, upto, limit)
-    return [row_to_event(r) for r in conn.execute(query, params).fetchall()]
+    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection.
+
+    A fold from the beginning of a compacted log starts with the base: below the floor, the page holds one synthetic
+    ``created`` event per key alive at ``earliest - 1`` (its value, version and last offset then; ``op`` ``set``, no
+    ``old_value``), in offset order, and then the events after the floor. So a rebuilt projection counts each of
+    those keys as created once and none of the updates or deletes that were compacted (the built-in ``metrics``
+    projection's ``creates``/``updates``/``deletes`` then cover what the log still holds).
+    """
+    with transaction(conn, write=False):
+        rows: list[Any] = []
+        earliest = sql.earliest(conn)
+        if after < earliest - 1 and f.kind != "stream":
+            query, params = sql.base_page(f, after, min(upto, earliest - 1), limit)
+            rows = conn.execute(query, params).fetchall()
+            after = earliest - 1
+        if len(rows) < limit and after < upto:
+            query, params = sql.events_page(f, after, upto, limit - len(rows))
+            rows += conn.execute(query, params).fetchall()
+    return [row_to_event(r) for r in rows]
 
 
 def iter_pages(
@@ -464,6 +486,7 @@ def rebuild_offline(
                 None if failure is None else failure.offset,
             )
             save_row(conn, new)
+            set_folded_from(conn, p.name)
             drop_generations(conn, p.name, keep=generation)
             rows.append(new)
         if progress is not None:
@@ -490,6 +513,19 @@ def compare_projection(
                     "version_mismatch",
                     f"projection {projection.name}: the file holds version {row.version}, the code is version "
                     f"{projection.version} (status {row.status}); rebuild it",
+                )
+            ]
+        folded_from = int(conn.execute("SELECT folded_from FROM projections WHERE name = ?",
+                                       (projection.name,)).fetchone()[0])
+        earliest = sql.earliest(conn)
+        if folded_from < earliest:
+            return [
+                Difference(
+                    projection.name,
+                    "compacted",
+                    f"projection {projection.name} was folded from offset {folded_from} and the log now starts at "
+                    f"{earliest}: it holds history that was compacted, so it is not compared (a rebuild starts it "
+                    "from the base and makes it comparable)",
                 )
             ]
         temp = temp_table_names(projection)
