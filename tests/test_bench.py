@@ -23,6 +23,9 @@ TINY: dict[str, list[str]] = {
     "offline.py": ["--events", "1000", "--keys", "100"],
     "paging.py": ["--events", "2000", "--scopes", "4", "--pages", "2"],
     "http_writes.py": ["--seconds", "1", "--rounds", "1", "--stack", "fast", "--targets", "hello,ripple-put"],
+    "backup.py": ["--events", "2000", "--keys", "100", "--seconds", "0.3"],
+    "compact.py": ["--events", "2000", "--keys", "100", "--value-bytes", "50", "--seconds", "0.3"],
+    "time_travel.py": ["--keys", "300", "--samples", "2", "--requests", "20", "--clients", "2"],
 }
 SUMMARIZED = {"write_throughput.py", "fanout.py", "rebuild.py", "http_writes.py"}
 # Helpers of the benchmarks above, and scripts that are not throughput benchmarks and need what CI lacks (Chromium,
