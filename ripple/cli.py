@@ -569,6 +569,10 @@ def restore_command(backup: str, db: str) -> None:
               help="Close a WebSocket client that does not answer a ping within this many seconds.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds between subscription heartbeat frames.")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or asyncio's own.")
+@click.option("--http", type=click.Choice(["auto", "httptools", "h11"]), default="auto", show_default=True,
+              help="HTTP parser: httptools when installed (auto), or the pure-Python h11.")
 @click.option("--iii", is_flag=True, help="Also listen for iii workers (docs/iii.md).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
@@ -602,8 +606,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                   proxy_headers: bool, forwarded_allow_ips: str, max_body_bytes: int, max_batch_body_bytes: int,
                   max_batch_commands: int, max_value_bytes: int, max_queue: int, subscriber_buffer_events: int,
                   subscriber_buffer_bytes: int, ws_ping_interval: float, ws_ping_timeout: float,
-                  heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
-                  iii_http_port: int, iii_stream_port: int, auth: bool, insecure_no_auth: bool,
+                  heartbeat: float, loop: str, http: str, iii: bool, iii_strict: bool, iii_host: str,
+                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int, auth: bool, insecure_no_auth: bool,
                   allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], cors_origins: tuple[str, ...],
                   header_timeout: float, body_timeout: float, keep_alive_timeout: float,
                   max_connections: int | None, retain_age: str | None, retain_size: str | None,
@@ -646,7 +650,8 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                      auth=auth, insecure_no_auth=insecure_no_auth, allow_hosts=allow_hosts,
                      allow_origins=allow_origins, cors_origins=cors_origins,
                      connections=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections),
-                     retention=policy if policy.enabled else None))
+                     retention=policy if policy.enabled else None,
+                     loop=loop, http=http))  # type: ignore[arg-type]  # click.Choice checked the values
 
 
 @main.command("config", context_settings={"ignore_unknown_options": True})

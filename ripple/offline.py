@@ -665,7 +665,7 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
                     raise
                 state.prefix(conn, prefix, keys)
                 continue
-            row = _imported_row(conn, event, state.next_offset(event.offset), keys, names)
+            row = _imported_row(conn if head else None, event, state.next_offset(event.offset), keys, names)
         except (msgspec.DecodeError, msgspec.ValidationError, RippleError, RecursionError) as exc:
             message = exc.message if isinstance(exc, RippleError) else str(exc)
             if isinstance(exc, RecursionError):
@@ -697,9 +697,10 @@ def _maybe_prefix(line: bytes) -> PrefixLine | None:
     return prefix if prefix.floor is not None or prefix.base is not None else None
 
 
-def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: int,
+def _imported_row(conn: sqlite3.Connection | None, e: ImportedEvent, expected_offset: int,
                   keys: dict[tuple[str, str], _KeyFold], names: set[tuple[str, str]]) -> tuple[Any, ...]:
-    """Validate one imported event against the log so far and return its row."""
+    """Validate one imported event against the log so far and return its row. ``conn`` reads the current state of
+    a key the import has not seen yet (``None``: the log was empty, and so is the state)."""
     if e.offset != expected_offset:
         raise ValidationError(f"offset {e.offset} does not continue the log (expected {expected_offset})")
     new_raw = None if e.new_value is None and e.kind == "state" else _encode(e.new_value)
@@ -728,7 +729,7 @@ def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: i
         raise ValidationError(f"op {e.op!r} cannot give a {e.event_type!r} event")
     fold = keys.get(k)
     if fold is None:
-        found = conn.execute(sql.SELECT_KEY, k).fetchone()
+        found = None if conn is None else conn.execute(sql.SELECT_KEY, k).fetchone()
         fold = _KeyFold(None, 0, 0, 0) if found is None else _KeyFold(*found)
         keys[k] = fold
     fault = _chain_fault(e.offset, e.event_type, e.version, old_text, new_text, fold.text, fold.version,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -25,7 +26,7 @@ import signal
 import socket
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import uvicorn
@@ -61,6 +62,11 @@ log = logging.getLogger("ripple.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 GRACEFUL_SECONDS = 10.0
+
+
+# The event loop and HTTP parser: uvloop and httptools (uvicorn[standard]'s) when installed, else asyncio's own loop
+# and the pure-Python h11 parser. "auto" takes the fast ones when it can; naming one that is missing is an error.
+Loop = Literal["auto", "uvloop", "asyncio"]
 
 
 class IiiOptions(msgspec.Struct, frozen=True):
@@ -121,11 +127,37 @@ class ServeOptions(msgspec.Struct, frozen=True):
     cors_origins: tuple[str, ...] = ()
     connections: ConnectionLimits = ConnectionLimits()
     http: HttpImplementation = "auto"
+    loop: Loop = "auto"
 
     def security(self) -> Security:
         boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
         return Security(boundary, self.auth)
     retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def loop_factory(choice: Loop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``choice`` (``None``: asyncio's default loop)."""
+    if choice == "asyncio" or (choice == "auto" and not _installed("uvloop")):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise RippleError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def http_parser(choice: HttpImplementation) -> Literal["httptools", "h11"]:
+    """The HTTP/1.1 implementation uvicorn runs for ``choice``."""
+    if choice == "h11" or (choice == "auto" and not _installed("httptools")):
+        return "h11"
+    if not _installed("httptools"):
+        raise RippleError("--http httptools: httptools is not installed (pip install httptools)")
+    return "httptools"
 
 
 class RippleServer(uvicorn.Server):
@@ -272,7 +304,7 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         lifespan="on",
         server_header=False,
         # uvicorn's HTTP protocol with header/body timeouts and a connection cap (ripple.http.connections)
-        http=guarded_protocol(options.connections, options.http),
+        http=guarded_protocol(options.connections, http_parser(options.http)),
         timeout_keep_alive=max(1, round(options.connections.keep_alive_timeout)),
         # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
         # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
@@ -383,4 +415,5 @@ async def serve(options: ServeOptions) -> None:
 
 
 def run(options: ServeOptions) -> None:
-    asyncio.run(serve(options))
+    with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
+        runner.run(serve(options))

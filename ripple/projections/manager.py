@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -406,13 +407,19 @@ class Projections:
         targets = [(h.projection, h.tables(g)) for h, g in zip(handles, generations, strict=True)]
         failures: dict[str, FoldFailure] = {}
         position = 0
-        pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
+        conn = connect_reader(self.store.path)  # one read connection for every page, used by one thread at a time
+
+        def read_fold(after: int) -> asyncio.Future[tuple[dict[str, Folded], int]]:
+            head = self.store.head
+            return asyncio.ensure_future(asyncio.to_thread(self._read_fold, conn, targets, after, head, failures))
+
+        pending = read_fold(position)
         try:
             while True:
                 folded, position = await pending
                 # read and fold the next page while the writer applies this one
                 if self.store.head - position > FINISH_GAP:
-                    pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
+                    pending = read_fold(position)
                 found = await writer.run_in_txn(functools.partial(_execute_all, folded=folded))
                 failures.update({name: f for name, f in found.items() if name not in failures})
                 if self.store.head - position <= FINISH_GAP or len(failures) == len(targets):
@@ -420,6 +427,8 @@ class Projections:
         finally:
             if not pending.done():
                 pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)  # the thread may still be reading: let it finish
+            conn.close()
         await writer.run_in_txn(lambda txn: self._swap(txn, handles, generations, position, failures))
         for handle in handles:
             handle.changed.set()
@@ -427,16 +436,16 @@ class Projections:
             p = handle.projection
             log.info("projection %s rebuilt (version %d)", p.name, p.version)
 
+    @staticmethod
     def _read_fold(
-        self, targets: list[tuple[Projection, dict[str, str]]], after: int, failures: dict[str, FoldFailure]
+        conn: sqlite3.Connection,
+        targets: list[tuple[Projection, dict[str, str]]],
+        after: int,
+        upto: int,
+        failures: dict[str, FoldFailure],
     ) -> tuple[dict[str, Folded], int]:
-        """In a worker thread: one page of the log after ``after``, folded for each target, and the page's end."""
-        upto = self.store.head
-        conn = connect_reader(self.store.path)
-        try:
-            events = read_page(conn, event_filter([p for p, _ in targets]), after, upto, REBUILD_PAGE)
-        finally:
-            conn.close()
+        """In a worker thread: one page of the log in (after, upto], folded for each target, and the page's end."""
+        events = read_page(conn, event_filter([p for p, _ in targets]), after, upto, REBUILD_PAGE)
         end = events[-1].offset if len(events) == REBUILD_PAGE else upto
         folded = {p.name: fold_events(p, tables, events) for p, tables in targets if p.name not in failures}
         return folded, end

@@ -59,10 +59,15 @@ class FoldFailure(msgspec.Struct, frozen=True):
 
 
 class Folded(msgspec.Struct):
-    """The statements of consecutive events (each tagged with its offset), up to a failing fold if any."""
+    """The statements of consecutive events (each tagged with its offset), up to a failing fold if any.
+
+    From a projection's ``fold_many`` there is one batch, tagged with the last event's offset, and ``one_by_one``
+    folds the same events with ``fold`` (to find which event's statements fail).
+    """
 
     batches: list[tuple[int, list[Statement]]]
     failure: FoldFailure | None = None
+    one_by_one: Callable[[], Folded] | None = None
 
 
 class FoldResult(msgspec.Struct, frozen=True):
@@ -231,22 +236,39 @@ def describe(exc: BaseException) -> str:
 
 
 def fold_events(projection: Projection, tables: Tables, events: Iterable[Event]) -> Folded:
-    """Pure: the statements of every matching event, stopping at the first fold that raises."""
-    batches: list[tuple[int, list[Statement]]] = []
-    fold = projection.fold
+    """Pure: the statements of every matching event, stopping at the first fold that raises.
+
+    With ``fold_many``, one call for all the matching events; if it raises, ``fold`` one by one finds the event.
+    """
     f = projection.filter
     kind = None if f.kind == "all" else f.kind
     scopes = f.scopes
+    # Filter.matches, inlined: this runs once per event of a rebuild
+    if kind is None and not scopes:
+        matching = events if isinstance(events, list) else list(events)
+    else:
+        matching = [e for e in events if (kind is None or e.kind == kind) and (not scopes or e.scope in scopes)]
+    fold_many = projection.fold_many
+    if fold_many is None or not matching:
+        return _fold_each(projection, tables, matching)
+    try:
+        stmts = list(fold_many(matching, tables))
+    except Exception:
+        return _fold_each(projection, tables, matching)
+    return Folded([(matching[-1].offset, stmts)] if stmts else [],
+                  one_by_one=lambda: _fold_each(projection, tables, matching))
+
+
+def _fold_each(projection: Projection, tables: Tables, events: Sequence[Event]) -> Folded:
+    batches: list[tuple[int, list[Statement]]] = []
+    fold = projection.fold
     for event in events:
-        # Filter.matches, inlined: this loop runs once per event of a rebuild
-        if (kind is not None and event.kind != kind) or (scopes and event.scope not in scopes):
-            continue
         try:
-            stmts = list(fold(event, tables))
+            stmts = fold(event, tables)
         except Exception as exc:
             return Folded(batches, FoldFailure(event.offset, describe(exc)))
         if stmts:
-            batches.append((event.offset, stmts))
+            batches.append((event.offset, stmts if isinstance(stmts, list) else list(stmts)))
     return Folded(batches)
 
 
@@ -276,14 +298,29 @@ def execute_folded(conn: sqlite3.Connection, folded: Folded) -> FoldFailure | No
 
     The fast path runs everything at once. If a statement fails, the SAVEPOINT is rolled back and the events are
     replayed one by one, each in its own SAVEPOINT, so every event before the failing one is kept and it alone is not.
+    A single statement (a group or page folded by ``fold_many`` into one upsert) needs no SAVEPOINT: SQLite undoes a
+    failing statement by itself.
     """
-    if not folded.batches:
+    batches = folded.batches
+    if not batches:
+        return folded.failure
+    if len(batches) == 1 and len(batches[0][1]) == 1:
+        sql_text, params = batches[0][1][0]
+        try:
+            conn.execute(sql_text, params)
+        except Exception as exc:
+            if folded.one_by_one is None:
+                return FoldFailure(batches[0][0], describe(exc))
+            folded = folded.one_by_one()
+            return _one_by_one(conn, folded.batches) or folded.failure
         return folded.failure
     conn.execute("SAVEPOINT fold")
     try:
-        _run(conn, (s for _, stmts in folded.batches for s in stmts))
+        _run(conn, batches[0][1] if len(batches) == 1 else [s for _, stmts in batches for s in stmts])
     except Exception:
         conn.execute("ROLLBACK TO fold")
+        if folded.one_by_one is not None:  # statements of fold_many: fold the events one by one to find the culprit
+            folded = folded.one_by_one()
         failure = _one_by_one(conn, folded.batches)
         conn.execute("RELEASE fold")
         return failure or folded.failure

@@ -24,6 +24,15 @@ EVENT_JSON = (
     "coalesce(new_value, 'null'), meta)"
 )
 
+# A page of events as one value: their EVENT_JSON objects joined by U+001F, which JSON text never holds unescaped
+# (control characters inside strings are escaped), so frames are cut and joined in C (bytes.split and join) rather
+# than per event in Python. The aggregate reads the ordered LIMIT subquery in its order (SQLite keeps the ORDER BY
+# of a subquery that has a LIMIT); from SQLite 3.44 the aggregate's own ORDER BY states it.
+EVENT_SEPARATOR = b"\x1f"
+_JOINED = "group_concat(body, char(31) ORDER BY seq)" if sqlite3.sqlite_version_info >= (3, 44) else (
+    "group_concat(body, char(31))"
+)
+
 # The head is the last event, or the offset the compacted prefix ends at when no event is left above it (a replay
 # that stops at the floor).
 HEAD = (
@@ -177,6 +186,12 @@ def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns:
     hint = " NOT INDEXED" if len(f.scopes) + len(f.item_scopes) > 1 else ""
     params.append(limit)
     return f"SELECT {columns} FROM events{hint} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params
+
+
+def events_json_page(f: Filter, after: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
+    """:func:`events_page` as one row ``(count, last offset, the event JSON objects joined by EVENT_SEPARATOR)``."""
+    inner, params = events_page(f, after, upto, limit, columns=f"seq, {EVENT_JSON} AS body")
+    return f"SELECT count(*), max(seq), CAST({_JOINED} AS BLOB) FROM ({inner})", params
 
 
 def head(conn: sqlite3.Connection) -> int:

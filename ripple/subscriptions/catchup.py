@@ -29,10 +29,20 @@ class Page:
         self.covered = covered
 
 
-async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, *, as_json: bool = False) -> Page:
-    """Rows ``EVENT_COLUMNS`` (or ``(seq, event JSON text)`` with ``as_json``) after ``after``, up to ``upto``."""
-    columns = f"seq, {sql.EVENT_JSON}" if as_json else sql.EVENT_COLUMNS
-    query, params = sql.events_page(f, after, upto, limit, columns=columns)
+class JoinedPage:
+    """Every matching event in (after, ``covered``]: ``count`` event JSON objects joined by ``sql.EVENT_SEPARATOR``."""
+
+    __slots__ = ("count", "covered", "joined")
+
+    def __init__(self, count: int, joined: bytes, covered: int) -> None:
+        self.count = count
+        self.joined = joined
+        self.covered = covered
+
+
+async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int) -> Page:
+    """Rows ``EVENT_COLUMNS`` after ``after``, up to ``upto``."""
+    query, params = sql.events_page(f, after, upto, limit)
     async with store.reader.connection("log") as conn:
         # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
         # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.
@@ -42,6 +52,18 @@ async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, 
     store.check_read(after, "after", f.kind)
     covered = upto if len(rows) < limit else int(rows[-1][0])
     return Page(rows, covered)
+
+
+async def read_joined_page(store: Store, f: Filter, after: int, upto: int, limit: int) -> JoinedPage:
+    """Like :func:`read_page`, as the event JSON that SQLite builds and joins (``sql.events_json_page``): a page
+    costs Python one row, however many events it holds."""
+    query, params = sql.events_json_page(f, after, upto, limit)
+    async with store.reader.connection("log") as conn:
+        rows = list(await conn.execute_fetchall(query, params))  # one hop, as in read_page
+    store.check_read(after, "after", f.kind)  # as in read_page: a compaction may have cut this range meanwhile
+    count, last, joined = rows[0]
+    covered = upto if count < limit else int(last)
+    return JoinedPage(count, joined or b"", covered)
 
 
 async def read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
