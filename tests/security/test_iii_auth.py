@@ -105,10 +105,10 @@ async def test_worker_calls_are_checked_and_carry_the_actor(secured: Setup) -> N
         assert refused["error"] is not None
         await worker.trigger("t1", "state", "f", {"scope": "secret"})
         result = await worker.expect(lambda f: f.get("type") == "triggerregistrationresult" and f.get("id") == "t1")
-        assert result["error"]["code"] == "forbidden"
+        assert result["error"]["code"] == "FORBIDDEN"
         await worker.trigger("t2", "state", "f", {})
         result = await worker.expect(lambda f: f.get("type") == "triggerregistrationresult" and f.get("id") == "t2")
-        assert result["error"]["code"] == "forbidden"  # every scope: admin only
+        assert result["error"]["code"] == "FORBIDDEN"  # every scope: admin only
     finally:
         await worker.close()
     events = await secured.store.read_events(0, 100, kind="all")
