@@ -93,6 +93,7 @@ def test_auth_results_take_the_engines_defaults() -> None:
     result = parse_auth_result(dumped)
     assert result.allowed_functions == ["a"] and result.allowed_trigger_types is None
     assert result.context == {"user_id": "u"} and result.allow_trigger_type_registration
+    bad: Any
     for bad in (None, "yes", {"allowed_functions": "a"}, {"context": []}):
         with pytest.raises(ValueError):
             parse_auth_result(bad)
