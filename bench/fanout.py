@@ -1,15 +1,20 @@
-"""Fan-out and catch-up: ripple's /v1/subscribe side by side with a bare ``websockets`` server, in one run.
+"""Fan-out and catch-up: ripple's ``/v1/subscribe`` side by side with a bare ``websockets`` server, in one run.
 
-    python bench/fanout.py [--subscribers 1000] [--seconds 4] [--rates 50,100,1000] [--catchup 500000]
+    python bench/fanout.py [--subscribers 1000] [--seconds 5] [--rates 50,100,200] [--catchup 500000]
+                           [--rounds 3] [--pin] [--durability full] [--quick]
 
-1. Live fan-out: N subscribers on one scope (clients in a separate process). The server writes at a fixed rate
-   (``store.set`` on uvicorn ``websockets-sansio``) or, for the bare server, broadcasts the same event frames with
-   ``websockets.broadcast``. Latency = receipt time - the time the write was issued (so it includes the commit);
-   p50/p99 over every delivery; delivered events/s = all deliveries / the window.
-2. Catch-up: one client reads a log of K events with ``batch=100`` vs a bare ``websockets`` loop sending the same
-   packed frames. Events/s at the client.
+1. Live fan-out: N subscribers on one scope, in a separate client process (``bench/wsclient.py``: raw asyncio
+   protocols and one msgspec decode per frame, so the load generator is not the bottleneck). The server writes at a
+   fixed rate — ripple: ``store.set`` (durability ``full``, as ``ripple serve``) on Litestar + uvicorn
+   ``websockets-sansio``; bare: ``websockets.broadcast`` of the same event frames. Latency = receipt time - the time
+   the write was issued (so ripple's includes the commit); p50/p99 over every delivery.
+2. Catch-up: one client reads K events with ``batch=100`` from ripple, and from a bare ``websockets`` loop sending
+   the same packed frames, pre-encoded. Events/s at the client; ratio ripple / bare.
 
-Everything runs on 127.0.0.1; every process started here is stopped before exit.
+Both servers run in this process on the same event loop (uvloop when installed). With ``--pin`` this process runs on
+CPU 0 and the clients on CPU 1 (``sched_setaffinity``), so server and clients do not share a core. Rounds alternate
+ripple and bare; medians are printed. Everything binds 127.0.0.1 and every process started here is stopped before
+exit.
 """
 
 from __future__ import annotations
@@ -20,27 +25,32 @@ import json
 import logging
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec
 import uvicorn
 from litestar import Litestar
-from websockets.asyncio.client import connect
 from websockets.asyncio.server import broadcast, serve
 
 from ripple import Set, Store
 from ripple.core.events import Event
+from ripple.http.serve import loop_factory
 from ripple.http.ws import close_subscribers, websocket_handlers
 from ripple.wire import event_body, event_frame, events_frame
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import record
+
 logging.getLogger("websockets").setLevel(logging.WARNING)
+CLIENT = Path(__file__).with_name("wsclient.py")
 
 
 def raise_nofile() -> None:
@@ -48,116 +58,46 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
 
 
-# ---- client process ---------------------------------------------------------------------------------------------
+def pin(cpu: int) -> Callable[[], None] | None:
+    def apply() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    return apply
 
 
-class _T(msgspec.Struct):
-    t: float = 0.0
-
-
-class _Ev(msgspec.Struct):
-    new_value: _T | None = None
-
-
-class _Frame(msgspec.Struct):
-    type: str
-    new_value: _T | None = None
-    events: list[_Ev] = []
-
-
-_decode = msgspec.json.Decoder(_Frame).decode
-
-
-async def client_main(url: str, n: int, mode: str) -> None:
-    raise_nofile()
-    if mode == "catchup":
-        await catchup_client(url)
-        return
-    lat: list[float] = []
-    conns = []
-    for start in range(0, n, 100):
-        conns += await asyncio.gather(
-            *(connect(url, max_size=None, compression=None, open_timeout=60) for _ in range(start, min(n, start + 100)))
-        )
-    if mode == "live-ripple":  # wait until every subscription is live (hello, then live)
-        for ws in conns:
-            for _ in range(2):
-                await ws.recv()
-    print("ready", flush=True)
-    stop = asyncio.Event()
-
-    async def reader(ws: Any) -> None:
-        try:
-            async for message in ws:
-                now = time.time()
-                f = _decode(message)
-                if f.type == "event" and f.new_value is not None:
-                    lat.append(now - f.new_value.t)
-                elif f.type == "events":
-                    lat.extend(now - e.new_value.t for e in f.events if e.new_value is not None)
-                elif f.type == "stop":
-                    return
-        except Exception:
-            return
-
-    tasks = [asyncio.create_task(reader(ws)) for ws in conns]
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "stop" from the parent
-    del line
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    lat = [x for x in lat if x >= 0]
-    print(json.dumps({"n": len(lat), "p50": _pct(lat, 50), "p99": _pct(lat, 99)}), flush=True)
-    for ws in conns:
-        ws.transport.abort()
-
-
-async def catchup_client(url: str) -> None:
-    decode = msgspec.json.Decoder(dict[str, Any]).decode  # a real client decodes the events
-    started = time.perf_counter()
-    n = 0
-    async with connect(url, max_size=None, compression=None) as ws:
-        async for message in ws:
-            frame = decode(message)
-            kind = frame["type"]
-            if kind == "events":
-                n += len(frame["events"])
-            elif kind == "event":
-                n += 1
-            elif kind in ("live", "end"):
-                break
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"events": n, "seconds": elapsed}), flush=True)
-
-
-def _pct(values: list[float], p: int) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
-
-
-def spawn_clients(url: str, n: int, mode: str) -> subprocess.Popen[str]:
+def spawn_client(args: list[str], cpu: int | None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, __file__, "--client", url, "--subscribers", str(n), "--mode", mode],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+        [sys.executable, str(CLIENT), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=None if cpu is None else pin(cpu),
+    )  # fmt: skip
+
+
+async def read_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    return (await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)).strip()
+
+
+async def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdin is not None
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
+    line = await read_line(proc)
+    proc.wait(timeout=30)
+    result: dict[str, Any] = json.loads(line)
+    return result
 
 
 # ---- servers ----------------------------------------------------------------------------------------------------
 
 
-async def start_ripple(path: Path) -> tuple[Store, uvicorn.Server, asyncio.Task[None], int]:
-    store = await Store.open(path, durability="normal")
+async def start_ripple(path: Path, durability: str = "full") -> tuple[Store, uvicorn.Server, asyncio.Task[None], int]:
+    store = await Store.open(path, durability=durability)
     app = Litestar(route_handlers=websocket_handlers())
     app.state.store = store
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, ws="websockets-sansio", ws_per_message_deflate=False,
         lifespan="off", log_level="warning", backlog=4096,
-    )
+    )  # fmt: skip
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
@@ -179,158 +119,231 @@ def frame_for(i: int) -> bytes:
     return event_frame(event_body(ev))
 
 
-async def paced(rate: int, seconds: float, fire: Any) -> int:
+async def paced(rate: int, seconds: float, fire: Callable[[int], None]) -> int:
     """Call ``fire(i)`` ``rate`` times a second for ``seconds``; returns how many."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     total = int(rate * seconds)
     for i in range(total):
-        due = start + i / rate
-        delay = due - loop.time()
+        delay = start + i / rate - loop.time()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # sleep-ok: pacing the writes is what this benchmark does
         fire(i)
     return total
 
 
-async def wait_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    return (await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)).strip()
+async def drain(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # sleep-ok: let the last deliveries arrive before the clients stop counting
 
 
-async def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdin is not None
-    proc.stdin.write("stop\n")
-    proc.stdin.flush()
-    line = await wait_line(proc)
-    proc.wait(timeout=30)
-    result: dict[str, Any] = json.loads(line)
-    return result
-
-
-async def live_ripple(n: int, rate: int, seconds: float, tmp: Path) -> dict[str, Any]:
-    store, server, task, port = await start_ripple(tmp / f"live-{rate}.db")
-    proc = spawn_clients(f"ws://127.0.0.1:{port}/v1/subscribe?scope=bench&batch=100", n, "live-ripple")
+async def live_ripple(n: int, rate: int, seconds: float, tmp: Path, cpu: int | None, durability: str
+                      ) -> dict[str, Any]:
+    store, server, task, port = await start_ripple(tmp / f"live-{rate}-{time.monotonic_ns()}.db", durability)
+    proc = spawn_client(["live", f"ws://127.0.0.1:{port}/v1/subscribe?scope=bench&batch=100", str(n)], cpu)
     try:
-        assert await wait_line(proc) == "ready"
-        pending: set[asyncio.Task[Any]] = set()
+        assert await read_line(proc) == "ready"
+        pending: set[asyncio.Future[Any]] = set()
+        commits: list[float] = []  # issue -> acknowledged: the server's own part of a delivery's latency
+
+        async def write(i: int) -> None:
+            t = time.time()
+            await store.set("bench", f"k{i % 100}", {"t": t, "i": i})
+            commits.append(time.time() - t)
 
         def fire(i: int) -> None:
-            t = asyncio.ensure_future(store.set("bench", f"k{i % 100}", {"t": time.time(), "i": i}))
+            t = asyncio.ensure_future(write(i))
             pending.add(t)
             t.add_done_callback(pending.discard)
 
-        started = time.perf_counter()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         total = await paced(rate, seconds, fire)
         await asyncio.gather(*pending)
-        await asyncio.sleep(1.5)  # let deliveries drain before the clients stop counting
-        elapsed = time.perf_counter() - started
+        await drain(1.0)
         result = await finish(proc)
-        result["writes"] = total
-        result["rate"] = result["n"] / elapsed
-        result["overflows"] = store.counters["subscriber_overflows"]
+        commits.sort()
+        result.update(writes=total, server_cpu=(time.process_time() - cpu0) / (time.perf_counter() - wall0),
+                      commit_p99=commits[int(len(commits) * 0.99)] * 1000,
+                      overflows=store.counters["subscriber_overflows"])
         return result
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         await stop_ripple(store, server, task)
 
 
-async def live_bare(n: int, rate: int, seconds: float) -> dict[str, Any]:
+async def live_bare(n: int, rate: int, seconds: float, cpu: int | None) -> dict[str, Any]:
     async def handler(ws: Any) -> None:
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0, compression=None, backlog=4096) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        proc = spawn_clients(f"ws://127.0.0.1:{port}/", n, "live")
+        proc = spawn_client(["live", f"ws://127.0.0.1:{port}/", str(n)], cpu)
         try:
-            assert await wait_line(proc) == "ready"
-            started = time.perf_counter()
+            assert await read_line(proc) == "ready"
+            while len(server.connections) < n:  # noqa: ASYNC110 - the client said ready; the server may lag a tick
+                await asyncio.sleep(0.01)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
             total = await paced(rate, seconds, lambda i: broadcast(server.connections, frame_for(i).decode()))
-            await asyncio.sleep(1.5)
-            elapsed = time.perf_counter() - started
+            await drain(1.0)
             result = await finish(proc)
-            result["writes"] = total
-            result["rate"] = result["n"] / elapsed
+            result.update(writes=total, server_cpu=(time.process_time() - cpu0) / (time.perf_counter() - wall0))
             return result
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
 
 
-async def catchup_ripple(count: int, tmp: Path) -> tuple[dict[str, Any], list[bytes]]:
-    store, server, task, port = await start_ripple(tmp / "catchup.db")
-    try:
+async def fill(path: Path, count: int) -> list[bytes]:
+    """Write ``count`` events; return the packed frames a catch-up with batch=100 carries (for the bare loop)."""
+    async with Store.open(path, durability="normal") as store:
         for start in range(0, count, 1000):
             await store.batch(
                 [Set("bench", f"k{i % 1000}", {"i": i, "name": f"item {i}", "done": i % 2 == 0})
                  for i in range(start, min(count, start + 1000))]
-            )
-        # the same packed frames for the bare loop, built from the stored events
+            )  # fmt: skip
         events: list[Event] = []
         after = 0
         while after < count:
             page = await store.read_events(after=after, limit=10_000, scopes=["bench"])
             events += page
             after = page[-1].offset
-        frames = [events_frame([event_body(e) for e in events[i:i + 100]]) for i in range(0, len(events), 100)]
-        proc = spawn_clients(f"ws://127.0.0.1:{port}/v1/subscribe?scope=bench&after=0&batch=100", 1, "catchup")
-        line = await wait_line(proc)
+    return [events_frame([event_body(e) for e in events[i : i + 100]]) for i in range(0, len(events), 100)]
+
+
+async def catchup_ripple(path: Path, cpu: int | None) -> dict[str, Any]:
+    store, server, task, port = await start_ripple(path)
+    try:
+        cpu0 = time.process_time()
+        proc = spawn_client(["catchup", f"ws://127.0.0.1:{port}/v1/subscribe?scope=bench&after=0&batch=100"], cpu)
+        line = await read_line(proc)
         proc.wait(timeout=30)
-        return json.loads(line), frames
+        result: dict[str, Any] = json.loads(line)
+        result["server_cpu_us"] = (time.process_time() - cpu0) / result["events"] * 1e6
+        return result
     finally:
         await stop_ripple(store, server, task)
 
 
-async def catchup_bare(frames: list[bytes]) -> dict[str, Any]:
+async def catchup_bare(frames: list[bytes], cpu: int | None) -> dict[str, Any]:
+    texts = [f.decode() for f in frames]
+
     async def handler(ws: Any) -> None:
-        for f in frames:
-            await ws.send(f.decode())
+        for f in texts:
+            await ws.send(f)
         await ws.send('{"type":"end"}')
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        proc = spawn_clients(f"ws://127.0.0.1:{port}/", 1, "catchup")
-        line = await wait_line(proc)
+        cpu0 = time.process_time()
+        proc = spawn_client(["catchup", f"ws://127.0.0.1:{port}/"], cpu)
+        line = await read_line(proc)
         proc.wait(timeout=30)
         result: dict[str, Any] = json.loads(line)
+        result["server_cpu_us"] = (time.process_time() - cpu0) / result["events"] * 1e6
         return result
+
+
+# ---- driver -----------------------------------------------------------------------------------------------------
+
+
+async def alternate(rounds: int, a: Callable[[], Awaitable[dict[str, Any]]],
+                    b: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ra, rb = [], []
+    for _ in range(rounds):
+        ra.append(await a())
+        rb.append(await b())
+    return ra, rb
+
+
+def med(rs: list[dict[str, Any]], k: str) -> float:
+    return statistics.median(r[k] for r in rs)
 
 
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
-    rates = [int(r) for r in args.rates.split(",")]
-    print(f"fan-out: {args.subscribers} subscribers on one scope, {args.seconds:g} s per rate "
-          f"(cpu count {os.cpu_count()}; clients in a separate process)")
-    print(f"{'rate/s':>7} | {'ripple p50':>10} {'p99':>8} {'deliv/s':>9} | {'bare p50':>9} {'p99':>8} {'deliv/s':>9}"
-          f" | ratio")
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if args.pin and len(cpus) >= 2 else (None, None)
+    if server_cpu is not None:
+        os.sched_setaffinity(0, {server_cpu})
+    rates = [int(r) for r in args.rates.split(",") if r]
+    placement = (f"server on CPU {server_cpu}, clients on CPU {client_cpu}" if server_cpu is not None
+                 else "server and clients unpinned")
+    print(f"{os.cpu_count()} cores ({placement}), load {os.getloadavg()[0]:.1f}; {args.subscribers} subscribers on "
+          f"one scope, {args.seconds:g} s per run, {args.rounds} rounds, medians; ripple writes with durability "
+          f"{args.durability}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if rates:
+            print("\n| writes/s | ripple p50 / p99 ms | of which commit p99 | ripple deliveries/s | bare p50 / p99 ms "
+                  "| bare deliveries/s | ratio | server CPU ripple / bare | client CPU |")
+            print("|---:|---|---:|---:|---|---:|---:|---|---|")
         for rate in rates:
-            r = await live_ripple(args.subscribers, rate, args.seconds, tmp)
-            b = await live_bare(args.subscribers, rate, args.seconds)
-            print(f"{rate:>7} | {r['p50']:>8.1f}ms {r['p99']:>6.1f}ms {r['rate']:>9,.0f} | {b['p50']:>7.1f}ms "
-                  f"{b['p99']:>6.1f}ms {b['rate']:>9,.0f} | {r['rate'] / b['rate']:.2f}x"
-                  f"  (expected {r['writes'] * args.subscribers:,}; ripple got {r['n']:,}, bare {b['n']:,};"
-                  f" overflows {r['overflows']})", flush=True)
-        c, frames = await catchup_ripple(args.catchup, tmp)
-        bc = await catchup_bare(frames)
-        rr, br = c["events"] / c["seconds"], bc["events"] / bc["seconds"]
-        print(f"catch-up of {args.catchup:,} events, batch=100: ripple {rr:,.0f} events/s ({c['seconds']:.2f} s), "
-              f"bare loop {br:,.0f} events/s ({bc['seconds']:.2f} s): {rr / br:.2f}x")
+            rs, bs = await alternate(
+                args.rounds,
+                lambda rate=rate: live_ripple(args.subscribers, rate, args.seconds, tmp, client_cpu,  # type: ignore[misc]
+                                              args.durability),
+                lambda rate=rate: live_bare(args.subscribers, rate, args.seconds, client_cpu),  # type: ignore[misc]
+            )
+            expected = rs[0]["writes"] * args.subscribers
+            window = args.seconds + 1.0
+            r_rate, b_rate = med(rs, "n") / window, med(bs, "n") / window
+            missing = max(expected - r["n"] for r in rs)
+            p99 = med(rs, "p99")
+            record(args.summary, f"fan-out, {args.subscribers:,} subscribers, {rate} writes/s ({placement})",
+                   f"p99 {p99:.1f} ms (bare {med(bs, 'p99'):.1f} ms), deliveries {r_rate:,.0f}/s vs {b_rate:,.0f}/s",
+                   r_rate / b_rate, "p99 < 50 ms" if rate >= 200 else "—", p99 < 50 if rate >= 200 else None)
+            print(f"| {rate} | {med(rs, 'p50'):.1f} / {med(rs, 'p99'):.1f} | {med(rs, 'commit_p99'):.1f} | "
+                  f"{r_rate:,.0f} | {med(bs, 'p50'):.1f} / {med(bs, 'p99'):.1f} | {b_rate:,.0f} | "
+                  f"{r_rate / b_rate:.2f}x | {med(rs, 'server_cpu'):.0%} / {med(bs, 'server_cpu'):.0%} | "
+                  f"{med(rs, 'client_cpu'):.0%} / {med(bs, 'client_cpu'):.0%} |"
+                  f"  (expected {expected:,} per run; ripple short by at most "
+                  f"{missing:,}; overflows {max(r['overflows'] for r in rs)})", flush=True)
+        if args.catchup:
+            frames = await fill(tmp / "catchup.db", args.catchup)
+            cs, bcs = await alternate(
+                args.rounds,
+                lambda: catchup_ripple(tmp / "catchup.db", client_cpu),
+                lambda: catchup_bare(frames, client_cpu),
+            )
+            ratios = [c["events"] / c["seconds"] / (b["events"] / b["seconds"]) for c, b in zip(cs, bcs, strict=True)]
+            rr = statistics.median(c["events"] / c["seconds"] for c in cs)
+            br = statistics.median(b["events"] / b["seconds"] for b in bcs)
+            each = ", ".join(f"{x:.2f}" for x in ratios)
+            ratio = statistics.median(ratios)
+            record(args.summary, f"packed catch-up, batch=100, {args.catchup:,} events",
+                   f"{rr:,.0f} vs {br:,.0f} events/s (bare websockets loop, same frames)", ratio, ">= 0.6x",
+                   ratio >= 0.6)
+            print(f"\ncatch-up of {args.catchup:,} events, batch=100: ripple {rr:,.0f} events/s, bare loop "
+                  f"{br:,.0f} events/s: {statistics.median(ratios):.2f}x (rounds {each}); target >= 0.6x; server CPU "
+                  f"per event ripple {med(cs, 'server_cpu_us'):.2f} µs, bare {med(bcs, 'server_cpu_us'):.2f} µs; "
+                  f"client CPU per event {med(cs, 'client_cpu_us'):.2f} µs")
+    print(f"\nload after: {os.getloadavg()[0]:.1f}")
+
+
+def run(args: argparse.Namespace) -> None:
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        runner.run(main(args))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rates", default="50,100,1000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", default="50,100,200")
     parser.add_argument("--catchup", type=int, default=500_000)
-    parser.add_argument("--client")
-    parser.add_argument("--mode", default="live")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pin", action="store_true",
+                        help="server on one CPU, clients on another (on a machine shared with other work, this can "
+                             "lengthen the tails: the server may no longer move to an idle core)")
+    parser.add_argument("--summary", help=argparse.SUPPRESS)
+    parser.add_argument("--durability", choices=["full", "normal"], default="full",
+                        help="of ripple's writes in the live runs (full: each commit waits for fsync)")
+    parser.add_argument("--quick", action="store_true",
+                        help="100 subscribers, 2 s, 200 writes/s, 20k catch-up, 1 round")
     ns = parser.parse_args()
-    if ns.client:
-        asyncio.run(client_main(ns.client, ns.subscribers, ns.mode))
-    else:
-        asyncio.run(main(ns))
+    if ns.quick:
+        ns.subscribers, ns.seconds, ns.rates, ns.catchup, ns.rounds = 100, 2.0, "200", 20_000, 1
+    run(ns)

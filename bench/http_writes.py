@@ -1,12 +1,16 @@
 """HTTP write throughput: ripple ``PUT`` (durable) vs a Litestar hello-world POST vs a naive aiosqlite handler.
 
-    python bench/http_writes.py [--seconds 10] [--connections 64]
-    python bench/http_writes.py --metrics      # what /metrics and request counting cost a PUT (issue 17)
+    python bench/http_writes.py [--seconds 5] [--connections 64] [--rounds 3] [--stack fast,pure]
+    python bench/http_writes.py --metrics      # what /metrics and request counting cost a PUT
 
-Every server runs in its own process on uvicorn with the same settings (one worker, default HTTP implementation,
-no access log, log level warning) on 127.0.0.1. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a
-separate process: one thread, N keep-alive connections, a Lua script per target. Printed side by side: requests/s,
-p50/p99 latency, non-2xx answers, and the ratios ripple PUT / hello POST and ripple PUT / naive insert+commit.
+Every server runs in its own process on uvicorn with the same settings (one worker, no access log, log level
+warning) on 127.0.0.1, and on the same stack: ``fast`` = uvloop + httptools (uvicorn[standard]'s loop and parser),
+``pure`` = asyncio's loop + h11. The load generator is ``wrk`` (Debian: ``apt-get install wrk``), a separate process:
+one thread, N keep-alive connections, a Lua script per target. Targets run in turn, round after round, so each
+ratio compares runs made a few seconds apart; printed: the median requests/s and latencies of each target, and the
+median over rounds of each round's ratio ripple PUT / hello POST and ripple PUT / naive insert+commit. Each
+server's CPU per request (user + system, every thread, from /proc) is printed too, with its ratio: what a CPU-bound
+run would show, steadier than requests/s on a shared machine.
 
 Targets:
   hello        Litestar POST /hello: reads the body, answers a small JSON object (Litestar's floor)
@@ -25,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import record  # noqa: E402
+
 BODY = '{"title":"buy milk","completed":false,"n":42}'
 
 LUA_POST = """
@@ -99,11 +107,15 @@ def naive_app(db: str) -> Any:
     return Litestar([insert], on_startup=[open_db], on_shutdown=[close_db], logging_config=None)
 
 
-def serve_comparison(kind: str, port: int, db: str) -> None:
+STACKS = {"fast": ("uvloop", "httptools"), "pure": ("asyncio", "h11")}
+
+
+def serve_comparison(kind: str, port: int, db: str, stack: str) -> None:
     import uvicorn
 
+    loop, http = STACKS[stack]
     app = hello_app() if kind == "hello" else naive_app(db)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=loop, http=http)
 
 
 # ---- driver ------------------------------------------------------------------------------------------------------
@@ -129,16 +141,18 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
     raise RuntimeError("server did not start")
 
 
-def start(target: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start(target: str, port: int, workdir: Path, stack: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    db = workdir / f"{target}-{port}.db"
     if target.startswith("ripple"):
         durability = "normal" if "normal" in target else "full"
-        db = workdir / f"{target}-{time.monotonic_ns()}.db"
-        cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability]
+        loop, http = STACKS[stack]
+        cmd = [sys.executable, "-m", "ripple", "serve", str(db), "--port", str(port), "--durability", durability,
+               "--loop", loop, "--http", http]
         if target.endswith("nometrics"):
             cmd.append("--no-metrics")
     else:
-        cmd = [sys.executable, __file__, "--serve", target, str(port), str(workdir / f"{target}.db")]
+        cmd = [sys.executable, __file__, "--serve", target, str(port), str(db), stack]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, proc)
     return proc
@@ -168,16 +182,17 @@ def run_wrk(port: int, lua: str, seconds: int, connections: int, workdir: Path) 
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # the latency distribution's lines ("     50%    7.21ms"), not a "+/- Stdev" figure that ends in 50%
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0, "sockerr": bool(errors)}
 
 
-def bench(target: str, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
+def bench(target: str, seconds: int, connections: int, workdir: Path, stack: str) -> dict[str, float]:
     port = free_port()
-    proc = start(target, port, workdir)
+    proc = start(target, port, workdir, stack)
     try:
         if target == "hello":
             lua = LUA_POST % {"body": BODY, "path": "/hello"}
@@ -192,19 +207,34 @@ def bench(target: str, seconds: int, connections: int, workdir: Path) -> dict[st
             lua = LUA_GET
         else:
             lua = LUA_PUT % {"body": BODY}
-        return run_wrk(port, lua, seconds, connections, workdir)
+        cpu0 = process_cpu(proc.pid)
+        result = run_wrk(port, lua, seconds, connections, workdir)
+        result["cpu_us"] = (process_cpu(proc.pid) - cpu0) / max(1.0, result["rps"] * seconds) * 1e6
+        return result
     finally:
         stop(proc)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+TARGETS = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
+
+
 def metrics_cost(seconds: int, connections: int, rounds: int) -> None:
     """ripple PUT (durability normal: the CPU, not the disk's fsync, is the limit, so a per-request cost shows) with
-    and without --no-metrics, alternating; the best of each and the ratio."""
+    and without --no-metrics, alternating, on the fast stack; the best of each and the ratio."""
     rates: dict[str, list[float]] = {"ripple-put-normal-nometrics": [], "ripple-put-normal": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(rounds):
             for target, runs in rates.items():
-                r = bench(target, seconds, connections, Path(tmp))
+                r = bench(target, seconds, connections, Path(tmp), "fast")
                 runs.append(r["rps"])
                 print(f"  ran {target}: {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms", file=sys.stderr, flush=True)
     off, on = max(rates["ripple-put-normal-nometrics"]), max(rates["ripple-put-normal"])
@@ -215,38 +245,73 @@ def metrics_cost(seconds: int, connections: int, rounds: int) -> None:
     print(f"with / without           {on / off:>8.3f}")
 
 
+def run_stack(stack: str, rounds: int, seconds: int, connections: int, targets: list[str], summary: str | None
+              ) -> None:
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(rounds):
+            for target in targets:
+                r = bench(target, seconds, connections, Path(tmp), stack)
+                runs[target].append(r)
+                print(f"  [{stack} round {n + 1}/{rounds}] {target}: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+    loop, http = STACKS[stack]
+    print(f"\nstack {stack} ({loop} + {http}): wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds, uvicorn one "
+          f"worker, 127.0.0.1, {os.cpu_count()} cores; medians over rounds\n")
+    print("| target | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/request |\n|---|---:|---:|---:|---:|---:|")
+    for target, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "non2xx", "cpu_us")}
+        print(f"| {target} | {med['rps']:,.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['non2xx']:.0f} | "
+              f"{med['cpu_us']:.0f} |")
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True))
+
+    def rounds_of(a: str, b: str) -> str:
+        return ", ".join(f"{x['rps'] / y['rps']:.2f}" for x, y in zip(runs[a], runs[b], strict=True))
+
+    print()
+    for a, b, label, target in (("ripple-put", "hello", "ripple PUT (full) / hello POST", 0.8),
+                                ("ripple-put", "naive", "ripple PUT (full) / naive insert", 1.5),
+                                ("ripple-put-normal", "hello", "ripple PUT (normal) / hello POST", None),
+                                ("ripple-get", "hello", "ripple GET / hello POST", None)):
+        if a not in runs or b not in runs:
+            continue
+        r = ratio(a, b)
+        goal = "" if target is None else f"   target >= {target}x"
+        cpu = statistics.median(y["cpu_us"] / x["cpu_us"] for x, y in zip(runs[a], runs[b], strict=True)
+                                if x["cpu_us"] > 0)
+        print(f"{label:<34} = {r:.2f}x (rounds: {rounds_of(a, b)}){goal}; CPU per request ratio {cpu:.2f}x")
+        if target is not None:
+            rps = statistics.median(x["rps"] for x in runs[a])
+            base = statistics.median(x["rps"] for x in runs[b])
+            record(summary, f"REST PUT, {connections} keep-alive connections, {loop} + {http}",
+                   f"{rps:,.0f} vs {base:,.0f} req/s ({b})", r, f">= {target}x", r >= target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "DB"), help=argparse.SUPPRESS)
-    parser.add_argument("--metrics", action="store_true", help="only ripple PUT with and without metrics")
-    parser.add_argument("--rounds", type=int, default=3, help="with --metrics: alternating rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stack", default="fast,pure", help="comma-separated: fast (uvloop+httptools), pure")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, of: " + ", ".join(TARGETS))
+    parser.add_argument("--quick", action="store_true", help="2 s per target, 1 round, fast stack, PUT and peers")
+    parser.add_argument("--summary", help=argparse.SUPPRESS)
+    parser.add_argument("--metrics", action="store_true", help="only ripple PUT (normal) with and without metrics")
+    parser.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "DB", "STACK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_comparison(args.serve[0], int(args.serve[1]), args.serve[2])
+        serve_comparison(args.serve[0], int(args.serve[1]), args.serve[2], args.serve[3])
         return
     if shutil.which("wrk") is None:
         sys.exit("this benchmark drives load with wrk: apt-get install wrk")
     if args.metrics:
         metrics_cost(args.seconds, args.connections, args.rounds)
         return
-    targets = ["hello", "naive", "ripple-put", "ripple-put-normal", "ripple-get"]
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for target in targets:
-            results[target] = bench(target, args.seconds, args.connections, Path(tmp))
-            r = results[target]
-            print(f"  ran {target}: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
-    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, uvicorn one worker, 127.0.0.1, {os.cpu_count()} cores\n")
-    print(f"{'target':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    for target, r in results.items():
-        print(f"{target:<20}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['non2xx']:>10.0f}")
-    put, hello, naive = results["ripple-put"]["rps"], results["hello"]["rps"], results["naive"]["rps"]
-    print(f"\nripple PUT (full) / hello POST      = {put / hello:.2f}x   (target >= 0.75x)")
-    print(f"ripple PUT (full) / naive insert    = {put / naive:.2f}x   (target >= 1.1x)")
-    print(f"ripple PUT (normal) / hello POST    = {results['ripple-put-normal']['rps'] / hello:.2f}x")
-    print(f"ripple GET / hello POST             = {results['ripple-get']['rps'] / hello:.2f}x")
+    if args.quick:
+        args.seconds, args.rounds, args.stack, args.targets = 2, 1, "fast", "hello,naive,ripple-put"
+    for stack in args.stack.split(","):
+        run_stack(stack, args.rounds, args.seconds, args.connections, args.targets.split(","), args.summary)
 
 
 if __name__ == "__main__":

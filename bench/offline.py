@@ -66,7 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="20,000 events over 1,000 keys")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.keys = 20_000, 1_000
     n = args.events
     data = make_jsonl(n, args.keys)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +88,7 @@ def main() -> None:
         def run_export() -> None:
             conn = offline.open_readonly(path)
             with open(os.devnull, "wb") as sink:
-                for line in offline.event_lines(offline.iter_rows(conn)):
+                for line in offline.event_lines(conn):
                     sink.write(line + b"\n")
             conn.close()
 

@@ -198,14 +198,15 @@ def tracked(label: str, total: int | Callable[[], int | None] | None = None) -> 
 
 @main.command("log")
 @db_option
-@click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, help="Only events after N.")
+@click.option("--after", type=click.IntRange(min=0), default=None,
+              help="Only events after N (default: the whole log, from its earliest offset).")
 @click.option("--scope", "scopes", multiple=True, help="Only these scopes (repeatable).")
 @click.option("--key", "keys", multiple=True, help="Only these keys (repeatable).")
 @click.option("--kind", type=KINDS, default="all", show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are committed.")
 @click.option("--actor", default=None, metavar="NAME", help="Only events written with this token (meta.actor).")
-def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, ...], kind: str, follow: bool,
-                actor: str | None) -> None:
+def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple[str, ...], kind: str,
+                follow: bool, actor: str | None) -> None:
     """Print events as JSON lines.
 
     \b
@@ -215,10 +216,12 @@ def log_command(db: str, after: int, scopes: tuple[str, ...], keys: tuple[str, .
     """
     from ripple import offline
     from ripple.core.filter import Filter
-    from ripple.store import sql
+    from ripple.store import retention, sql
 
     conn = offline.open_readonly(db)
     f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
+    if after is None:
+        after = retention.read_floor(conn).for_kind(f.kind) - 1
     try:
         offline.check_after(conn, after)  # beyond the head, even --follow would skip what is written up to it
         offline.check_filter(scopes, keys)
@@ -266,6 +269,8 @@ def get_command(db: str, scope: str, key: str | None, at: int | None) -> None:
 def export_command(db: str, after: int) -> None:
     """Write every event as one JSON line (the fields of an event) to stdout.
 
+    A compacted log starts with its floor and base ({"floor": ...} and {"base": ...} lines), which import reads back.
+
     \b
     ripple export --db app.db > events.jsonl
     """
@@ -273,8 +278,9 @@ def export_command(db: str, after: int) -> None:
 
     conn = offline.open_readonly(db)
     try:
-        offline.check_after(conn, after)
-        write_lines(offline.event_lines(conn, after=after))
+        if after:  # 0: the whole log, a compacted one starting with its floor and base
+            offline.check_after(conn, after)
+        write_lines(offline.export_lines(conn, after=after))
     finally:
         conn.close()
 
@@ -346,6 +352,8 @@ def verify_command(db: str, app: str | None) -> None:
     finally:
         conn.close()
     report.checked.append("projections (" + ", ".join(p.name for p in projections) + ")")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     if skipped:  # the file holds projections no loaded code registers: say so, without failing the verify
         names = ", ".join(skipped)
         report.checked.append(f"skipped projections not loaded (pass --app): {names}")
@@ -440,6 +448,87 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     click.echo(msgspec.json.encode({"rebuilt": rebuilt}).decode())
 
 
+@main.command("compact")
+@db_option
+@click.option("--before", "before", type=int, required=True, metavar="N",
+              help="Remove the events with offsets below N (1..head), after folding them into the base snapshot.")
+@click.option("--force", is_flag=True,
+              help="Compact even past durable reaction cursors and projection checkpoints (named in the refusal).")
+@app_option
+def compact_command(db: str, before: int, force: bool, app: str | None) -> None:
+    """Remove the log below offset N, keeping the state as of N-1 as a base snapshot; then give the space back.
+
+    Time travel, verify, replay, export and projection rebuilds keep working from the base plus the events left;
+    `earliest` moves to N. Refused while a durable reaction or projection still needs those events (--force
+    overrides: those projections are rebuilt, those reactions go on from N). A file created before incremental
+    auto-vacuum is converted with one full VACUUM. Needs the writer lock (a live server compacts with
+    `ripple serve --retain-*`).
+
+    \b
+    ripple compact --db app.db --before 1000000
+    """
+    from ripple import maintenance, offline
+
+    projections = offline.load_projections(db, app)
+    with tracked("compact", None) as advance:
+        report = maintenance.compact_file(db, before, force=force, projections=projections, progress=advance)
+    click.echo(msgspec.json.encode(report).decode())
+
+
+@main.command("backup")
+@db_option
+@click.argument("out", required=False, metavar="[OUT.db]")
+@click.option("--to", "folder", metavar="DIR", help="Write a time-stamped copy into DIR instead of OUT.db.")
+@click.option("--keep", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --to: keep only the newest N backups of this database in DIR.")
+@click.option("--method", type=click.Choice(["backup", "vacuum"]), default="backup", show_default=True,
+              help="SQLite's online backup API, or VACUUM INTO (a defragmented copy).")
+def backup_command(db: str, out: str | None, folder: str | None, keep: int | None, method: str) -> None:
+    """Copy a database, live or not, to a new file: one consistent snapshot, writes never stop.
+
+    OUT.db must not exist. Copying the .db file alone (cp) while a server runs loses the commits still in its -wal
+    file: use this instead.
+
+    \b
+    ripple backup --db app.db app-backup.db
+    ripple backup --db app.db --to backups/ --keep 24     # e.g. hourly from cron
+    """
+    from ripple import maintenance
+
+    chosen: maintenance.BackupMethod = "vacuum" if method == "vacuum" else "backup"
+    if (out is None) == (folder is None):
+        raise click.UsageError("give OUT.db or --to DIR (one of them)")
+    if keep is not None and folder is None:
+        raise click.UsageError("--keep goes with --to DIR")
+    if folder is not None:
+        report = maintenance.rotate(db, folder, keep or 1_000_000, method=chosen)
+    else:
+        assert out is not None
+        report = maintenance.backup(db, out, method=chosen)
+    click.echo(msgspec.json.encode(report).decode())
+
+
+@main.command("restore")
+@click.argument("backup", metavar="BACKUP.db")
+@click.option("--db", "db", required=True, metavar="PATH", help="The new database file (must not exist).")
+def restore_command(backup: str, db: str) -> None:
+    """Copy a backup to a new database file and verify it; the file appears only if it verifies.
+
+    \b
+    ripple restore backups/app-20250101T120000Z.db --db app.db
+    """
+    from ripple import maintenance
+
+    with tracked("verify", None) as advance:
+        report = maintenance.restore(backup, db, progress=advance)
+    if not report.ok:
+        for fault in report.faults:
+            click.echo(f"FAULT [{fault.check}] {fault.message}")
+        fail(f"{backup} does not verify ({len(report.faults)} fault(s)); {db} was not created", EXIT_FAULT)
+    click.echo(msgspec.json.encode({"restored": db, "head": report.head, "events": report.events,
+                                    "keys": report.keys, "state_hash": report.state_hash}).decode())
+
+
 # ---- serve -----------------------------------------------------------------------------------------------------
 
 
@@ -483,6 +572,10 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
               help="Close a WebSocket client that does not answer a ping within this many seconds.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
               help="Seconds between subscription heartbeat frames.")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or asyncio's own.")
+@click.option("--http", type=click.Choice(["auto", "httptools", "h11"]), default="auto", show_default=True,
+              help="HTTP parser: httptools when installed (auto), or the pure-Python h11.")
 @click.option("--iii", is_flag=True, help="Also listen for iii workers (docs/iii.md).")
 @click.option("--iii-strict", is_flag=True, help="Turn off the iii compatibility rules R-3..R-5.")
 @click.option("--iii-host", default="127.0.0.1", show_default=True)
@@ -521,20 +614,27 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
               help="Close a connection idle this many seconds between requests.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=None,
               help="Answer 503 to connections beyond this many (default 10000, lowered to fit the fd limit).")
+@click.option("--retain-age", metavar="AGE", help="Compact events older than AGE (e.g. 90d, 12h).")
+@click.option("--retain-size", metavar="SIZE", help="Compact the oldest events while the file uses more than SIZE "
+              "(e.g. 2GB, 500MiB).")
+@click.option("--retain-stream-age", metavar="AGE", help="Remove stream events older than AGE (state history stays).")
+@click.option("--retain-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often the retention policy runs.")
 def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, durability: str,
                   app_spec: str | None, access_log: bool, log_format: str, log_level: str, metrics: bool,
                   proxy_headers: bool, forwarded_allow_ips: str, max_body_bytes: int, max_batch_body_bytes: int,
                   max_batch_commands: int, max_value_bytes: int, max_queue: int, subscriber_buffer_events: int,
                   subscriber_buffer_bytes: int, ws_ping_interval: float, ws_ping_timeout: float,
-                  heartbeat: float, iii: bool, iii_strict: bool, iii_host: str, iii_worker_port: int,
-                  iii_http_port: int, iii_stream_port: int, iii_rbac_port: int | None, iii_rbac_host: str | None,
-                  iii_rbac_auth_function: str | None, iii_rbac_expose: tuple[str, ...],
+                  heartbeat: float, loop: str, http: str, iii: bool, iii_strict: bool, iii_host: str,
+                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int, iii_rbac_port: int | None,
+                  iii_rbac_host: str | None, iii_rbac_auth_function: str | None, iii_rbac_expose: tuple[str, ...],
                   iii_rbac_middleware: str | None, iii_rbac_on_function_registration: str | None,
                   iii_rbac_on_trigger_registration: str | None, iii_rbac_on_trigger_type_registration: str | None,
                   auth: bool, insecure_no_auth: bool,
                   allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], cors_origins: tuple[str, ...],
                   header_timeout: float, body_timeout: float, keep_alive_timeout: float,
-                  max_connections: int | None) -> None:
+                  max_connections: int | None, retain_age: str | None, retain_size: str | None,
+                  retain_stream_age: str | None, retain_every: float) -> None:
     """Serve a database over HTTP and WebSocket (default ./ripple.db on 127.0.0.1:8000).
 
     Every option can also be set by its environment variable (shown below) or in a TOML file (--config);
@@ -552,6 +652,7 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     from ripple.http.connections import ConnectionLimits
     from ripple.http.serve import IiiOptions, LogOptions, ServeOptions, ServerLimits, run
     from ripple.iii.rbac import RbacConfig
+    from ripple.store.retention import RetentionPolicy, parse_age, parse_size
 
     if db_arg and db_opt and db_arg != db_opt:
         raise click.UsageError(f"two databases given: {db_arg} and --db {db_opt}")
@@ -559,6 +660,12 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
         iii_rbac_auth_function, expose_filters(iii_rbac_expose), iii_rbac_middleware,
         iii_rbac_on_function_registration, iii_rbac_on_trigger_registration, iii_rbac_on_trigger_type_registration))
     iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port, rbac)
+    policy = RetentionPolicy(
+        max_age_ms=None if retain_age is None else parse_age(retain_age),
+        max_bytes=None if retain_size is None else parse_size(retain_size),
+        stream_max_age_ms=None if retain_stream_age is None else parse_age(retain_stream_age),
+        interval=retain_every,
+    )
     limits = ServerLimits(max_body_bytes, max_batch_body_bytes, max_batch_commands, max_value_bytes, max_queue,
                     subscriber_buffer_events, subscriber_buffer_bytes)
     logs = LogOptions(log_format, log_level)  # type: ignore[arg-type]  # click.Choice checked them
@@ -569,7 +676,9 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                      proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips, limits=limits,
                      auth=auth, insecure_no_auth=insecure_no_auth, allow_hosts=allow_hosts,
                      allow_origins=allow_origins, cors_origins=cors_origins,
-                     connections=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections)))
+                     connections=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections),
+                     retention=policy if policy.enabled else None,
+                     loop=loop, http=http))  # type: ignore[arg-type]  # click.Choice checked the values
 
 
 def expose_filters(texts: tuple[str, ...]) -> tuple[FunctionFilter, ...]:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -20,9 +21,9 @@ import msgspec
 from ripple.core.events import Meta
 from ripple.core.filter import EVERYTHING, Filter
 from ripple.core.validate import MAX_DEPTH, check_raw_depth, validate_key, validate_name, validate_scope
-from ripple.errors import DatabaseFileError, RippleError, ValidationError
+from ripple.errors import DatabaseFileError, OffsetOutOfRangeError, RippleError, ValidationError
 from ripple.migrations import LATEST_VERSION, migrate
-from ripple.store import sql
+from ripple.store import retention, sql
 from ripple.store.sql import EVENT_COLUMNS, STATE_AT
 from ripple.store.sqlite import (
     WriterLock,
@@ -69,6 +70,61 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return connect_reader(path)
 
 
+class FloorRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The first line of an export of a compacted log: where the log starts."""
+
+    earliest: int
+    stream_earliest: int
+
+
+class BaseRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A key as of the floor - 1 (a row of the compacted base); ``offset`` is its last event's, ``created`` the
+    create offset of its incarnation."""
+
+    scope: str
+    key: str
+    value: Any
+    version: int
+    offset: int
+    created: int
+    ts: int
+
+
+class PrefixLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """``{"floor": {...}}`` or ``{"base": {...}}``: the lines an export of a compacted log starts with."""
+
+    floor: FloorRecord | None = None
+    base: BaseRecord | None = None
+
+
+def export_lines(conn: sqlite3.Connection, after: int = 0) -> Iterator[bytes]:
+    """``ripple export``: every event after ``after`` as JSON lines; a full export (``after=0``) of a compacted log
+    starts with its floor and base (:class:`PrefixLine`), which ``import`` reads back."""
+    if after == 0:
+        floor = retention.read_floor(conn)
+        if floor.earliest > 1 or floor.stream_earliest > 1:
+            yield from _prefix_lines(conn)
+            after = floor.earliest - 1
+    yield from event_lines(conn, after=after)
+
+
+def _prefix_lines(conn: sqlite3.Connection) -> Iterator[bytes]:
+    """The floor and every base row, from one read snapshot (a compaction beside it cannot tear the base); the
+    events after the floor follow in pages that check the floor did not move past them."""
+    conn.execute("BEGIN")
+    try:
+        floor = retention.read_floor(conn)
+        yield _encode(PrefixLine(floor=FloorRecord(floor.earliest, floor.stream_earliest)))
+        cursor = conn.execute(
+            "SELECT scope, key, value, version, last_seq, created_seq, ts FROM log_base ORDER BY last_seq")
+        while rows := cursor.fetchmany(PAGE):
+            for scope, key, value, version, seq, created, ts in rows:
+                yield _encode(PrefixLine(base=BaseRecord(scope, key, msgspec.Raw(value.encode()), version, seq,
+                                                         created, ts)))
+    finally:
+        conn.execute("COMMIT")
+
+
 def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int = 0, upto: int | None = None,
                 page: int = PAGE, actor: str | None = None) -> Iterator[bytes]:
     """Each matching event after ``after`` (up to ``upto``, default the head) as one JSON line, in offset order;
@@ -85,8 +141,15 @@ def event_lines(conn: sqlite3.Connection, f: Filter = EVERYTHING, *, after: int 
         conn.execute("BEGIN")
         try:
             rows = conn.execute(query, params).fetchall()
+            earliest = retention.read_floor(conn).for_kind(f.kind)
         finally:
             conn.execute("COMMIT")
+        if after < earliest - 1:  # compacted before (or while) we read: never skip events silently
+            raise OffsetOutOfRangeError(
+                f"offset {after + 1} is older than the earliest offset kept ({earliest}); the log before it was "
+                "compacted" + (" while it was read" if after else ""),
+                detail={"after": after, "earliest": earliest},
+            )
         if not rows:
             return
         for _, written_by, line in rows:
@@ -134,9 +197,17 @@ def check_filter(scopes: Sequence[str], keys: Sequence[str]) -> None:
 
 
 def check_at(conn: sqlite3.Connection, at: int, option: str = "--at") -> None:
+    """``at`` must be an offset the file can answer for: from the floor - 1 (the compacted base) to the head."""
     head = sql.head(conn)
-    if at < 0 or at > head:
-        raise ValidationError(f"{option} {at} is outside the log (0..{head})")
+    earliest = sql.earliest(conn)
+    if at > head or at < 0:
+        raise ValidationError(f"{option} {at} is outside the log ({earliest - 1}..{head})")
+    if at < earliest - 1:
+        raise OffsetOutOfRangeError(
+            f"{option} {at} is older than the earliest offset kept ({earliest}); the log before it was compacted, "
+            f"so the file answers for offsets {earliest - 1}..{head}",
+            detail={"at": at, "earliest": earliest, "head": head},
+        )
 
 
 class EntryRecord(msgspec.Struct, frozen=True):
@@ -163,10 +234,18 @@ def scope_lines(conn: sqlite3.Connection, scope: str, at: int | None) -> Iterato
             if len(rows) < PAGE:
                 return
     check_at(conn, at)
-    for key, value, version, seq in conn.execute(
-        f"SELECT key, value, version, last_seq FROM ({STATE_AT}) WHERE scope = ? ORDER BY created", (at, scope)
-    ).fetchall():
-        yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
+    last = 0
+    while True:
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(sql.LIST_SCOPE_AT, sql.list_scope_at_params(scope, at, last, PAGE)).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        for key, value, version, seq, created in rows:
+            yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
+            last = created
+        if len(rows) < PAGE:
+            return
 
 
 # ---- verify ----------------------------------------------------------------------------------------------------
@@ -178,6 +257,9 @@ class Fault(msgspec.Struct, frozen=True):
     offset: int | None = None
 
 
+NOTE = "note"  # the check of a Fault that is only something to know (e.g. a projection verify could not compare)
+
+
 class VerifyReport(msgspec.Struct):
     head: int = 0
     events: int = 0
@@ -185,6 +267,7 @@ class VerifyReport(msgspec.Struct):
     state_hash: str = ""
     faults: list[Fault] = []
     checked: list[str] = []
+    notes: list[str] = []
 
     @property
     def ok(self) -> bool:
@@ -239,7 +322,11 @@ def _verify_snapshot(conn: sqlite3.Connection, report: VerifyReport, progress: P
         _check_gapless(conn, report)
         _check_chain_and_state(conn, report, progress)
         for check in extra:
-            report.faults.extend(check(conn, report.head))
+            for fault in check(conn, report.head):
+                if fault.check == NOTE:
+                    report.notes.append(fault.message)
+                else:
+                    report.faults.append(fault)
         report.state_hash, report.keys = state_hash(
             iter(conn.execute("SELECT scope, key, value FROM state ORDER BY scope, key"))
         )
@@ -250,16 +337,34 @@ def _verify_snapshot(conn: sqlite3.Connection, report: VerifyReport, progress: P
 
 
 def _check_gapless(conn: sqlite3.Connection, report: VerifyReport) -> None:
+    """Gapless from the floor to the head. Below the stream floor only stream events were removed, and those gaps
+    are expected (the state events there are checked by the chain)."""
     report.checked.append("offsets")
+    floor = retention.read_floor(conn)
+    streams = floor.stream_earliest
     first = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
-    if first is not None and first != 1:
-        report.faults.append(Fault("offsets", f"the log starts at offset {first}, not 1", first))
+    if first is not None and first != floor.earliest and not floor.earliest < first <= streams:
+        report.faults.append(Fault("offsets", f"the log starts at offset {first}, not {floor.earliest}", first))
     for prev, seq in conn.execute(
         "SELECT prev, seq FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev FROM events) WHERE seq != prev + 1"
     ):
+        if seq <= streams:
+            continue  # stream events trimmed below the stream floor
         missing = f"{prev + 1}" if seq == prev + 2 else f"{prev + 1}..{seq - 1}"
         report.faults.append(Fault("offsets", f"gap: offset {missing} is missing (between {prev} and {seq})",
                                    prev + 1))
+    below = conn.execute("SELECT min(seq) FROM events WHERE seq < ?", (floor.earliest,)).fetchone()[0]
+    if below is not None:
+        report.faults.append(Fault("offsets", f"offset {below} is below the floor ({floor.earliest})", below))
+    stream = conn.execute("SELECT min(seq) FROM events WHERE seq < ? AND kind = 'stream'", (streams,)).fetchone()[0]
+    if stream is not None:
+        report.faults.append(Fault("offsets", f"stream event {stream} is below the stream floor ({streams})", stream))
+    for scope, key, last in conn.execute(
+        "SELECT scope, key, last_seq FROM log_base WHERE last_seq >= ? OR created_seq > last_seq OR version < 1 "
+        "LIMIT 10", (floor.earliest,)
+    ):
+        report.faults.append(Fault("base", f"{scope}/{key}: the base row (offset {last}) is not a key as of the "
+                                   f"floor - 1 ({floor.earliest - 1})", last))
 
 
 def _same_json(a: str | None, b: str | None) -> bool:
@@ -276,11 +381,14 @@ def _same_json(a: str | None, b: str | None) -> bool:
 
 def _check_chain_and_state(conn: sqlite3.Connection, report: VerifyReport, progress: Progress | None) -> None:
     """One pass over the state events in (scope, key, offset) order — the order of an index — checks each key's
-    chain (old_value == the previous new_value, event types, versions) and folds it; the fold is merged with the
-    state table, which is in the same order, so memory stays flat whatever the size of the file."""
+    chain (old_value == the previous new_value, event types, versions) and folds it, starting from the key's base
+    row when the log was compacted; the fold is merged with the state table, which is in the same order, so memory
+    stays flat whatever the size of the file."""
     report.checked += ["chain", "state"]
     table = conn.execute("SELECT scope, key, value, version, last_seq, created_seq FROM state ORDER BY scope, key")
     row = next(table, None)
+    base = conn.execute("SELECT scope, key, value, version, last_seq, created_seq FROM log_base ORDER BY scope, key")
+    base_row = next(base, None)
     events = conn.execute("SELECT scope, key, seq, event_type, version, old_value, new_value FROM events "
                           "WHERE kind = 'state' ORDER BY scope, key, seq")
     current: tuple[str, str] | None = None
@@ -313,10 +421,25 @@ def _check_chain_and_state(conn: sqlite3.Connection, report: VerifyReport, progr
         if here:
             row = next(table, None)
 
+    def start_key(k: tuple[str, str] | None) -> tuple[str | None, int, int, int]:
+        """Close the base-only keys before ``k`` (compacted keys with no event since); ``k``'s base fold, if any."""
+        nonlocal base_row, current, folded
+        while base_row is not None and (k is None or (base_row[0], base_row[1]) < k):
+            current, folded = (base_row[0], base_row[1]), tuple(base_row[2:])
+            close_key()
+            base_row = next(base, None)
+        if k is not None and base_row is not None and (base_row[0], base_row[1]) == k:
+            found: tuple[str | None, int, int, int] = tuple(base_row[2:])
+            base_row = next(base, None)
+            return found
+        return None, 0, 0, 0
+
     for scope, key, seq, event_type, version, old_text, new_text in events:
         if (scope, key) != current:
             close_key()
-            current, folded = (scope, key), (None, 0, 0, 0)
+            current = None
+            folded = start_key((scope, key))
+            current = (scope, key)
         prev_text, prev_version, prev_seq, created = folded
         fault = _chain_fault(seq, event_type, version, old_text, new_text, prev_text, prev_version, prev_seq)
         if fault is not None:
@@ -327,6 +450,8 @@ def _check_chain_and_state(conn: sqlite3.Connection, report: VerifyReport, progr
         if progress is not None and n % 10_000 == 0:
             progress(10_000)
     close_key()
+    current = None
+    start_key(None)
     current = None
     close_key(final=True)
 
@@ -460,10 +585,62 @@ _STATE_TRANSITIONS = {("set", "created"), ("set", "updated"), ("update", "create
                       ("delete", "deleted")}
 
 
+class _Import:
+    """The running state of one import: the floor a prefix set, and the next offset expected."""
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.floor: FloorRecord | None = None
+        self.expected = head + 1
+        self.events = 0
+
+    def next_offset(self, offset: int) -> int:
+        """The offset this event must have: the next one, except that below the stream floor removed stream events
+        leave gaps."""
+        floor = self.floor
+        if floor is not None and self.expected < floor.stream_earliest and self.expected < offset <= \
+                floor.stream_earliest:
+            self.expected = offset
+        return self.expected
+
+    def prefix(self, conn: sqlite3.Connection, line: PrefixLine, keys: dict[tuple[str, str], _KeyFold]) -> None:
+        """A floor or base line of a compacted export: only at the start, into an empty database."""
+        if self.events or self.head:
+            raise ValidationError("floor and base lines come first, and only into an empty database")
+        if line.floor is not None:
+            f = line.floor
+            if self.floor is not None or line.base is not None:
+                raise ValidationError("one floor line, before the base lines")
+            if f.earliest < 1 or f.stream_earliest < f.earliest:
+                raise ValidationError(f"invalid floor {f.earliest}/{f.stream_earliest}")
+            self.floor = f
+            self.expected = f.earliest
+            conn.execute("INSERT INTO log_floor (id, earliest, stream_earliest, compacted_ts) VALUES (1, ?, ?, ?)",
+                         (f.earliest, f.stream_earliest, int(time.time() * 1000)))
+            return
+        b = line.base
+        if b is None or self.floor is None:
+            raise ValidationError("a base line needs the floor line before it")
+        validate_scope(b.scope)
+        validate_key(b.key)
+        if b.value is None or not 0 < b.created <= b.offset < self.floor.earliest or b.version < 1:
+            raise ValidationError(f"{b.scope}/{b.key}: not a key as of the floor - 1 ({self.floor.earliest - 1})")
+        if (b.scope, b.key) in keys:
+            raise ValidationError(f"{b.scope}/{b.key}: two base lines")
+        text = _encode(b.value).decode()
+        conn.execute("INSERT INTO log_base (scope, key, value, version, last_seq, created_seq, ts) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (b.scope, b.key, text, b.version, b.offset, b.created, b.ts))
+        keys[(b.scope, b.key)] = _KeyFold(text, b.version, b.offset, b.created)
+
+
+_decode_prefix = msgspec.json.Decoder(PrefixLine).decode
+
+
 def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progress: Progress | None) -> int:
     head = sql.head(conn)
     if head and not append:
         raise ImportError_(f"the database is not empty (head {head}); use --append to continue its offsets")
+    state = _Import(head)
     keys: dict[tuple[str, str], _KeyFold] = {}
     names: set[tuple[str, str]] = set()
     # A bulk load builds the events indexes faster once, sorted, at the end (same DDL, read back from the file).
@@ -480,7 +657,15 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
         if not line.strip():
             continue
         try:
-            row = _imported_row(conn, _decode_import(line), head + n + 1, keys, names)
+            try:
+                event = _decode_import(line)
+            except msgspec.ValidationError:
+                prefix = _maybe_prefix(line)
+                if prefix is None:
+                    raise
+                state.prefix(conn, prefix, keys)
+                continue
+            row = _imported_row(conn if head else None, event, state.next_offset(event.offset), keys, names)
         except (msgspec.DecodeError, msgspec.ValidationError, RippleError, RecursionError) as exc:
             message = exc.message if isinstance(exc, RippleError) else str(exc)
             if isinstance(exc, RecursionError):
@@ -488,6 +673,8 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
             raise ImportError_(f"line {number}: {message}", detail={"line": number}) from None
         batch.append(row)
         n += 1
+        state.expected += 1
+        state.events = n
         if len(batch) >= PAGE:
             conn.executemany(insert, batch)
             batch.clear()
@@ -502,9 +689,18 @@ def _import_into(conn: sqlite3.Connection, lines: IO[bytes], append: bool, progr
     return n
 
 
-def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: int,
+def _maybe_prefix(line: bytes) -> PrefixLine | None:
+    try:
+        prefix = _decode_prefix(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return prefix if prefix.floor is not None or prefix.base is not None else None
+
+
+def _imported_row(conn: sqlite3.Connection | None, e: ImportedEvent, expected_offset: int,
                   keys: dict[tuple[str, str], _KeyFold], names: set[tuple[str, str]]) -> tuple[Any, ...]:
-    """Validate one imported event against the log so far and return its row."""
+    """Validate one imported event against the log so far and return its row. ``conn`` reads the current state of
+    a key the import has not seen yet (``None``: the log was empty, and so is the state)."""
     if e.offset != expected_offset:
         raise ValidationError(f"offset {e.offset} does not continue the log (expected {expected_offset})")
     new_raw = None if e.new_value is None and e.kind == "state" else _encode(e.new_value)
@@ -533,7 +729,7 @@ def _imported_row(conn: sqlite3.Connection, e: ImportedEvent, expected_offset: i
         raise ValidationError(f"op {e.op!r} cannot give a {e.event_type!r} event")
     fold = keys.get(k)
     if fold is None:
-        found = conn.execute(sql.SELECT_KEY, k).fetchone()
+        found = None if conn is None else conn.execute(sql.SELECT_KEY, k).fetchone()
         fold = _KeyFold(None, 0, 0, 0) if found is None else _KeyFold(*found)
         keys[k] = fold
     fault = _chain_fault(e.offset, e.event_type, e.version, old_text, new_text, fold.text, fold.version,
@@ -579,13 +775,24 @@ def replay(source: str | os.PathLike[str], to: int, into: str | os.PathLike[str]
         src.close()
     with writing(into, new_file=True) as conn:
         conn.execute("ATTACH DATABASE ? AS src", (f"file:{Path(source).absolute()}?mode=ro",))
-        conn.execute("BEGIN IMMEDIATE")
-        for low in range(0, to, REPLAY_PAGE):
-            high = min(low + REPLAY_PAGE, to)
-            conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
-                         "WHERE seq > ? AND seq <= ?", (low, high))
-            if progress is not None:
-                progress(high - low)
+        conn.execute("BEGIN IMMEDIATE")  # one read snapshot of the source: its events, base and floor agree
+        try:
+            for low in range(0, to, REPLAY_PAGE):
+                high = min(low + REPLAY_PAGE, to)
+                conn.execute(f"INSERT INTO main.events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM src.events "
+                             "WHERE seq > ? AND seq <= ?", (low, high))
+                if progress is not None:
+                    progress(high - low)
+            conn.execute("INSERT INTO main.log_base SELECT * FROM src.log_base")
+            conn.execute("INSERT INTO main.log_floor (id, earliest, stream_earliest, compacted_ts) "
+                         "SELECT id, earliest, min(stream_earliest, ? + 1), compacted_ts FROM src.log_floor", (to,))
+            earliest = int(conn.execute("SELECT coalesce(max(earliest), 1) FROM src.log_floor").fetchone()[0])
+            if to < earliest - 1:  # a live server compacted the source since the check above
+                raise OffsetOutOfRangeError(f"--to {to} is older than the earliest offset kept ({earliest})",
+                                            detail={"to": to, "earliest": earliest})
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         conn.execute("COMMIT")
         # Detach before anything else runs: an unqualified DROP TABLE would otherwise reach the source's tables.
         conn.execute("DETACH DATABASE src")
@@ -619,9 +826,10 @@ def projection_faults(projections: Sequence[Any]) -> list[Callable[[sqlite3.Conn
     def check_one(projection: Any) -> Callable[[sqlite3.Connection, int], list[Fault]]:
         def check(conn: sqlite3.Connection, head: int) -> list[Fault]:
             diffs = compare_projection(conn, projection)
-            # a projection the file never built is not a fault: it is built when a store next opens the file
-            return [Fault(f"projection {projection.name}", d.message, d.offset) for d in diffs
-                    if d.kind != "not_built"]
+            # a projection the file never built is not a fault: it is built when a store next opens the file; one
+            # that holds compacted history cannot be compared (a note, not a fault)
+            return [Fault(NOTE if d.kind == "compacted" else f"projection {projection.name}", d.message, d.offset)
+                    for d in diffs if d.kind != "not_built"]
         return check
 
     return [check_one(p) for p in projections]
@@ -696,21 +904,34 @@ def stats(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> dict[str, A
         projections = projection_list(conn).projections
         reactions = [{"name": n, "cursor": c} for n, c in conn.execute("SELECT name, cursor FROM reactions")]
         head = sql.head(conn)
-        earliest = sql.earliest(conn)
+        floor = retention.read_floor(conn)
         keys = conn.execute("SELECT count(*) FROM state").fetchone()[0]
+        base_keys = conn.execute("SELECT count(*) FROM log_base").fetchone()[0]
+        stored = sum(n for ops in per_scope.values() for n in ops.values())
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        free = retention.free_pages(conn) * page_size
+        vacuum = retention.auto_vacuum(conn)
     finally:
         conn.execute("COMMIT")
     p = Path(path)
     wal = Path(f"{os.fspath(path)}-wal")
+    file_bytes = p.stat().st_size
     return {
         "file": str(p.absolute()),
-        "file_bytes": p.stat().st_size,
+        "file_bytes": file_bytes,
         "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+        "free_bytes": free,
+        # the file's bytes in use over the events it holds: what a --retain-size budget divides by
+        "bytes_per_event": round((file_bytes - free) / stored, 1) if stored else None,
+        "auto_vacuum": vacuum,
         "schema_version": version,
         "supported_schema_version": LATEST_VERSION,
         "head": head,
-        "earliest": earliest,
+        "earliest": floor.earliest,
+        "stream_earliest": floor.stream_earliest,
+        "stored_events": stored,
+        "base_keys": base_keys,
         "keys": keys,
         "events": per_scope,
         "projections": projections,

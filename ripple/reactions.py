@@ -258,6 +258,32 @@ class Reactions:
         self._started = True
         for reaction in self._all:
             self._launch(reaction)
+        if self.enabled:
+            self.store.on_close(self.save_positions)
+
+    async def save_positions(self) -> None:
+        """Move the stored cursor of every idle durable reaction up to where it stands now.
+
+        A durable cursor advances with the batches a reaction handles, so one whose scope stays quiet keeps an old
+        cursor while the log grows: after a restart it would read those events again only to skip them, and a
+        compaction would count it as still needing them. Idle, it has handled every matching event up to the head.
+        """
+        moves = [(r.follower.cursor.current_through(self.store.head), r) for r in self._all
+                 if r.durable and r.idle and r.follower is not None]
+        moves = [(through, r) for through, r in moves if through > r.through]
+        if not moves:
+            return
+        rows = [(through, r.name, through) for through, r in moves]
+
+        def advance(txn: WriteTxn) -> None:
+            txn.conn.executemany("UPDATE reactions SET cursor = ? WHERE name = ? AND cursor < ?", rows)
+
+        try:
+            await self.store.commits.run_in_txn(advance)
+        except StoreClosedError:
+            return
+        for through, reaction in moves:
+            reaction.through = max(reaction.through, through)
 
     def _launch(self, reaction: Reaction) -> None:
         if not self.enabled or reaction.task is not None:
@@ -279,6 +305,12 @@ class Reactions:
                         extra={"event": "overflow", "kind": "reaction", "reaction": reaction.label,
                                "through": follower.through})
 
+        def gap(error: RippleError) -> bool:
+            # only a forced compaction (or a retention policy run by hand past its cursor) gets here
+            log.error("reaction %s: events after offset %d were compacted before it handled them; it goes on from "
+                      "the floor (%s)", reaction.label, follower.through, error.message)
+            return True
+
         follower = Follower(
             self.store,
             Filter.of("state", [reaction.scope], None if reaction.key is None else [reaction.key]),
@@ -287,6 +319,7 @@ class Reactions:
             overflow_counter="reaction_overflows",
             on_overflow=overflow,
             on_idle=self._notify,
+            on_gap=gap,
         )
         return follower.attach()
 

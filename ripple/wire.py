@@ -23,8 +23,10 @@ from typing import Any
 import msgspec
 
 from ripple.core.events import Event
+from ripple.store.sql import EVENT_SEPARATOR
 
 PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1024 * 1024  # a packed frame stops growing past this (a single event may exceed it)
 
 # ---- server → client ----------------------------------------------------------------------------------------
 
@@ -110,23 +112,42 @@ def raw_json(text: str | bytes | None) -> msgspec.Raw:
     return msgspec.Raw(text.encode() if isinstance(text, str) else text)
 
 
-def pack_json(bodies: Sequence[str], batch: int | None, max_bytes: int = 1024 * 1024) -> list[bytes]:
-    """Frame payloads for consecutive event JSON texts (built by SQLite in catch-up), like :func:`pack`."""
-    if batch is None:
-        return [('{"type":"event",' + b[1:]).encode() for b in bodies]
+def pack(bodies: Sequence[bytes], batch: int | None) -> list[bytes]:
+    """Frame payloads for consecutive event bodies: one ``event`` each, or ``events`` frames of up to ``batch``."""
+    if batch is None or len(bodies) == 1:
+        return [event_frame(b) for b in bodies]
     out: list[bytes] = []
-    start = 0
-    n = len(bodies)
-    while start < n:
-        end, size = start, 0
-        while end < n and end - start < batch and (end == start or size + len(bodies[end]) <= max_bytes):
-            size += len(bodies[end])
-            end += 1
-        if end - start == 1:
-            out.append(('{"type":"event",' + bodies[start][1:]).encode())
+    chunk: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if chunk and (len(chunk) >= batch or size + len(body) > MAX_FRAME_BYTES):
+            out.append(event_frame(chunk[0]) if len(chunk) == 1 else events_frame(chunk))
+            chunk, size = [], 0
+        chunk.append(body)
+        size += len(body)
+    if chunk:
+        out.append(event_frame(chunk[0]) if len(chunk) == 1 else events_frame(chunk))
+    return out
+
+
+def pack_joined(joined: bytes, batch: int | None) -> list[bytes]:
+    """Frame payloads for a catch-up page built by SQLite (``ripple.store.sql.events_json_page``): event bodies
+    joined by ``EVENT_SEPARATOR``. Cut and joined in C, ``batch`` bodies a frame; only a frame that would pass
+    ``MAX_FRAME_BYTES`` is re-cut body by body, as :func:`pack` cuts live frames."""
+    bodies = joined.split(EVENT_SEPARATOR)
+    if batch is None or batch == 1:
+        return [event_frame(b) for b in bodies]
+    out: list[bytes] = []
+    for start in range(0, len(bodies), batch):
+        chunk = bodies[start : start + batch]
+        if len(chunk) == 1:
+            out.append(event_frame(chunk[0]))
+            continue
+        frame = events_frame(chunk)
+        if len(frame) > MAX_FRAME_BYTES:
+            out.extend(pack(chunk, batch))
         else:
-            out.append(('{"type":"events","events":[' + ",".join(bodies[start:end]) + "]}").encode())
-        start = end
+            out.append(frame)
     return out
 
 

@@ -98,7 +98,12 @@ interface SubscriptionOptionsBase {
   onSnapshot?: (snapshot: Snapshot, sub: Subscription) => void;
   onState?: (change: StateChange, sub: Subscription) => void;
   onLive?: (info: { through: number }, sub: Subscription) => void;
-  /** A fatal error (bad_request, forbidden, offset_out_of_range, ...): the subscription is closed. */
+  /**
+   * A fatal error: the subscription is closed and does not reconnect. `bad_request`, `offset_out_of_range`, ... are
+   * RippleErrors; a refused token (`unauthorized`: missing, wrong, expired, or revoked while the subscription is open)
+   * is an UnauthorizedError and a refused grant (`forbidden`) a ForbiddenError, from the server's `error` frame or
+   * from a close with code 1008 and that reason.
+   */
   onError?: (error: RippleError, sub: Subscription) => void;
 }
 
@@ -146,13 +151,68 @@ export declare class Subscription implements AsyncIterable<RippleEvent | Snapsho
 export declare function subscribe(options?: SubscribeOptions): Subscription;
 export declare function subscribeStream(options: SubscribeStreamOptions): Subscription;
 
+export interface RippleErrorOptions {
+  code?: string;
+  status?: number | null;
+  detail?: unknown;
+  cause?: unknown;
+}
+
 export declare class RippleError extends Error {
-  constructor(message: string, options?: { code?: string; status?: number | null; detail?: unknown; cause?: unknown });
+  constructor(message: string, options?: RippleErrorOptions);
   /** The server's error code (`precondition_failed`, `forbidden`, ...) or the client's (`unreachable`, ...). */
   readonly code: string;
-  /** The HTTP status, for REST errors. */
+  /** The HTTP status, for REST errors (and 401/403 for a subscription's auth errors). */
   readonly status: number | null;
   readonly detail: unknown;
+}
+
+/**
+ * The server refused the token (401) or the grant (403). Retrying with the same token cannot help: a subscription
+ * that gets one ends (state `closed`) instead of reconnecting.
+ */
+export declare class AuthError extends RippleError {
+  readonly status: 401 | 403;
+}
+
+/** 401 `unauthorized`: no token, or a wrong, expired or revoked one (the server does not say which). */
+export declare class UnauthorizedError extends AuthError {
+  readonly status: 401;
+}
+
+/** 403 `forbidden`: a valid token without the grant (or `origin_not_allowed`: a browser origin the server refuses). */
+export declare class ForbiddenError extends AuthError {
+  readonly status: 403;
+}
+
+/** What a token may do, from `GET /v1/whoami`; its checks match the server's (grant patterns are fnmatch globs). */
+export declare class Access {
+  constructor(body?: Partial<WhoAmI>);
+  /** false: the server runs without tokens, and every check below is true. */
+  readonly auth: boolean;
+  /** The token's name; null without a token. */
+  readonly name: string | null;
+  readonly admin: boolean;
+  /** Grants on state scopes: `"PATTERN:r"` or `"PATTERN:rw"`. */
+  readonly scopes: string[];
+  /** Grants on streams. */
+  readonly streams: string[];
+  /** The scopes that hold keys and that this token may read (as `GET /v1/scopes`). */
+  readonly readable: string[];
+  mayRead(scope: string): boolean;
+  mayWrite(scope: string): boolean;
+  mayReadStream(stream: string): boolean;
+  mayWriteStream(stream: string): boolean;
+}
+
+/** The body of `GET /v1/whoami`. */
+export interface WhoAmI {
+  auth: boolean;
+  name: string | null;
+  admin: boolean;
+  scopes: string[];
+  streams: string[];
+  readable: string[];
 }
 
 /** An update op in iii's form. */
@@ -281,6 +341,8 @@ export declare class Client {
   health(): Promise<Health>;
   projection(name: string): Promise<ProjectionState>;
   projections(): Promise<ProjectionState[] | { projections: ProjectionState[] }>;
+  /** What this client's token may do (`GET /v1/whoami`); a wrong, expired or revoked token: UnauthorizedError. */
+  whoami(): Promise<Access>;
   subscribe(options?: SubscribeOptions): Subscription;
 }
 
@@ -293,6 +355,10 @@ declare const ripple: {
   Client: typeof Client;
   Subscription: typeof Subscription;
   RippleError: typeof RippleError;
+  AuthError: typeof AuthError;
+  UnauthorizedError: typeof UnauthorizedError;
+  ForbiddenError: typeof ForbiddenError;
+  Access: typeof Access;
   VERSION: string;
 };
 export default ripple;

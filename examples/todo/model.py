@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -95,6 +96,18 @@ def fold_stats(event: Event, tables: Tables) -> list[Statement]:
     return [(_add(tables["stats"]), (total, completed))]
 
 
+def fold_stats_many(events: Sequence[Event], tables: Tables) -> list[Statement]:
+    """Many events at once (a rebuild page, a group commit): their deltas summed into one statement."""
+    total = completed = 0
+    for event in events:
+        t, c, _ = counter_deltas(event.old_value, event.new_value)
+        total += t
+        completed += c
+    if total == 0 and completed == 0:
+        return []
+    return [(_add(tables["stats"]), (total, completed))]
+
+
 def read_stats(conn: sqlite3.Connection, tables: Tables) -> dict[str, int]:
     row = conn.execute(f"SELECT total, completed FROM {tables['stats']}").fetchone()
     total, completed = row if row is not None else (0, 0)
@@ -108,6 +121,7 @@ def todo_stats(*, mode: str = "inline") -> Projection:
         version=2,  # 2: values that are not todos are no longer counted
         schema=STATS_SCHEMA,
         fold=fold_stats,
+        fold_many=fold_stats_many,
         read=read_stats,
         scopes=[SCOPE],
         mode=mode,  # type: ignore[arg-type]

@@ -1,5 +1,8 @@
-// The ripple console: tabs (Log, State, Health), the connection badge, the token dialog, the health poll.
-import { api, currentToken, describeError, saveToken } from "./api.js";
+// The ripple console: sign-in (ripple serve --auth), tabs (Log, State, Health), the connection badge, the health
+// poll. Under --auth nothing but GET /v1/whoami is asked of the server until a token is accepted, and a token the
+// server stops accepting (revoked or expired while the page is open) signs the tab out, saying so.
+import { client, UnauthorizedError } from "/ripple.js";
+import { access, api, describeError, onAuthLost, saveToken, setAccess } from "./api.js";
 import { HealthView } from "./health.js";
 import { LogView } from "./log.js";
 import { StateBrowser } from "./state.js";
@@ -15,6 +18,8 @@ const badgeText = {
   live: "live · caught up",
   reconnecting: "reconnecting…",
   closed: "disconnected",
+  idle: "not following",
+  signed_out: "signed out",
 };
 
 let head = 0;
@@ -36,6 +41,7 @@ function banner(text, kind = "error") {
 }
 
 function connectionChanged({ state: s, error }) {
+  if (signedOut) return;
   const badge = $("conn");
   badge.dataset.state = s;
   badge.textContent = badgeText[s] || s;
@@ -47,17 +53,17 @@ function connectionChanged({ state: s, error }) {
     banner(`The server is not answering. Reconnecting… What you see is as of ${since}; ` +
       "the log resumes where it stopped, with nothing missing and nothing twice.");
     diagnose();
-  } else if (s === "closed" && error) {
+  } else if (s === "closed" && error && !(error instanceof UnauthorizedError)) {
     banner(`The live log stopped: ${describeError(error, "the log")}`);
   }
 }
 
-/** While the subscription cannot connect, ask REST why: a 401/403 deserves a clearer word than "reconnecting". */
+/** While the subscription cannot connect, ask REST why: a 401 (token revoked meanwhile) signs the tab out. */
 async function diagnose() {
   try {
     await api.health();
   } catch (err) {
-    if (err.status === 401 || err.status === 403) banner(describeError(err, "the log"));
+    if (err.status === 403) banner(describeError(err, "the log"));
   }
 }
 
@@ -146,23 +152,9 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden && log.atTail && !log.paused && log.ringFrom > log.tailThrough) log.showTail();
 });
 
-// -- token
-
-$("token-button").addEventListener("click", () => {
-  $("token-input").value = currentToken() || "";
-  $("token-dialog").showModal();
-});
-$("token-dialog").addEventListener("close", () => {
-  const choice = $("token-dialog").returnValue;
-  if (choice === "save") saveToken($("token-input").value.trim());
-  else if (choice === "clear") saveToken(null);
-  else return;
-  $("token-input").value = "";
-  location.reload(); // every view starts again with the new token (kept in sessionStorage, not in the URL)
-});
-$("token-button").textContent = currentToken() ? "Token ✓" : "Token";
-
 // -- health poll
+
+let pollTimer = null;
 
 async function poll() {
   try {
@@ -172,11 +164,85 @@ async function poll() {
     health.update(h);
     if (!$("panel-health").hidden) health.refreshProjections();
   } catch (err) {
-    if (err.status === 401 || err.status === 403) banner(describeError(err, "the server's health"));
+    if (err.status === 403) banner(describeError(err, "the server's health"));
   } finally {
-    setTimeout(poll, HEALTH_EVERY_MS);
+    if (!signedOut) pollTimer = setTimeout(poll, HEALTH_EVERY_MS);
   }
 }
+
+// -- signing in and out (ripple serve --auth)
+
+let signedOut = false;
+
+const WRONG_TOKEN = "it is wrong, expired or revoked";
+
+/** Show the sign-in form instead of the views, with `reason` (why the tab is signed out) when there is one. */
+function showLogin(reason = "") {
+  signedOut = true;
+  $("login").hidden = false;
+  document.querySelector(".tabs").hidden = true;
+  for (const t of tabs) $(t.getAttribute("aria-controls")).hidden = true;
+  $("account").hidden = true;
+  $("head").hidden = true;
+  const badge = $("conn");
+  badge.dataset.state = "signed_out";
+  badge.textContent = badgeText.signed_out;
+  banner(null);
+  $("login-message").textContent = reason;
+  $("login-token").focus();
+}
+
+/** The server refused the token while the console ran: stop every view and poll, forget the token, say why. */
+function authLost(err) {
+  clearTimeout(pollTimer);
+  log.stop();
+  state.stop();
+  saveToken(null);
+  const revoked = /revoked or expired/.test(err.message || "");
+  showLogin(revoked
+    ? "Signed out: the server ended this session because the token was revoked or has expired (it closed the live " +
+      "log with code 1008). Sign in with another token."
+    : `Signed out: the server no longer accepts this tab's token (${WRONG_TOKEN}). Sign in with another token.`);
+}
+
+function showAccount(me) {
+  if (!me.auth) return;
+  $("account").hidden = false;
+  const who = $("who");
+  who.textContent = me.admin ? `${me.name} · admin` : me.name;
+  who.title = me.admin ? "an admin token: it may read and write everything"
+    : `grants: ${[...me.scopes, ...me.streams.map((g) => `stream ${g}`)].join(", ") || "none"}`;
+}
+
+$("sign-out").addEventListener("click", () => {
+  saveToken(null);
+  location.reload(); // every view stops; the page asks for a token again
+});
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = $("login-token");
+  const token = input.value.trim();
+  const message = $("login-message");
+  if (!token) {
+    message.textContent = "Paste a token made with “ripple token create”.";
+    return;
+  }
+  $("login-submit").disabled = true;
+  message.textContent = "Checking the token…";
+  try {
+    const me = await client({ token }).whoami();
+    input.value = ""; // not left in the page
+    if (me.auth) saveToken(token);
+    location.reload(); // every view starts with the token (kept in sessionStorage, not in the URL)
+  } catch (err) {
+    message.textContent = err instanceof UnauthorizedError
+      ? `The server refused this token: ${WRONG_TOKEN}. Nothing was kept.`
+      : describeError(err, "the server");
+  } finally {
+    $("login-submit").disabled = false;
+  }
+});
 
 // -- start
 
@@ -184,19 +250,50 @@ async function startLog() {
   try {
     await log.start();
   } catch (err) {
+    if (signedOut) return;
     banner(`${describeError(err, "the log")} Trying again…`);
     setTimeout(startLog, 2000);
   }
 }
 
-function main() {
+/** Ask the server what this tab's token may do; sign in first where it requires a token; then start the views. */
+async function main() {
+  let me;
+  try {
+    me = await api.whoami();
+  } catch (err) {
+    if (err instanceof UnauthorizedError) {
+      saveToken(null);
+      showLogin(`The server refused the token this tab had kept: ${WRONG_TOKEN}. Sign in again.`);
+    } else {
+      banner(`${describeError(err, "the server")} Trying again…`);
+      setTimeout(main, 2000);
+    }
+    return;
+  }
+  banner(null);
+  if (me.auth && me.name === null) {
+    showLogin();
+    return;
+  }
+  setAccess(me);
+  onAuthLost(authLost);
+  showAccount(me);
+  document.querySelector(".tabs").hidden = false;
   const initial = tabs.find((t) => `#${t.id.slice(4)}` === location.hash) || tabs[0];
   selectTab(initial, false);
   poll();
   startLog();
 }
 
-// For tests and the curious: the views, read-only.
-window.rippleConsole = { log, state, health };
+// For tests and the curious: the views and what the token may do, read-only.
+window.rippleConsole = {
+  log,
+  state,
+  health,
+  get access() {
+    return access;
+  },
+};
 
 main();

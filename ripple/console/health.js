@@ -1,7 +1,7 @@
 // Projections and health: the server's status and counters (GET /v1/health), events per second over the last
 // minutes as a small chart (from the head's growth between polls), and each projection's status, checkpoint, lag and
 // data.
-import { api, describeError, listProjections, watchProjection } from "./api.js";
+import { api, describeError, listProjections, seesEverything, tokenDescription, watchProjection } from "./api.js";
 import { el, showJson } from "./util.js";
 
 const WINDOW_MS = 5 * 60 * 1000; // the chart's span
@@ -43,9 +43,17 @@ export class HealthView {
     this.health = health;
     if (!this.root.hidden) {
       this.renderCards(health);
+      this.renderReasons(health.reasons || []);
       this.renderCounters(health.counters || {});
       this.draw();
     }
+  }
+
+  /** Why the server is degraded (an admin's token sees the whole reason, another token only its code). */
+  renderReasons(reasons) {
+    const box = this.root.querySelector("#health-reasons");
+    box.hidden = !reasons.length;
+    box.textContent = reasons.length ? `Degraded: ${reasons.join("; ")}` : "";
   }
 
   renderCards(h) {
@@ -62,6 +70,12 @@ export class HealthView {
   }
 
   renderCounters(counters) {
+    const note = this.root.querySelector("#counters-note");
+    note.hidden = seesEverything();
+    if (!seesEverything()) {
+      note.textContent = `Only an admin's token sees the server's counters (subscribers, reactions, the writer's ` +
+        `queue); this tab's ${tokenDescription()} is not one.`;
+    }
     const rows = Object.keys(counters)
       .sort()
       .map((name) =>
@@ -123,6 +137,16 @@ export class HealthView {
   }
 
   async refreshProjections() {
+    const note = this.root.querySelector("#projections-note");
+    note.hidden = seesEverything();
+    if (!seesEverything()) {
+      // GET /v1/projections is an admin's: say so instead of asking for a 403.
+      note.textContent = `Projections (status, checkpoint, lag and data) are shown to an admin's token only; this ` +
+        `tab's ${tokenDescription()} is not one. Its scopes are in the State tab.`;
+      this.root.querySelector("#projection-add").hidden = true;
+      this.projectionsBox.replaceChildren();
+      return;
+    }
     if (this.refreshing) return;
     this.refreshing = true;
     try {

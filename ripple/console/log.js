@@ -6,7 +6,7 @@
 // land in `ring` first (every event the subscription delivered after `ringFrom`); they are appended while the window
 // reaches the newest events (`atTail`) and the view is not paused, so a pause, a slow tab or a reconnect never
 // leaves a hole: what is not in the ring is read from the log.
-import { api, describeError, readableScopes } from "./api.js";
+import { access, api, describeError, readableScopes, seesEverything, tokenDescription } from "./api.js";
 import { clock, el, fullTime, lowerBound, showJson, splitList, summarize } from "./util.js";
 
 const PAGE = 200; // events per REST page
@@ -43,6 +43,7 @@ export class LogView {
     this.savedScrollTop = 0;
     this.errorText = null;
     this.readable = null; // the scopes this tab may read (null: all), from readableScopes()
+    this.planned = null; // what the filter asks of the server, or why it asks nothing (see plan())
     this.statusQueued = false;
     this.loading = { before: false, after: false };
     this.rowHeight = 28;
@@ -125,6 +126,7 @@ export class LogView {
   }
 
   emptyText() {
+    if (this.planned && this.planned.refusal) return "nothing to show for this filter (see above)";
     if (this.loading.before || this.loading.after) return "loading…";
     return this.atTail ? "no events match yet: new ones appear here as they are written" : "no events here";
   }
@@ -264,9 +266,18 @@ export class LogView {
     const [{ head }, readable] = await Promise.all([api.health(), readableScopes()]);
     if (token !== this.starts) return; // a newer filter was applied meanwhile
     this.readable = readable; // access control: null means every scope
+    this.planned = this.plan();
     this.onHead(head);
     this.ring = [];
     this.ringFrom = head;
+    if (this.planned.refusal) {
+      this.generation++; // answers for the previous filter are dropped
+      this.resetWindow();
+      this.say(this.planned.refusal);
+      this.onState({ state: "idle" }, this);
+      this.requestRender();
+      return;
+    }
     this.sub = api.subscribe({
       ...this.filterForSubscribe(),
       after: head,
@@ -275,6 +286,14 @@ export class LogView {
       onError: (err) => this.problem(err, "the log"),
     });
     await this.showTail();
+  }
+
+  /** Stop for good (the tab signed out): no subscription, and answers still on their way are dropped. */
+  stop() {
+    this.starts++;
+    this.generation++;
+    if (this.sub) this.sub.close();
+    this.sub = null;
   }
 
   live(event) {
@@ -416,10 +435,38 @@ export class LogView {
     await this.start();
   }
 
-  /** The filter as sent: without scopes of its own, the scopes this tab may read (all of them: none given). */
+  /** The filter as sent (see plan()). */
   effective() {
-    const scopes = this.filter.scopes.length ? this.filter.scopes : this.readable || [];
-    return { scopes, keys: this.filter.keys, kind: this.filter.kind };
+    if (this.planned && this.planned.filter) return this.planned.filter;
+    return { scopes: this.filter.scopes, keys: this.filter.keys, kind: this.filter.kind };
+  }
+
+  /**
+   * What to ask the server for the current filter, `{filter, note}`, or `{refusal}`: why nothing is asked, when the
+   * token may not read what the filter names (said here, before anything is sent; the server would refuse it with
+   * 403 or `forbidden`). A token that is not an admin's may not follow the whole log: with no scope in the filter it
+   * follows the state events of the scopes it may read.
+   */
+  plan() {
+    const { scopes, keys, kind } = this.filter;
+    if (seesEverything()) return { filter: { scopes, keys, kind } };
+    if (scopes.length) {
+      const refused = scopes.filter((scope) => !mayFollow(scope, kind));
+      return refused.length ? { refusal: refusalText(refused, kind) } : { filter: { scopes, keys, kind } };
+    }
+    if (kind === "stream") {
+      return { refusal: `Name the streams to follow in Scope: only an admin's token may follow every stream, and ` +
+        `${tokenDescription()} is not one.` };
+    }
+    const readable = this.readable || [];
+    if (!readable.length) {
+      return { refusal: `${capitalized(tokenDescription())} may read no scope that holds data yet: nothing to follow.` };
+    }
+    const n = readable.length;
+    return {
+      filter: { scopes: readable, keys, kind: "state" },
+      note: `state events of the ${n === 1 ? "scope" : `${n} scopes`} this token may read`,
+    };
   }
 
   filterForSubscribe() {
@@ -553,16 +600,48 @@ export class LogView {
     } else if (this.atTail) parts.push("following new events");
     else parts.push("browsing: press Latest (End) to follow");
     if (this.startComplete && this.rows.length) parts.push("start of the log");
+    if (this.planned && this.planned.note) parts.push(this.planned.note);
     this.statusLine.textContent = parts.join(" · ");
     this.root.dataset.atTail = String(this.atTail);
   }
 
   /** Say what went wrong in the status line (kept there until the next successful start or page). */
   problem(err, what = "the log") {
-    this.errorText = describeError(err, what);
-    this.statusLine.textContent = this.errorText;
+    this.say(describeError(err, what));
+  }
+
+  say(text) {
+    this.errorText = text;
+    this.statusLine.textContent = text;
     this.statusLine.classList.add("error");
   }
+}
+
+/** May this tab read the events of `name` of this kind (`all`: both the state scope and the stream of that name)? */
+function mayFollow(name, kind) {
+  if (kind === "state") return access.mayRead(name);
+  if (kind === "stream") return access.mayReadStream(name);
+  return access.mayRead(name) && access.mayReadStream(name);
+}
+
+function quoted(names) {
+  return names.map((n) => `“${n}”`).join(", ");
+}
+
+function capitalized(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** Why a filter naming `refused` (scopes or streams this token may not read) asks nothing of the server. */
+function refusalText(refused, kind) {
+  const who = capitalized(tokenDescription());
+  let what;
+  if (kind === "state") what = `may not read scope${refused.length > 1 ? "s" : ""} ${quoted(refused)}`;
+  else if (kind === "stream") what = `may not read stream${refused.length > 1 ? "s" : ""} ${quoted(refused)}`;
+  else if (refused.every((name) => access.mayRead(name))) {
+    what = `may not read the stream events of ${quoted(refused)}, which kind “all” includes: choose kind “state”`;
+  } else what = `may not read ${quoted(refused)}`;
+  return `${who} ${what}. Nothing was asked of the server.`;
 }
 
 /**

@@ -6,7 +6,8 @@
 // of the Python client, ripple/client.py). It always asks for packed frames (`batch`).
 //
 // client(): a small REST helper (get/set/update/delete/list/batch/...) with `expectedOffset` (If-Match /
-// If-None-Match) and idempotency keys; errors carry the server's JSON error (code, message, detail).
+// If-None-Match) and idempotency keys; errors carry the server's JSON error (code, message, detail). A 401 is an
+// UnauthorizedError and a 403 a ForbiddenError (both AuthError): a subscription refused for either stops for good.
 //
 // Works in browsers and in Node 20+: pass a WebSocket implementation, or the global one is used, or the `ws` package
 // is imported on first use. JSON numbers above 2^53 lose precision in JavaScript (see the README).
@@ -14,7 +15,10 @@
 export const VERSION = "0.1.0";
 
 /** Error codes a retry can fix: the subscription reconnects instead of failing. */
-const RETRYABLE_CODES = new Set(["shutting_down", "overloaded", "internal_error"]);
+const RETRYABLE_CODES = new Set(["shutting_down", "overloaded", "internal_error", "rate_limited"]);
+
+/** Close reasons of a 1008 close that mean "this token may not": the subscription stops instead of reconnecting. */
+const AUTH_CODES = new Set(["unauthorized", "forbidden"]);
 
 export const DEFAULT_BACKOFF = Object.freeze({ initial: 50, maximum: 5000, factor: 2 });
 
@@ -27,6 +31,45 @@ export class RippleError extends Error {
     this.status = status;
     this.detail = detail;
   }
+}
+
+/**
+ * The server refused the token (401 `unauthorized`: missing, wrong, expired or revoked) or the grant (403
+ * `forbidden`). Retrying with the same token cannot help: a subscription ends with it instead of reconnecting.
+ * On a WebSocket (an `error` frame, or a close with code 1008 and such a reason) `status` is the matching HTTP status.
+ */
+export class AuthError extends RippleError {
+  constructor(message, options = {}) {
+    super(message, options);
+    this.name = "AuthError";
+  }
+}
+
+/** 401: no token, or a wrong, expired or revoked one (the server does not say which). */
+export class UnauthorizedError extends AuthError {
+  constructor(message, { code = "unauthorized", status = 401, ...rest } = {}) {
+    super(message, { code, status, ...rest });
+    this.name = "UnauthorizedError";
+  }
+}
+
+/** 403: a valid token without the grant (or a refused browser Origin, code `origin_not_allowed`). */
+export class ForbiddenError extends AuthError {
+  constructor(message, { code = "forbidden", status = 403, ...rest } = {}) {
+    super(message, { code, status, ...rest });
+    this.name = "ForbiddenError";
+  }
+}
+
+/** The error class for a server's answer: 401 / `unauthorized` and 403 / `forbidden` get their own. */
+function serverError(message, { code, status = null, detail = null }) {
+  if (status === 401 || (status === null && code === "unauthorized")) {
+    return new UnauthorizedError(message, { code, status: 401, detail });
+  }
+  if (status === 403 || (status === null && code === "forbidden")) {
+    return new ForbiddenError(message, { code, status: 403, detail });
+  }
+  return new RippleError(message, { code, status, detail });
 }
 
 // ---- URLs ------------------------------------------------------------------------------------------------------
@@ -239,7 +282,12 @@ export class Subscription {
       this._frame(frame);
     };
     socket.onclose = (event) => {
-      if (current()) this._dropped(`closed (${event && event.code})`);
+      if (!current()) return;
+      const reason = event && event.reason;
+      if (event && event.code === 1008 && AUTH_CODES.has(reason)) {
+        // Refused for the token, its error frame lost or never read: reconnecting would be refused again.
+        this._finish(serverError(`the server closed the subscription: ${reason}`, { code: reason }));
+      } else this._dropped(`closed (${event && event.code})`);
     };
     socket.onerror = () => {
       if (current()) this._dropped("connection error");
@@ -320,7 +368,7 @@ export class Subscription {
         return;
       case "error":
         if (RETRYABLE_CODES.has(frame.code)) this._dropped(frame.code);
-        else this._finish(new RippleError(frame.message, { code: frame.code, detail: frameDetail(frame) }));
+        else this._finish(serverError(frame.message, { code: frame.code, detail: frameDetail(frame) }));
         return;
       default:
         return; // frames of a newer protocol version are ignored
@@ -530,13 +578,23 @@ export class Client {
     const error = parsed && parsed.error;
     if (notFound && response.status === 404 && error && error.code === "not_found") return null;
     if (error && typeof error.code === "string") {
-      throw new RippleError(error.message, { code: error.code, status: response.status, detail: error.detail ?? null });
+      throw serverError(error.message, { code: error.code, status: response.status, detail: error.detail ?? null });
     }
-    throw new RippleError(`HTTP ${response.status} from ${method} ${path}`, {
+    throw serverError(`HTTP ${response.status} from ${method} ${path}`, {
       code: `http_${response.status}`,
       status: response.status,
       detail: text.slice(0, 500) || null,
     });
+  }
+
+  /**
+   * What this client's token may do (`GET /v1/whoami`, which needs no token): an Access with `auth`, `name`, `admin`,
+   * `scopes` and `streams` (the grants), `readable` (the scopes holding keys it may read) and `mayRead(scope)`,
+   * `mayWrite(scope)`, `mayReadStream(stream)`, `mayWriteStream(stream)`. A wrong, expired or revoked token throws an
+   * UnauthorizedError; without a token under `--auth` it may do nothing.
+   */
+  async whoami() {
+    return new Access((await this.request("GET", "/v1/whoami")).body);
   }
 
   /** `{value, offset}` of a key (as of offset `at`), or null when it is missing. */
@@ -631,6 +689,121 @@ function idempotency(key) {
   return key === undefined || key === null ? {} : { "idempotency-key": String(key) };
 }
 
+/** What a token may do, from `GET /v1/whoami`: its grants, checked here exactly as the server checks them. */
+export class Access {
+  constructor({ auth = false, name = null, admin = false, scopes = [], streams = [], readable = [] } = {}) {
+    this.auth = Boolean(auth); // false: the server runs without tokens and everything is open
+    this.name = name; // the token's name (null: no token)
+    this.admin = Boolean(admin);
+    this.scopes = scopes; // grants on state scopes, "PATTERN:r" or "PATTERN:rw"
+    this.streams = streams; // grants on streams
+    this.readable = readable; // the scopes that hold keys and that this token may read
+  }
+
+  mayRead(scope) {
+    return !this.auth || this.admin || this.scopes.some((g) => grantAllows(g, scope, "r"));
+  }
+
+  mayWrite(scope) {
+    return !this.auth || this.admin || this.scopes.some((g) => grantAllows(g, scope, "rw"));
+  }
+
+  mayReadStream(stream) {
+    return !this.auth || this.admin || this.streams.some((g) => grantAllows(g, stream, "r"));
+  }
+
+  mayWriteStream(stream) {
+    return !this.auth || this.admin || this.streams.some((g) => grantAllows(g, stream, "rw"));
+  }
+}
+
+/** Does the grant `"PATTERN:r|rw"` allow `access` ("r" or "rw") on `name`? */
+function grantAllows(grant, name, access) {
+  const colon = grant.lastIndexOf(":");
+  if (colon < 0) return false;
+  const given = grant.slice(colon + 1);
+  if (access === "rw" && given !== "rw") return false;
+  return globRegExp(grant.slice(0, colon)).test(name);
+}
+
+const globCache = new Map();
+
+/**
+ * A RegExp matching what Python's `fnmatch.fnmatchcase(name, pattern)` matches (the server's rule): `*` any text,
+ * `?` one character, `[seq]` and `[!seq]` sets with ranges; a `[` without its `]` is itself. Ported from CPython's
+ * `fnmatch.translate`, including its handling of `-` and of empty ranges.
+ */
+function globRegExp(pattern) {
+  let re = globCache.get(pattern);
+  if (re) return re;
+  const chars = Array.from(pattern); // code points: `?` matches one, as in Python
+  const n = chars.length;
+  let out = "";
+  let i = 0;
+  while (i < n) {
+    const c = chars[i++];
+    if (c === "*") {
+      if (!out.endsWith("[^]*")) out += "[^]*";
+    } else if (c === "?") {
+      out += "[^]";
+    } else if (c === "[") {
+      let j = i;
+      if (j < n && chars[j] === "!") j++;
+      if (j < n && chars[j] === "]") j++;
+      while (j < n && chars[j] !== "]") j++;
+      if (j >= n) {
+        out += "\\[";
+        continue;
+      }
+      out += globSet(chars, i, j);
+      i = j + 1;
+    } else {
+      out += c.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
+    }
+  }
+  re = new RegExp(`^(?:${out})$`, "u");
+  if (globCache.size > 1000) globCache.clear();
+  globCache.set(pattern, re);
+  return re;
+}
+
+/** The character class for `pattern[start:end]` (the text between `[` and `]`), as CPython builds it. */
+function globSet(chars, start, end) {
+  const escape = (s) => s.replace(/[\\\]\[^-]/g, "\\$&");
+  let i = start;
+  let stuff;
+  const text = chars.slice(start, end).join("");
+  if (!text.includes("-")) {
+    stuff = escape(text);
+  } else {
+    const chunks = [];
+    let k = chars[i] === "!" ? i + 2 : i + 1;
+    for (;;) {
+      k = chars.indexOf("-", k);
+      if (k < 0 || k >= end) break;
+      chunks.push(chars.slice(i, k).join(""));
+      i = k + 1;
+      k = k + 3;
+    }
+    const last = chars.slice(i, end).join("");
+    if (last) chunks.push(last);
+    else chunks[chunks.length - 1] += "-";
+    for (let m = chunks.length - 1; m > 0; m--) {
+      const before = Array.from(chunks[m - 1]);
+      const after = Array.from(chunks[m]);
+      if (before[before.length - 1].codePointAt(0) > after[0].codePointAt(0)) {
+        chunks[m - 1] = before.slice(0, -1).join("") + after.slice(1).join("");
+        chunks.splice(m, 1);
+      }
+    }
+    stuff = chunks.map(escape).join("-");
+  }
+  if (!stuff) return "(?!)"; // an empty set never matches
+  if (stuff === "!") return "[^]"; // a negated empty set matches any character
+  if (stuff[0] === "!") return `[^${stuff.slice(1)}]`;
+  return `[${stuff}]`;
+}
+
 function etagOffset(etag) {
   const match = /^(?:W\/)?"(\d+)"$/.exec((etag || "").trim());
   return match ? Number(match[1]) : null;
@@ -641,4 +814,16 @@ export function client(options = {}) {
   return new Client(options);
 }
 
-export default { subscribe, subscribeStream, client, Client, Subscription, RippleError, VERSION };
+export default {
+  subscribe,
+  subscribeStream,
+  client,
+  Client,
+  Subscription,
+  RippleError,
+  AuthError,
+  UnauthorizedError,
+  ForbiddenError,
+  Access,
+  VERSION,
+};

@@ -1,7 +1,7 @@
 // The state browser: scopes → keys → value with version and offset; a time slider over offsets (`?at=`); editing a
 // value as JSON, sent with If-Match (a 412 shows the newer value). While it shows "now", the selected scope is
 // followed live through a ripple.js subscription.
-import { api, describeError, readableScopes } from "./api.js";
+import { access, api, describeError, seesEverything, tokenDescription } from "./api.js";
 import { el, fullTime, showJson } from "./util.js";
 
 const KEYS_PAGE = 100;
@@ -87,8 +87,11 @@ export class StateBrowser {
 
   async timeOf(offset) {
     if (offset < 1) return null;
+    // The whole log is an admin's: another token asks among the scopes it may read (the time shows when it can).
+    const among = seesEverything() ? {} : { scopes: access.readable, kind: "state" };
+    if (among.scopes && !among.scopes.length) return null;
     try {
-      const page = await api.events({ after: offset - 1, limit: 1 });
+      const page = await api.events({ after: offset - 1, limit: 1, ...among });
       return page.events.length && page.events[0].offset === offset ? page.events[0].ts : null;
     } catch {
       return null;
@@ -99,8 +102,7 @@ export class StateBrowser {
 
   async show() {
     try {
-      const [scopes, allowed] = await Promise.all([api.scopes(), readableScopes()]);
-      this.scopes = allowed ? scopes.filter((s) => allowed.includes(s)) : scopes;
+      this.scopes = await api.scopes(); // under --auth: only the scopes this tab's token may read
       this.renderScopes();
       this.$("value-notice").hidden = true;
     } catch (err) {
@@ -129,11 +131,15 @@ export class StateBrowser {
           tabindex: "-1",
           "aria-selected": String(scope === this.scope),
           dataset: { name: scope },
+          title: access.mayWrite(scope) ? null : `${scope} · read-only for this token`,
           onclick: () => this.selectScope(scope),
-        }, scope),
+        }, access.mayWrite(scope) ? null : el("span", { class: "meta" }, "read-only"), scope),
       ),
     );
-    if (!shown.length) list.append(el("li", { class: "empty" }, this.scopes.length ? "no match" : "no scopes yet"));
+    if (!shown.length) {
+      const none = seesEverything() ? "no scopes yet" : "no scope this token may read holds keys yet";
+      list.append(el("li", { class: "empty" }, this.scopes.length ? "no match" : none));
+    }
   }
 
   async selectScope(scope, { keepKey = false } = {}) {
@@ -144,6 +150,13 @@ export class StateBrowser {
     this.renderScopes();
     this.follow();
     await this.loadKeys(true);
+  }
+
+  /** Stop for good (the tab signed out). */
+  stop() {
+    this.reads++;
+    if (this.sub) this.sub.close();
+    this.sub = null;
   }
 
   /** While showing "now", a subscription on the selected scope keeps keys and value current. */
@@ -227,7 +240,8 @@ export class StateBrowser {
     }
     this.$("value-title").textContent = `${this.scope} / ${entry.key}`;
     this.$("value-meta").textContent = `version ${entry.version} · offset ${entry.offset}` +
-      (this.at === null ? "" : ` · as of offset ${this.at}`);
+      (this.at === null ? "" : ` · as of offset ${this.at}`) +
+      (access.mayWrite(this.scope) ? "" : " · read-only for this token");
     view.dataset.offset = entry.offset;
     showJson(view, whole, entry.value);
   }
@@ -254,9 +268,22 @@ export class StateBrowser {
 
   // -- editing
 
+  /** Why this tab may not change the selected scope, or null: said before anything is sent. */
+  writeRefusal() {
+    if (access.mayWrite(this.scope)) return null;
+    const who = tokenDescription();
+    return `Editing is refused: ${who.charAt(0).toUpperCase()}${who.slice(1)} may read scope “${this.scope}” but ` +
+      "not write it. Nothing was sent.";
+  }
+
   startEdit() {
     const entry = this.entry();
     if (!entry || this.at !== null) return;
+    const refusal = this.writeRefusal();
+    if (refusal) {
+      this.notice(refusal);
+      return;
+    }
     this.editing = true;
     this.baseOffset = entry.offset;
     this.$("edit-text").value = JSON.stringify(entry.value, null, 2);
@@ -289,6 +316,11 @@ export class StateBrowser {
     }
     if (value === null) {
       message.textContent = "A value cannot be null (delete the key instead); nothing was sent.";
+      return;
+    }
+    const refusal = this.writeRefusal();
+    if (refusal) {
+      message.textContent = refusal;
       return;
     }
     const { scope, key } = this;

@@ -149,6 +149,7 @@ class Health(msgspec.Struct):
     version: str
     counters: dict[str, int]
     reasons: list[str] = msgspec.field(default_factory=list)
+    stream_earliest: int = 1  # stream events may be kept for less time than state events (ripple serve --retain-*)
 
 
 class WhoAmI(msgspec.Struct):
@@ -721,7 +722,7 @@ async def get_events(
         raise ValidationError(f"wait must be 0-{MAX_WAIT_SECONDS:g} seconds, got {wait}", detail={"wait": wait})
     store, signal = store_of(request), request.app.state.commits
     if after >= 0:  # a negative one is a bad value (422 from read_events), not a position outside the log
-        await check_after(store, after)
+        await check_after(store, after, kind)
     deadline = time.monotonic() + wait
     while True:
         head = store.head
@@ -797,9 +798,10 @@ async def get_health(request: Request[Any, Any, Any]) -> Health:
             counters.update({f"iii.{name}": n for name, n in sorted(engine.counters.items())})
     else:
         reasons = [reason.partition(":")[0] for reason in reasons]
+    floor = store.log_floor  # in memory: health never waits for a reader
     return Health(
-        "degraded" if reasons else "ok", store.head, await store.earliest(), LATEST_VERSION, __version__, counters,
-        reasons,
+        "degraded" if reasons else "ok", store.head, floor.earliest, LATEST_VERSION, __version__, counters,
+        reasons, floor.stream_earliest,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -25,7 +26,7 @@ import signal
 import socket
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import uvicorn
@@ -50,6 +51,7 @@ from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
+from ripple.store.retention import RetentionPolicy
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
@@ -61,6 +63,11 @@ log = logging.getLogger("ripple.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 GRACEFUL_SECONDS = 10.0
+
+
+# The event loop and HTTP parser: uvloop and httptools (uvicorn[standard]'s) when installed, else asyncio's own loop
+# and the pure-Python h11 parser. "auto" takes the fast ones when it can; naming one that is missing is an error.
+Loop = Literal["auto", "uvloop", "asyncio"]
 
 
 class IiiOptions(msgspec.Struct, frozen=True):
@@ -122,10 +129,37 @@ class ServeOptions(msgspec.Struct, frozen=True):
     cors_origins: tuple[str, ...] = ()
     connections: ConnectionLimits = ConnectionLimits()
     http: HttpImplementation = "auto"
+    loop: Loop = "auto"
 
     def security(self) -> Security:
         boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
         return Security(boundary, self.auth)
+    retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def loop_factory(choice: Loop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``choice`` (``None``: asyncio's default loop)."""
+    if choice == "asyncio" or (choice == "auto" and not _installed("uvloop")):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise RippleError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def http_parser(choice: HttpImplementation) -> Literal["httptools", "h11"]:
+    """The HTTP/1.1 implementation uvicorn runs for ``choice``."""
+    if choice == "h11" or (choice == "auto" and not _installed("httptools")):
+        return "h11"
+    if not _installed("httptools"):
+        raise RippleError("--http httptools: httptools is not installed (pip install httptools)")
+    return "httptools"
 
 
 class RippleServer(uvicorn.Server):
@@ -272,7 +306,7 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         lifespan="on",
         server_header=False,
         # uvicorn's HTTP protocol with header/body timeouts and a connection cap (ripple.http.connections)
-        http=guarded_protocol(options.connections, options.http),
+        http=guarded_protocol(options.connections, http_parser(options.http)),
         timeout_keep_alive=max(1, round(options.connections.keep_alive_timeout)),
         # The subscription hub writes frames straight to this protocol's transport while it is writable (no task
         # wake-up per delivery, DESIGN §13); deflate would cost a compression per subscriber.
@@ -281,6 +315,17 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
         ws_ping_interval=options.ws_ping_interval,
         ws_ping_timeout=options.ws_ping_timeout,
     )
+
+
+def describe_policy(policy: RetentionPolicy) -> str:
+    parts = []
+    if policy.max_age_ms is not None:
+        parts.append(f"events older than {policy.max_age_ms / 86_400_000:g} days")
+    if policy.max_bytes is not None:
+        parts.append(f"the oldest events while the file is over {policy.max_bytes:,} bytes")
+    if policy.stream_max_age_ms is not None:
+        parts.append(f"stream events older than {policy.stream_max_age_ms / 86_400_000:g} days")
+    return f"compacting {', '.join(parts)}; every {policy.interval:g}s"
 
 
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
@@ -293,6 +338,8 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
             "head": server.store.head, "durability": options.durability, "iii": iii is not None,
             "metrics": options.metrics, "pid": os.getpid(), "auth": options.auth,
         })
+        if options.retention is not None:
+            print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
         if iii is not None:
             host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
             rbac_host = host if options.iii.rbac is None else options.iii.rbac.host or host
@@ -338,7 +385,7 @@ async def serve(options: ServeOptions) -> None:
     # a port in use is one line and leaves no file behind; the app's projections start in the opening transaction.
     store = Store(options.db, durability=options.durability, subscription_settings=settings,
                   max_value_bytes=limits.max_value_bytes, max_queue=limits.max_queue,
-                  max_batch_commands=limits.max_batch_commands)
+                  max_batch_commands=limits.max_batch_commands, retention=options.retention)
     handlers = apply_setup(store, options.app) if options.app else []
     # listening sockets that shed connections with 503 when the process runs out of descriptors
     sockets = [listening_socket(sock) for sock in listen(options.host, options.port)]
@@ -372,4 +419,5 @@ async def serve(options: ServeOptions) -> None:
 
 
 def run(options: ServeOptions) -> None:
-    asyncio.run(serve(options))
+    with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
+        runner.run(serve(options))

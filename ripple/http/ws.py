@@ -31,9 +31,9 @@ from ripple.http.access import AUTH_ERROR, IDENTITY
 from ripple.http.markers import REFUSES_IN_FRAMES
 from ripple.http.rest import STREAM_PREFIX, split_path
 from ripple.store.store import Store
-from ripple.subscriptions.catchup import Page, check_after, read_page, read_snapshot
+from ripple.subscriptions.catchup import JoinedPage, check_after, read_joined_page, read_snapshot
 from ripple.subscriptions.cursor import Cursor
-from ripple.subscriptions.hub import Commit, pack
+from ripple.subscriptions.hub import Commit
 from ripple.subscriptions.params import SubscribeParams, parse_stream, parse_subscribe
 from ripple.wire import (
     PROTOCOL_VERSION,
@@ -44,7 +44,8 @@ from ripple.wire import (
     RawSnapshotItem,
     SnapshotEnd,
     encode,
-    pack_json,
+    pack,
+    pack_joined,
     pack_snapshot,
     raw_json,
     ws_text_frame,
@@ -143,7 +144,9 @@ class WsSession:
     async def open(self) -> Cursor:
         """Check ``after``, attach to the hub, read the snapshot, send ``hello`` (and the snapshot)."""
         store, params = self.store, self.params
-        earliest = await (check_after(store, params.after) if params.after is not None else store.earliest())
+        kind = params.filter.kind
+        earliest = (await check_after(store, params.after, kind) if params.after is not None
+                    else store.log_floor.for_kind(kind))
         after = store.head if params.after is None else params.after
         cursor = Cursor(params.filter, after, self.settings.limits, counters=store.counters, wake=self._wakeup.set,
                         on_overflow=self._overflowed)
@@ -190,7 +193,9 @@ class WsSession:
             finally:
                 hub.detach(cursor)
             if self._final is not None:
-                await self._refuse(*self._final)
+                code, message, close_code = self._final
+                earliest = self.store.log_floor.for_kind(cursor.filter.kind) if code == "offset_out_of_range" else None
+                await self._refuse(code, message, close_code, earliest)
         finally:
             hub.discard_session(self)
             if self.cursor is not None:
@@ -229,6 +234,9 @@ class WsSession:
             await self._serve(cursor)
         except (_Gone, WebSocketDisconnect, ConnectionError):
             pass
+        except OffsetOutOfRangeError as exc:  # a compaction overtook this subscriber while it caught up
+            if self._final is None:
+                self._final = (exc.code, exc.message, 1008)
         except StoreClosedError:
             if self._final is None:
                 self._final = ("shutting_down", "the server is shutting down", 1001)
@@ -273,7 +281,7 @@ class WsSession:
         The next page is read (in the reader's thread, SQLite releasing the GIL) while this one drains to the client.
         """
         store = self.store
-        ahead: asyncio.Task[Page] | None = None
+        ahead: asyncio.Task[JoinedPage] | None = None
         try:
             while cursor.next_read(store.head):
                 if ahead is None:
@@ -282,8 +290,8 @@ class WsSession:
                     page, ahead = await ahead, None
                 if page.covered < cursor.target:
                     ahead = asyncio.ensure_future(self._read(cursor, page.covered))
-                if page.rows:
-                    for payload in pack_json([r[1] for r in page.rows], self.batch):
+                if page.count:
+                    for payload in pack_joined(page.joined, self.batch):
                         await self._send(payload)
                 cursor.advance(page.covered)
                 await self._writable()
@@ -293,8 +301,8 @@ class WsSession:
                 await asyncio.gather(ahead, return_exceptions=True)
         await self._send(encode(Live(cursor.current_through(store.head))))
 
-    async def _read(self, cursor: Cursor, after: int) -> Page:
-        return await read_page(self.store, cursor.filter, after, cursor.target, cursor.limits.page_size, as_json=True)
+    async def _read(self, cursor: Cursor, after: int) -> JoinedPage:
+        return await read_joined_page(self.store, cursor.filter, after, cursor.target, cursor.limits.page_size)
 
 
 async def refuse(

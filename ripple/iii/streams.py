@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from ripple.core.events import Event
 from ripple.core.filter import Filter
 from ripple.core.names import item_scope
-from ripple.errors import ForbiddenError, StoreClosedError
+from ripple.errors import ForbiddenError, OffsetOutOfRangeError, StoreClosedError
 from ripple.iii.auth import PortAuth, refusal
 from ripple.iii.items import sync_data
 from ripple.iii.protocol import (
@@ -118,6 +118,8 @@ class Subscription:
                         await self.ws.send(encode(stream_envelope(event)), text=True)
         except (websockets.ConnectionClosed, StoreClosedError):
             return
+        except OffsetOutOfRangeError:  # a compaction of the stream overtook this client while it caught up
+            await self.ws.close(1008, "offset_out_of_range")
         except Exception:
             log.exception("stream subscription failed")
             await self.ws.close(1011, "stream subscription failed")
@@ -182,6 +184,10 @@ class StreamServer:
         if target != "root" and target.after is not None and target.after > self.store.head:
             # A resume point the log has not reached would silently skip every event up to it (offset_out_of_range).
             message = f"offset_out_of_range: after={target.after} is beyond the head ({self.store.head})\n"
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, message)
+        earliest = self.store.log_floor.stream_earliest
+        if target != "root" and target.after is not None and target.after < earliest - 1:
+            message = f"offset_out_of_range: after={target.after} is older than the earliest offset kept ({earliest})\n"
             return connection.respond(http.HTTPStatus.BAD_REQUEST, message)
         return None
 

@@ -28,6 +28,7 @@ from ripple.errors import RegistrationError, RippleError
 Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]
 Tables = Mapping[str, str]
 Fold = Callable[[Event, Tables], Iterable[Statement]]
+FoldMany = Callable[[Sequence[Event], Tables], Iterable[Statement]]
 Read = Callable[[sqlite3.Connection, Tables], Any]
 Mode = Literal["inline", "async"]
 Status = Literal["ok", "catching_up", "rebuilding", "failed"]
@@ -73,6 +74,10 @@ class Projection(msgspec.Struct, frozen=True, kw_only=True):
     - ``schema``: ``CREATE TABLE`` / ``CREATE INDEX`` statements naming tables as ``{placeholders}`` (a string holding
       several statements is split); the placeholders are the projection's logical tables.
     - ``fold(event, tables)``: pure; returns the ``(sql, params)`` statements one event implies.
+    - ``fold_many(events, tables)`` (optional): pure; the statements of several consecutive matching events at once,
+      with the same effect on the tables as folding them one by one (e.g. one upsert of summed counters instead of
+      one per event). Rebuilds, catch-ups and inline folds call it once per page or group; ``fold`` stays the
+      reference: when ``fold_many`` or its statements fail, the events are folded one by one to find the failing one.
     - ``read(conn, tables)``: what ``store.projection(name).data`` holds (default: every row of every table).
     - ``scopes``: only state events of these scopes reach the fold (``None``: every scope); ``kind`` widens it to
       stream events.
@@ -90,6 +95,7 @@ class Projection(msgspec.Struct, frozen=True, kw_only=True):
     kind: KindFilter = "state"
     mode: Mode = "inline"
     description: str = ""
+    fold_many: FoldMany | None = None
 
     def __post_init__(self) -> None:
         check_identifier("projection name", self.name)
@@ -97,6 +103,8 @@ class Projection(msgspec.Struct, frozen=True, kw_only=True):
             raise RegistrationError(f"projection {self.name}: version must be an integer >= 0, got {self.version!r}")
         if not callable(self.fold):
             raise RegistrationError(f"projection {self.name}: fold must be callable, not {type(self.fold).__name__}")
+        if self.fold_many is not None and not callable(self.fold_many):
+            raise RegistrationError(f"projection {self.name}: fold_many must be callable or None")
         if self.read is not None and not callable(self.read):
             raise RegistrationError(f"projection {self.name}: read must be callable or None")
         if self.mode not in ("inline", "async"):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import operator
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from ripple.core.events import Event
@@ -26,6 +29,7 @@ _UPSERT = (
     "updates = updates + excluded.updates, deletes = deletes + excluded.deletes"
 )
 _DELTAS = {"created": (1, 1, 0, 0), "updated": (0, 0, 1, 0), "deleted": (-1, 0, 0, 1)}
+_scope_and_type = operator.attrgetter("scope", "event_type")
 
 
 @functools.lru_cache(maxsize=64)
@@ -38,6 +42,19 @@ def fold_metrics(event: Event, tables: Tables) -> list[Statement]:
     if deltas is None:
         return []
     return [(_upsert(tables["scopes"]), (event.scope, *deltas))]
+
+
+def fold_metrics_many(events: Sequence[Event], tables: Tables) -> list[Statement]:
+    """The deltas of many events summed per scope: one upsert per scope instead of one per event."""
+    sums: dict[str, list[int]] = {}
+    for (scope, event_type), n in collections.Counter(map(_scope_and_type, events)).items():
+        deltas = _DELTAS.get(event_type)
+        if deltas is not None:
+            acc = sums.setdefault(scope, [0, 0, 0, 0])
+            for i, d in enumerate(deltas):
+                acc[i] += d * n
+    upsert = _upsert(tables["scopes"])
+    return [(upsert, (scope, *acc)) for scope, acc in sums.items()]
 
 
 def read_metrics(conn: sqlite3.Connection, tables: Tables) -> dict[str, Any]:
@@ -59,6 +76,7 @@ def metrics_projection() -> Projection:
         version=1,
         schema=METRICS_SCHEMA,
         fold=fold_metrics,
+        fold_many=fold_metrics_many,
         read=read_metrics,
         mode="inline",
         description="per scope: keys, creates, updates, deletes",

@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from ripple.core.events import Event
-from ripple.errors import NotFoundError, RegistrationError, StoreClosedError
-from ripple.projections.base import Projection, ProjectionState
+from ripple.errors import NotFoundError, OffsetOutOfRangeError, RegistrationError, RippleError, StoreClosedError
+from ripple.projections.base import Projection, ProjectionState, Status
 from ripple.projections.runner import (
     PAGE,
     Folded,
@@ -48,9 +49,11 @@ from ripple.projections.runner import (
     read_state,
     save_row,
     set_failed,
+    set_folded_from,
     set_progress,
     table_names,
 )
+from ripple.store import sql
 from ripple.store.sqlite import connect_reader
 from ripple.store.writer import WriteTxn
 from ripple.subscriptions.cursor import Limits
@@ -161,7 +164,9 @@ class Projections:
         if row is None:
             drop_generations(conn, p.name)  # leftovers of a projection that was dropped by hand
             create_tables(conn, p, handle.tables(0))
-            row = ProjectionRow(p.name, p.version, 0, "ok" if txn.head == 0 else "catching_up", None, 0, None)
+            # on a compacted log a new projection starts from the base: that is a rebuild, not a catch-up
+            status: Status = "ok" if txn.head == 0 else "rebuilding" if sql.earliest(conn) > 1 else "catching_up"
+            row = ProjectionRow(p.name, p.version, 0, status, None, 0, None)
             save_row(conn, row)
         elif row.version != p.version:
             if row.status != "rebuilding":
@@ -275,9 +280,16 @@ class Projections:
     async def _follow_generation(self, handle: ProjectionHandle, row: ProjectionRow) -> None:
         p = handle.projection
         tables = handle.tables(row.generation)
+        def gap(error: RippleError) -> bool:
+            log.error("projection %s: events after its checkpoint %d were compacted before it folded them; "
+                      "rebuilding it from the base (%s)", p.name, row.checkpoint, error.message)
+            if handle.rebuild is None or handle.rebuild.done():
+                self._spawn_rebuild([handle])
+            return False
+
         follower = Follower(
             self.store, p.filter, row.checkpoint, limits=Limits(max_buffer_bytes=None, page_size=PAGE),
-            overflow_counter="projection_overflows",
+            overflow_counter="projection_overflows", on_gap=gap,
         ).attach()
         checkpoint = row.checkpoint
         try:
@@ -294,6 +306,8 @@ class Projections:
                 checkpoint = position
         except StoreClosedError:
             return
+        except OffsetOutOfRangeError:
+            await handle.changed.wait()  # until the rebuild that gap() started swaps the new generation in
         finally:
             follower.detach()
 
@@ -371,6 +385,11 @@ class Projections:
             handle.rebuild = task
 
     async def _rebuild(self, handles: list[ProjectionHandle]) -> None:
+        # No compaction while a rebuild folds the base and then the events after it (Store.maintenance).
+        async with self.store.maintenance:
+            await self._rebuild_locked(handles)
+
+    async def _rebuild_locked(self, handles: list[ProjectionHandle]) -> None:
         writer = self.store.commits
 
         def prepare(txn: WriteTxn) -> list[int]:
@@ -388,13 +407,19 @@ class Projections:
         targets = [(h.projection, h.tables(g)) for h, g in zip(handles, generations, strict=True)]
         failures: dict[str, FoldFailure] = {}
         position = 0
-        pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
+        conn = connect_reader(self.store.path)  # one read connection for every page, used by one thread at a time
+
+        def read_fold(after: int) -> asyncio.Future[tuple[dict[str, Folded], int]]:
+            head = self.store.head
+            return asyncio.ensure_future(asyncio.to_thread(self._read_fold, conn, targets, after, head, failures))
+
+        pending = read_fold(position)
         try:
             while True:
                 folded, position = await pending
                 # read and fold the next page while the writer applies this one
                 if self.store.head - position > FINISH_GAP:
-                    pending = asyncio.ensure_future(asyncio.to_thread(self._read_fold, targets, position, failures))
+                    pending = read_fold(position)
                 found = await writer.run_in_txn(functools.partial(_execute_all, folded=folded))
                 failures.update({name: f for name, f in found.items() if name not in failures})
                 if self.store.head - position <= FINISH_GAP or len(failures) == len(targets):
@@ -402,6 +427,8 @@ class Projections:
         finally:
             if not pending.done():
                 pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)  # the thread may still be reading: let it finish
+            conn.close()
         await writer.run_in_txn(lambda txn: self._swap(txn, handles, generations, position, failures))
         for handle in handles:
             handle.changed.set()
@@ -409,16 +436,16 @@ class Projections:
             p = handle.projection
             log.info("projection %s rebuilt (version %d)", p.name, p.version)
 
+    @staticmethod
     def _read_fold(
-        self, targets: list[tuple[Projection, dict[str, str]]], after: int, failures: dict[str, FoldFailure]
+        conn: sqlite3.Connection,
+        targets: list[tuple[Projection, dict[str, str]]],
+        after: int,
+        upto: int,
+        failures: dict[str, FoldFailure],
     ) -> tuple[dict[str, Folded], int]:
-        """In a worker thread: one page of the log after ``after``, folded for each target, and the page's end."""
-        upto = self.store.head
-        conn = connect_reader(self.store.path)
-        try:
-            events = read_page(conn, event_filter([p for p, _ in targets]), after, upto, REBUILD_PAGE)
-        finally:
-            conn.close()
+        """In a worker thread: one page of the log in (after, upto], folded for each target, and the page's end."""
+        events = read_page(conn, event_filter([p for p, _ in targets]), after, upto, REBUILD_PAGE)
         end = events[-1].offset if len(events) == REBUILD_PAGE else upto
         folded = {p.name: fold_events(p, tables, events) for p, tables in targets if p.name not in failures}
         return folded, end
@@ -439,6 +466,7 @@ class Projections:
             if failure is None:
                 failure = self._fold_rest(conn, handle, handle.tables(generation), position, txn.head)
             drop_generations(conn, p.name, keep=generation)
+            set_folded_from(conn, p.name)
             save_row(
                 conn,
                 ProjectionRow(

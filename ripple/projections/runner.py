@@ -59,10 +59,15 @@ class FoldFailure(msgspec.Struct, frozen=True):
 
 
 class Folded(msgspec.Struct):
-    """The statements of consecutive events (each tagged with its offset), up to a failing fold if any."""
+    """The statements of consecutive events (each tagged with its offset), up to a failing fold if any.
+
+    From a projection's ``fold_many`` there is one batch, tagged with the last event's offset, and ``one_by_one``
+    folds the same events with ``fold`` (to find which event's statements fail).
+    """
 
     batches: list[tuple[int, list[Statement]]]
     failure: FoldFailure | None = None
+    one_by_one: Callable[[], Folded] | None = None
 
 
 class FoldResult(msgspec.Struct, frozen=True):
@@ -79,11 +84,12 @@ class Difference(msgspec.Struct, frozen=True):
     ``kind``: ``missing`` (a fresh fold has the row, the live table does not), ``unexpected`` (the reverse),
     ``fold_failed`` (a fresh fold raised at ``offset`` although the projection is not failed there),
     ``status`` (the live projection is failed but a fresh fold is not, or not at the same offset),
-    ``not_built`` (no row in ``projections``) or ``version_mismatch`` (the live tables hold another version).
+    ``not_built`` (no row in ``projections``), ``version_mismatch`` (the live tables hold another version) or
+    ``compacted`` (the projection folded events that were compacted since: no fresh fold can reproduce it).
     """
 
     projection: str
-    kind: Literal["missing", "unexpected", "fold_failed", "status", "not_built", "version_mismatch"]
+    kind: Literal["missing", "unexpected", "fold_failed", "status", "not_built", "version_mismatch", "compacted"]
     message: str
     table: str | None = None
     row: list[Any] | None = None
@@ -207,6 +213,11 @@ def set_progress(conn: sqlite3.Connection, name: str, checkpoint: int, status: S
     )
 
 
+def set_folded_from(conn: sqlite3.Connection, name: str) -> None:
+    """A rebuild folded the base at the current floor, then the log after it (the column ``folded_from``)."""
+    conn.execute("UPDATE projections SET folded_from = ? WHERE name = ?", (sql.earliest(conn), name))
+
+
 def set_failed(conn: sqlite3.Connection, name: str, failure: FoldFailure) -> None:
     conn.execute(
         "UPDATE projections SET checkpoint = ?, status = 'failed', error = ?, failed_at = ? WHERE name = ?",
@@ -225,22 +236,39 @@ def describe(exc: BaseException) -> str:
 
 
 def fold_events(projection: Projection, tables: Tables, events: Iterable[Event]) -> Folded:
-    """Pure: the statements of every matching event, stopping at the first fold that raises."""
-    batches: list[tuple[int, list[Statement]]] = []
-    fold = projection.fold
+    """Pure: the statements of every matching event, stopping at the first fold that raises.
+
+    With ``fold_many``, one call for all the matching events; if it raises, ``fold`` one by one finds the event.
+    """
     f = projection.filter
     kind = None if f.kind == "all" else f.kind
     scopes = f.scopes
+    # Filter.matches, inlined: this runs once per event of a rebuild
+    if kind is None and not scopes:
+        matching = events if isinstance(events, list) else list(events)
+    else:
+        matching = [e for e in events if (kind is None or e.kind == kind) and (not scopes or e.scope in scopes)]
+    fold_many = projection.fold_many
+    if fold_many is None or not matching:
+        return _fold_each(projection, tables, matching)
+    try:
+        stmts = list(fold_many(matching, tables))
+    except Exception:
+        return _fold_each(projection, tables, matching)
+    return Folded([(matching[-1].offset, stmts)] if stmts else [],
+                  one_by_one=lambda: _fold_each(projection, tables, matching))
+
+
+def _fold_each(projection: Projection, tables: Tables, events: Sequence[Event]) -> Folded:
+    batches: list[tuple[int, list[Statement]]] = []
+    fold = projection.fold
     for event in events:
-        # Filter.matches, inlined: this loop runs once per event of a rebuild
-        if (kind is not None and event.kind != kind) or (scopes and event.scope not in scopes):
-            continue
         try:
-            stmts = list(fold(event, tables))
+            stmts = fold(event, tables)
         except Exception as exc:
             return Folded(batches, FoldFailure(event.offset, describe(exc)))
         if stmts:
-            batches.append((event.offset, stmts))
+            batches.append((event.offset, stmts if isinstance(stmts, list) else list(stmts)))
     return Folded(batches)
 
 
@@ -270,14 +298,29 @@ def execute_folded(conn: sqlite3.Connection, folded: Folded) -> FoldFailure | No
 
     The fast path runs everything at once. If a statement fails, the SAVEPOINT is rolled back and the events are
     replayed one by one, each in its own SAVEPOINT, so every event before the failing one is kept and it alone is not.
+    A single statement (a group or page folded by ``fold_many`` into one upsert) needs no SAVEPOINT: SQLite undoes a
+    failing statement by itself.
     """
-    if not folded.batches:
+    batches = folded.batches
+    if not batches:
+        return folded.failure
+    if len(batches) == 1 and len(batches[0][1]) == 1:
+        sql_text, params = batches[0][1][0]
+        try:
+            conn.execute(sql_text, params)
+        except Exception as exc:
+            if folded.one_by_one is None:
+                return FoldFailure(batches[0][0], describe(exc))
+            folded = folded.one_by_one()
+            return _one_by_one(conn, folded.batches) or folded.failure
         return folded.failure
     conn.execute("SAVEPOINT fold")
     try:
-        _run(conn, (s for _, stmts in folded.batches for s in stmts))
+        _run(conn, batches[0][1] if len(batches) == 1 else [s for _, stmts in batches for s in stmts])
     except Exception:
         conn.execute("ROLLBACK TO fold")
+        if folded.one_by_one is not None:  # statements of fold_many: fold the events one by one to find the culprit
+            folded = folded.one_by_one()
         failure = _one_by_one(conn, folded.batches)
         conn.execute("RELEASE fold")
         return failure or folded.failure
@@ -345,9 +388,25 @@ def event_filter(projections: Sequence[Projection]) -> Filter:
 
 
 def read_page(conn: sqlite3.Connection, f: Filter, after: int, upto: int, limit: int = PAGE) -> list[Event]:
-    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection."""
-    query, params = sql.events_page(f, after, upto, limit)
-    return [row_to_event(r) for r in conn.execute(query, params).fetchall()]
+    """One page of the log (``ripple.store.sql.events_page``) as events, on a synchronous connection.
+
+    A fold from the beginning of a compacted log starts with the base: below the floor, the page holds one synthetic
+    ``created`` event per key alive at ``earliest - 1`` (its value, version and last offset then; ``op`` ``set``, no
+    ``old_value``), in offset order, and then the events after the floor. So a rebuilt projection counts each of
+    those keys as created once and none of the updates or deletes that were compacted (the built-in ``metrics``
+    projection's ``creates``/``updates``/``deletes`` then cover what the log still holds).
+    """
+    with transaction(conn, write=False):
+        rows: list[Any] = []
+        earliest = sql.earliest(conn)
+        if after < earliest - 1 and f.kind != "stream":
+            query, params = sql.base_page(f, after, min(upto, earliest - 1), limit)
+            rows = conn.execute(query, params).fetchall()
+            after = earliest - 1
+        if len(rows) < limit and after < upto:
+            query, params = sql.events_page(f, after, upto, limit - len(rows))
+            rows += conn.execute(query, params).fetchall()
+    return [row_to_event(r) for r in rows]
 
 
 def iter_pages(
@@ -427,6 +486,7 @@ def rebuild_offline(
                 None if failure is None else failure.offset,
             )
             save_row(conn, new)
+            set_folded_from(conn, p.name)
             drop_generations(conn, p.name, keep=generation)
             rows.append(new)
         if progress is not None:
@@ -453,6 +513,19 @@ def compare_projection(
                     "version_mismatch",
                     f"projection {projection.name}: the file holds version {row.version}, the code is version "
                     f"{projection.version} (status {row.status}); rebuild it",
+                )
+            ]
+        folded_from = int(conn.execute("SELECT folded_from FROM projections WHERE name = ?",
+                                       (projection.name,)).fetchone()[0])
+        earliest = sql.earliest(conn)
+        if folded_from < earliest:
+            return [
+                Difference(
+                    projection.name,
+                    "compacted",
+                    f"projection {projection.name} was folded from offset {folded_from} and the log now starts at "
+                    f"{earliest}: it holds history that was compacted, so it is not compared (a rebuild starts it "
+                    "from the base and makes it comparable)",
                 )
             ]
         temp = temp_table_names(projection)

@@ -2,6 +2,12 @@
 
 Python's ``sqlite3`` does not begin a transaction on SELECT, so every read made of more than one statement runs
 inside an explicit ``BEGIN`` … ``COMMIT`` (DESIGN §13, "Read snapshots").
+
+Fair reads: each class of read has its own connections, so no class can starve another. Point lookups (a key now or
+at an offset) run on a loop-owned connection; log reads (``read_events``, subscription catch-up pages) take the
+``log`` pool; state ranges (list pages, scope snapshots, scope names) take the ``state`` pool. Eight clients looping
+big list pages queue behind each other on the ``state`` pool while health (no I/O), point reads and log reads go on
+(``tests/http/test_fair_reads.py``; figures in ``bench/time_travel.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -49,23 +55,31 @@ async def _end_transaction(conn: aiosqlite.Connection) -> None:
         pass  # no transaction was open (BEGIN itself failed)
 
 
-class Reader:
-    """A pool of read-only connections and the queries that run on them."""
+Pool = Literal["state", "log"]
 
-    def __init__(self, path: str | os.PathLike[str], size: int = 4) -> None:
+
+class Reader:
+    """Pools of read-only connections, one per class of read, and the queries that run on them."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int = 4, log_size: int = 2) -> None:
         self.path = path
         self.size = size
-        self._pool: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self.log_size = log_size
+        self._pools: dict[Pool, asyncio.Queue[aiosqlite.Connection]] = {
+            "state": asyncio.Queue(), "log": asyncio.Queue()
+        }
         self._all: list[aiosqlite.Connection] = []
         self._point: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        for _ in range(self.size):
-            conn = await aiosqlite.connect(uri(self.path, "ro"), uri=True, isolation_level=None)
-            await conn.execute("PRAGMA busy_timeout=10000")
-            await conn.execute("PRAGMA query_only=1")
-            self._all.append(conn)
-            self._pool.put_nowait(conn)
+        sizes: tuple[tuple[Pool, int], ...] = (("state", self.size), ("log", self.log_size))
+        for pool, size in sizes:
+            for _ in range(size):
+                conn = await aiosqlite.connect(uri(self.path, "ro"), uri=True, isolation_level=None)
+                await conn.execute("PRAGMA busy_timeout=10000")
+                await conn.execute("PRAGMA query_only=1")
+                self._all.append(conn)
+                self._pools[pool].put_nowait(conn)
         # Point lookups (one row by primary key or index seek) run on the event loop: the SELECT costs microseconds,
         # while a hop to a pooled connection's thread costs far more and queues behind other reads. A short busy
         # timeout keeps the loop from ever waiting on a lock; then the lookup goes to the pool instead.
@@ -94,12 +108,14 @@ class Reader:
         return tuple(found[0]) if found else None
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
-        conn = await self._pool.get()
+    async def connection(self, pool: Pool = "state") -> AsyncIterator[aiosqlite.Connection]:
+        """A pooled connection of one class (``state``: ranges of the state; ``log``: pages of the log)."""
+        queue = self._pools[pool]
+        conn = await queue.get()
         try:
             yield conn
         finally:
-            self._pool.put_nowait(conn)
+            queue.put_nowait(conn)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -149,13 +165,12 @@ class Reader:
     async def read_events(self, f: Filter, after: int, limit: int, *, upto: int | None = None) -> builtins.list[Event]:
         """One page of the log: events ``f`` matches in ``(after, upto]``, in offset order."""
         query, params = sql.events_page(f, after, upto, limit)
-        async with self.connection() as conn:
+        async with self.connection("log") as conn:
             rows = await conn.execute_fetchall(query, params)
         return [row_to_event(r) for r in rows]
 
     async def earliest(self) -> int:
-        """The first offset still in the log (1 when nothing was ever trimmed)."""
-        async with self.connection() as conn:
-            rows = await conn.execute_fetchall(sql.EARLIEST)
-        row = next(iter(rows), None)
-        return int(row[0]) if row and row[0] is not None else 1
+        """The first offset still in the log (1 when nothing was ever compacted)."""
+        async with self.connection("log") as conn:
+            rows = list(await conn.execute_fetchall(sql.EARLIEST))
+        return int(rows[0][0])

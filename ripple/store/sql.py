@@ -24,8 +24,23 @@ EVENT_JSON = (
     "coalesce(new_value, 'null'), meta)"
 )
 
-HEAD = "SELECT coalesce(max(seq), 0) FROM events"
-EARLIEST = "SELECT min(seq) FROM events"
+# A page of events as one value: their EVENT_JSON objects joined by U+001F, which JSON text never holds unescaped
+# (control characters inside strings are escaped), so frames are cut and joined in C (bytes.split and join) rather
+# than per event in Python. The aggregate reads the ordered LIMIT subquery in its order (SQLite keeps the ORDER BY
+# of a subquery that has a LIMIT); from SQLite 3.44 the aggregate's own ORDER BY states it.
+EVENT_SEPARATOR = b"\x1f"
+_JOINED = "group_concat(body, char(31) ORDER BY seq)" if sqlite3.sqlite_version_info >= (3, 44) else (
+    "group_concat(body, char(31))"
+)
+
+# The head is the last event, or the offset the compacted prefix ends at when no event is left above it (a replay
+# that stops at the floor).
+HEAD = (
+    "SELECT max(coalesce((SELECT max(seq) FROM events), 0), coalesce((SELECT earliest - 1 FROM log_floor), 0))"
+)
+# The floor (DESIGN §1): the first offset kept, and the first offset from which stream events are kept too.
+FLOOR = "SELECT coalesce(max(earliest), 1), coalesce(max(stream_earliest), 1) FROM log_floor"
+EARLIEST = "SELECT coalesce(max(earliest), 1) FROM log_floor"
 
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -43,40 +58,94 @@ LIST_SCOPE = (
 )
 LIST_GROUPS = "SELECT DISTINCT scope FROM state ORDER BY scope"
 
-# -- the state as of an offset (time travel), derived from the log
-# A key as of offset ?: its last state event at or before it (a 'deleted' one means absent).
-SELECT_KEY_AT = (
-    "SELECT new_value, version, seq, event_type FROM events WHERE scope = ? AND key = ? AND kind = 'state' "
-    "AND seq <= ? ORDER BY seq DESC LIMIT 1"
-)
+# -- the state as of an offset (time travel), derived from the log and the compacted base (log_base: the state as of
+# the floor - 1). Offsets below the floor - 1 cannot be read (ripple.store.retention refuses them first).
+
+# A key as of offset ?3: its last state event at or before it (a 'deleted' one means absent), else its base row.
+SELECT_KEY_AT = """
+SELECT * FROM (
+  SELECT new_value, version, seq, event_type FROM events
+   WHERE scope = ?1 AND key = ?2 AND kind = 'state' AND seq <= ?3 ORDER BY seq DESC LIMIT 1)
+UNION ALL
+SELECT value, version, last_seq, 'created' FROM log_base WHERE scope = ?1 AND key = ?2
+ORDER BY 3 DESC LIMIT 1
+"""
 # Every key as of offset ?: scope, key, value, version, last_seq, created (an independent path from the writer's
 # incremental upserts, which is what `verify` compares it with; `import` and `replay` rebuild the state table with it).
+# Base rows enter as pseudo-events that carry their incarnation's create offset.
 STATE_AT = """
 SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
   SELECT scope, key, new_value, version, seq, event_type,
-         max(CASE WHEN event_type = 'created' THEN seq END)
-             OVER (PARTITION BY scope, key ORDER BY seq ROWS UNBOUNDED PRECEDING) AS created,
+         max(created0) OVER (PARTITION BY scope, key ORDER BY seq ROWS UNBOUNDED PRECEDING) AS created,
          row_number() OVER (PARTITION BY scope, key ORDER BY seq DESC) AS rn
-    FROM events WHERE kind = 'state' AND seq <= ?)
+    FROM (SELECT scope, key, value AS new_value, version, last_seq AS seq, 'created' AS event_type,
+                 created_seq AS created0 FROM log_base
+          UNION ALL
+          SELECT scope, key, new_value, version, seq, event_type, CASE WHEN event_type = 'created' THEN seq END
+            FROM events WHERE kind = 'state' AND seq <= ?))
  WHERE rn = 1 AND event_type != 'deleted'
 """
-# One scope as of offset ?, a page after a created cursor: key, value, version, last_seq, created.
+# One scope as of offset :at, one page after a created cursor (:after): key, value, version, last_seq, created.
+# O(page), whatever the size of the scope: the keys come from walking creates in offset order (the partial index
+# events_scope_creates, after the base rows' incarnations), and a create is kept when it is its key's last create or
+# delete at :at (one seek in the partial index events_lifecycle); each kept key's value is one more seek. A page also
+# skips the incarnations in its range that ended before :at (a scope with heavy churn reads those too).
 LIST_SCOPE_AT = """
-SELECT * FROM (
-  SELECT e.key, e.new_value, e.version, e.seq,
-         (SELECT max(c.seq) FROM events c
-           WHERE c.scope = e.scope AND c.key = e.key AND c.kind = 'state' AND c.event_type = 'created'
-             AND c.seq <= e.seq) AS created
-    FROM events e
-   WHERE e.scope = ? AND e.kind = 'state' AND e.seq <= ? AND e.event_type != 'deleted'
-     AND e.seq = (SELECT max(m.seq) FROM events m
-                   WHERE m.scope = e.scope AND m.key = e.key AND m.kind = 'state' AND m.seq <= ?))
- WHERE created > ? ORDER BY created LIMIT ?
+WITH page(key, created) AS (
+  SELECT key, created FROM (
+    SELECT b.key AS key, b.created_seq AS created FROM log_base b
+     WHERE b.scope = :scope AND b.created_seq > :after
+       AND NOT EXISTS (SELECT 1 FROM events l INDEXED BY events_lifecycle
+                        WHERE l.scope = :scope AND l.key = b.key AND l.kind = 'state'
+                          AND l.event_type IN ('created', 'deleted') AND l.seq <= :at)
+     ORDER BY b.created_seq LIMIT :limit)
+  UNION ALL
+  SELECT key, created FROM (
+    SELECT c.key AS key, c.seq AS created FROM events c INDEXED BY events_scope_creates
+     WHERE c.scope = :scope AND c.kind = 'state' AND c.event_type = 'created' AND c.seq > :after AND c.seq <= :at
+       AND c.seq = (SELECT l.seq FROM events l INDEXED BY events_lifecycle
+                     WHERE l.scope = :scope AND l.key = c.key AND l.kind = 'state'
+                       AND l.event_type IN ('created', 'deleted') AND l.seq <= :at
+                     ORDER BY l.seq DESC LIMIT 1)
+     ORDER BY c.seq LIMIT :limit)
+  ORDER BY created LIMIT :limit)
+SELECT p.key, coalesce(e.new_value, b.value), coalesce(e.version, b.version), coalesce(e.seq, b.last_seq), p.created
+  FROM page p
+  LEFT JOIN events e ON e.seq = (SELECT m.seq FROM events m
+                                  WHERE m.scope = :scope AND m.key = p.key AND m.kind = 'state' AND m.seq <= :at
+                                  ORDER BY m.seq DESC LIMIT 1)
+  LEFT JOIN log_base b ON e.seq IS NULL AND b.scope = :scope AND b.key = p.key
+ ORDER BY p.created
 """
 
 
-def list_scope_at_params(scope: str, at: int, after_created: int, limit: int) -> tuple[Any, ...]:
-    return (scope, at, at, after_created, limit)
+def list_scope_at_params(scope: str, at: int, after_created: int, limit: int) -> dict[str, Any]:
+    return {"scope": scope, "at": at, "after": after_created, "limit": limit}
+
+
+# -- the compacted base as events (projection rebuilds fold it first): one synthetic `created` event per key alive
+# at the floor - 1, at the offset of its last event, in offset order.
+BASE_AS_EVENTS = (
+    "SELECT last_seq, ts, 'state', scope, key, 'set', 'created', version, NULL, value, '{{}}' FROM log_base "
+    "WHERE {where} ORDER BY last_seq LIMIT ?"
+)
+
+
+def base_page(f: Filter, after: int, upto: int, limit: int) -> tuple[str, list[Any]]:
+    """One page of the base as event rows (``EVENT_COLUMNS``) in ``(after, upto]`` that ``f`` matches (the base
+    holds state only: a ``stream`` filter matches nothing)."""
+    where = ["last_seq > ?", "last_seq <= ?"]
+    params: list[Any] = [after, upto]
+    if f.kind == "stream":
+        where.append("0")
+    if f.scopes:
+        where.append(f"scope IN ({','.join('?' * len(f.scopes))})")
+        params.extend(sorted(f.scopes))
+    if f.keys:
+        where.append(f"key IN ({','.join('?' * len(f.keys))})")
+        params.extend(sorted(f.keys))
+    params.append(limit)
+    return BASE_AS_EVENTS.format(where=" AND ".join(where)), params
 
 
 def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns: str = EVENT_COLUMNS
@@ -119,12 +188,23 @@ def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns:
     return f"SELECT {columns} FROM events{hint} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params
 
 
+def events_json_page(f: Filter, after: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
+    """:func:`events_page` as one row ``(count, last offset, the event JSON objects joined by EVENT_SEPARATOR)``."""
+    inner, params = events_page(f, after, upto, limit, columns=f"seq, {EVENT_JSON} AS body")
+    return f"SELECT count(*), max(seq), CAST({_JOINED} AS BLOB) FROM ({inner})", params
+
+
 def head(conn: sqlite3.Connection) -> int:
     """The last offset in the file (a synchronous connection)."""
     return int(conn.execute(HEAD).fetchone()[0])
 
 
 def earliest(conn: sqlite3.Connection) -> int:
-    """The first offset still in the log (1 when nothing was ever trimmed)."""
-    found = conn.execute(EARLIEST).fetchone()[0]
-    return 1 if found is None else int(found)
+    """The first offset still in the log (1 when nothing was ever compacted)."""
+    return int(conn.execute(EARLIEST).fetchone()[0])
+
+
+def floor(conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(earliest, stream_earliest)``: the first offset kept, and the first from which stream events are kept."""
+    row = conn.execute(FLOOR).fetchone()
+    return int(row[0]), int(row[1])

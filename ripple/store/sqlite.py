@@ -98,7 +98,13 @@ class WriterLock:
 
 
 def connect_writer(path: str | os.PathLike[str], durability: Durability) -> sqlite3.Connection:
+    new = not Path(path).exists() or Path(path).stat().st_size == 0
     conn = sqlite3.connect(uri(path, "rwc"), uri=True, isolation_level=None, check_same_thread=False)
+    if new:
+        # Before the first table (and WAL mode): compaction then gives space back in small steps. Only on a new
+        # file: on an existing one the pragma rewrites the header even when the mode is unchanged, and the mode
+        # cannot change without a VACUUM anyway (`ripple compact` converts old files; ripple.store.retention).
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
     # Auto-checkpoints run inside COMMIT and cause latency spikes; ripple runs PASSIVE ones in the background.

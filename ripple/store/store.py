@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -48,8 +49,10 @@ from ripple.core.validate import (
 )
 from ripple.errors import (
     CascadeLimitError,
+    ConflictError,
     DatabaseFileError,
     InvalidOpError,
+    OffsetOutOfRangeError,
     RippleError,
     StoreClosedError,
     ValidationError,
@@ -59,12 +62,15 @@ from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
 from ripple.reactions import ChangeEvent, H, Reactions, Start
+from ripple.store import retention
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
 from ripple.store.reader import Reader
-from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
+from ripple.store.retention import Blocker, CompactResult, Floor, RetentionPolicy
+from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, connect_reader, inspect_file
 from ripple.store.stats import WriterStats
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
+from ripple.subscriptions.catchup import check_after_range
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.embedded import Subscription
 from ripple.subscriptions.hub import Hub, HubSettings
@@ -133,9 +139,11 @@ class Store:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_batch_commands: int = MAX_BATCH_COMMANDS,
         readers: int = 4,
+        log_readers: int = 2,
         cascade_limit: int = DEFAULT_CASCADE_LIMIT,
         run_reactions: bool = True,
         subscription_settings: HubSettings | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -154,7 +162,14 @@ class Store:
             max_value_bytes=max_value_bytes,
             bus=self.commits,
         )
-        self.reader: Reader = Reader(self.path, size=readers)
+        self.reader: Reader = Reader(self.path, size=readers, log_size=log_readers)
+        self.retention = retention
+        # The floor (ripple.store.retention): set from the file on open, then by each compaction step in the writer
+        # thread *before* its COMMIT, so a reader that saw the removal also sees the new floor (see check_read).
+        self._floor = Floor()
+        #: Held by compaction and projection rebuilds: a rebuild folds the base and then the events after it, and a
+        #: compaction moving the floor in between would take events from under it.
+        self.maintenance = asyncio.Lock()
         self.counters: dict[str, int] = {"refused_cascades": 0}
         self._lock = WriterLock(self.path)
         self._started = False
@@ -192,6 +207,7 @@ class Store:
         try:
             await self.writer.start()
             await self.reader.open()
+            self._floor = await asyncio.to_thread(self._read_floor)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.writer.close()
@@ -203,6 +219,8 @@ class Store:
         self.on_close(self.hub.aclose)
         self.spawn(self._checkpointer(), name="ripple-checkpointer")
         self.spawn(self._expire_idempotency(), name="ripple-idempotency-expiry")
+        if self.retention is not None and self.retention.enabled:
+            self.spawn(self._retention_loop(self.retention), name="ripple-retention")
         try:
             await self.projections.start()  # tables and rows exist before open returns; catch-ups run behind
         except BaseException:
@@ -495,7 +513,20 @@ class Store:
             raise ValidationError(
                 f"at={at} is beyond the head ({self.head})", detail={"at": at, "head": self.head}
             )
+        self.check_read(at, "at")
         return at
+
+    def check_read(self, position: int, name: str = "after", kind: KindFilter = "state") -> None:
+        """Refuse a position the log no longer holds: below ``earliest - 1`` (``offset_out_of_range`` with
+        ``earliest``). Call it before a read and again after it: the floor moves before a compaction commits, so a
+        read that may have missed removed events always sees the new floor afterwards."""
+        earliest = self._floor.for_kind(kind)
+        if position < earliest - 1:
+            raise OffsetOutOfRangeError(
+                f"{name}={position} is older than the earliest offset kept ({earliest}); the log before it was "
+                "compacted",
+                detail={name: position, "earliest": earliest, "head": self.head},
+            )
 
     async def entry(self, scope: str, key: str, *, at: int | None = None) -> Entry | None:
         """A key's value with its version and last offset (as of offset ``at``), or ``None``."""
@@ -507,6 +538,8 @@ class Store:
             identity.require_read(scope)  # before any read: a forbidden key and a missing key look the same
         at = self._check_at(at)
         found = await (self.reader.entry(scope, key) if at is None else self.reader.entry_at(scope, key, at))
+        if at is not None:
+            self.check_read(at, "at")
         if found is not None and found.offset > self.head:
             # Committed by the writer thread but not yet acknowledged on the loop: never hand out an offset beyond
             # the head (a client could not subscribe after it yet).
@@ -534,6 +567,8 @@ class Store:
             )
         at = self._check_at(at)
         page = await self.reader.list(scope, limit=limit, cursor=cursor, at=at)
+        if at is not None:
+            self.check_read(at, "at")
         newest = max((item.offset for item in page.items), default=0)
         if newest > self.head:
             await self.writer.wait_for_head(newest)  # as in entry(): no offset beyond the head
@@ -573,11 +608,187 @@ class Store:
         identity = current_identity.get()
         if identity is not None:
             identity.require_follow(f)  # without admin: only named scopes it may read
-        return await self.reader.read_events(f, after, limit, upto=self.head)
+        head = self.head
+        check_after_range(after, earliest=self._floor.for_kind(kind), head=head)
+        events = await self.reader.read_events(f, after, limit, upto=head)
+        self.check_read(after, "after", kind)  # a compaction that committed while we read
+        return events
 
     async def earliest(self) -> int:
+        """The first offset still in the log (1 until a compaction moves it; no I/O)."""
         self.check_open()
-        return await self.reader.earliest()
+        return self._floor.earliest
+
+    @property
+    def log_floor(self) -> Floor:
+        """``earliest`` and ``stream_earliest``: the first offsets kept (no I/O)."""
+        return self._floor
+
+    def _read_floor(self) -> Floor:
+        conn = connect_reader(self.path)
+        try:
+            return retention.read_floor(conn)
+        finally:
+            conn.close()
+
+    # -- retention (ripple.store.retention): compaction through the writer queue, in bounded steps
+
+    async def compact(
+        self, before: int | None = None, *, streams_before: int | None = None, force: bool = False,
+        hold: bool = False, reclaim: bool = True,
+    ) -> CompactResult:
+        """Remove the events below offset ``before`` after folding them into the base snapshot (and stream events
+        below ``streams_before``), in steps of ``retention.COMPACT_CHUNK`` events merged into group commits.
+
+        Refused (:class:`ConflictError` ``floor_blocked``, nothing changed) when a durable reaction or a projection
+        still needs those events, unless ``force`` (forced projections are rebuilt from the base, forced reactions
+        skip what was removed) or ``hold`` (the floor stops below what they still need, as retention policies do).
+        ``reclaim`` then gives the freed pages back to the file system in steps.
+        """
+        self.check_open()
+        async with self.maintenance:
+            started, start = time.perf_counter(), self._floor
+            await self.reactions.save_positions()  # an idle reaction does not need what it has passed
+            before, streams_before, found = await self.commits.run_in_txn(
+                functools.partial(self._plan, before, streams_before, hold)
+            )
+            if found and not force:
+                raise ConflictError(
+                    retention.refuse_message(min(x for x in (before, streams_before) if x is not None), found),
+                    code="floor_blocked",
+                    detail={"blockers": [msgspec.to_builtins(b) for b in found]},
+                )
+            for blocker in found:
+                log.warning("compacting past %s: forced", blocker.describe())
+            removed = 0
+            while before is not None and self._floor.earliest < before:
+                removed += await self._step(retention.compact_step, before)
+            while streams_before is not None and self._floor.stream_earliest < streams_before:
+                removed += await self._step(retention.trim_streams_step, streams_before)
+        rebuild = [b.name for b in found if b.kind == "projection" and b.name in self.projections]
+        if rebuild:
+            self.spawn(self.projections.rebuild_many(rebuild), name="ripple-rebuild-after-compaction")
+        if reclaim and removed:
+            await self.reclaim_space()
+        self._checkpoint_due.set()
+        return CompactResult(start.earliest, self._floor.earliest, self._floor.stream_earliest, removed,
+                             time.perf_counter() - started, found)
+
+    def _plan(self, before: int | None, streams_before: int | None, hold: bool, txn: WriteTxn
+              ) -> tuple[int | None, int | None, builtins.list[Blocker]]:
+        """In a writer transaction (cursors advance through the writer, so this view is current): check the floors
+        and find what they would cut off; with ``hold``, lower them below it instead."""
+        floor = retention.read_floor(txn.conn)
+        found: builtins.list[Blocker] = []
+        if before is not None:
+            retention.check_before(txn.conn, before, "before")
+            blocking = retention.blockers(txn.conn, before)
+            if hold and blocking:
+                before = self._held(before, blocking, floor.earliest)
+                blocking = []
+            found += blocking
+        if streams_before is not None:
+            retention.check_before(txn.conn, streams_before, "streams_before")
+            # only followers of stream events lose input when streams are trimmed
+            readers = {p.name for p in self.projections if p.kind != "state"}
+            blocking = [b for b in retention.blockers(txn.conn, streams_before)
+                        if b.kind == "projection" and b.name in readers and b not in found]
+            if hold and blocking:
+                streams_before = self._held(streams_before, blocking, floor.stream_earliest)
+                blocking = []
+            found += blocking
+        return before, streams_before, found
+
+    @staticmethod
+    def _held(wanted: int, blocking: builtins.list[Blocker], current: int) -> int | None:
+        safe = min(b.position for b in blocking) + 1
+        log.warning("retention: holding a floor at %d (wanted %d) until %s catch%s up", safe, wanted,
+                    ", ".join(b.describe() for b in blocking[:5]), "es" if len(blocking) == 1 else "")
+        return safe if safe > current else None
+
+    async def _step(self, step: Callable[..., tuple[Floor, int]], before: int) -> int:
+        def run(txn: WriteTxn) -> tuple[int, float]:
+            started = time.perf_counter()
+            floor, removed = step(txn.conn, before)
+            self._floor = floor  # announced before COMMIT (see check_read)
+            return removed, time.perf_counter() - started
+
+        try:
+            removed, seconds = await self.commits.run_in_txn(run)
+        except BaseException:
+            self._floor = await asyncio.to_thread(self._read_floor)  # the step rolled back
+            raise
+        await self._pace(seconds + await self._checkpoint_in_writer())
+        return removed
+
+    async def _checkpoint_in_writer(self) -> float:
+        """Checkpoint from the writer's own connection, between two groups; returns the seconds it took.
+
+        A compaction step dirties pages all over the file (its events' index entries are spread over every key), about
+        10 KB of WAL per event removed. The background checkpointer never completes while writes interleave, so the
+        WAL would only grow (2.7 GB for 270k events in bench/compact.py); checkpointed here, with no write in between,
+        it is backfilled whole and restarts at the next write (it stayed under 50 MB).
+        """
+        def checkpoint(conn: sqlite3.Connection) -> float:
+            started = time.perf_counter()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return time.perf_counter() - started
+
+        seconds: float = await self.writer.call(checkpoint)
+        return seconds
+
+    @staticmethod
+    async def _pace(step_seconds: float) -> None:
+        """Leave the writer to the writes for ``retention.PACE`` times as long as a maintenance step held it."""
+        await asyncio.sleep(step_seconds * retention.PACE)  # sleep-ok: pacing background work, not synchronisation
+
+    async def reclaim_space(self) -> int:
+        """Give free pages back to the file system, ``retention.VACUUM_CHUNK`` pages per writer transaction (paced
+        like compaction); returns the pages given back (0 for a file without incremental auto-vacuum: run
+        ``ripple compact`` offline once)."""
+        given = 0
+
+        def vacuum(txn: WriteTxn) -> tuple[int, int, float]:
+            started = time.perf_counter()
+            before = retention.free_pages(txn.conn)
+            return before, retention.vacuum_step(txn.conn), time.perf_counter() - started
+
+        while True:
+            before, left, seconds = await self.commits.run_in_txn(vacuum)
+            given += max(0, before - left)
+            if left == 0 or left >= before:
+                await self._checkpoint_in_writer()  # the file shrinks when the WAL is checkpointed
+                return given
+            await self._pace(seconds)
+
+    async def apply_retention(self, policy: RetentionPolicy, now_ms: int | None = None) -> CompactResult | None:
+        """One run of ``policy``: compact as far as it asks, but never past a durable reaction or projection (the
+        floor waits for them, and the log says which one holds it back). ``None``: nothing to do."""
+        wanted = await asyncio.to_thread(self._retention_targets, policy, now_ms)
+        if wanted.before is None and wanted.streams_before is None:
+            return None
+        result = await self.compact(wanted.before, streams_before=wanted.streams_before, hold=True)
+        return result if result.removed or result.earliest != result.earliest_before else None
+
+    def _retention_targets(self, policy: RetentionPolicy, now_ms: int | None) -> retention.Targets:
+        conn = connect_reader(self.path)
+        try:
+            return retention.targets(conn, policy, now_ms)
+        finally:
+            conn.close()
+
+    async def _retention_loop(self, policy: RetentionPolicy) -> None:
+        while True:
+            try:
+                result = await self.apply_retention(policy)
+                if result is not None:
+                    log.info("retention: earliest %d -> %d (%d events removed in %.1fs)", result.earliest_before,
+                             result.earliest, result.removed, result.seconds)
+            except RippleError as exc:
+                log.warning("retention run failed: %s", exc.message)
+            except Exception:
+                log.exception("retention run failed")
+            await asyncio.sleep(policy.interval)  # sleep-ok: a periodic policy, not synchronisation
 
     # -- reactions and projections (DESIGN §5-6)
 

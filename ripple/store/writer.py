@@ -16,10 +16,11 @@ import asyncio
 import collections
 import hashlib
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -373,8 +374,26 @@ def _decode_stored_result(text: str, payload: Any, result_type: Any) -> Any:
 # ---- the writer -----------------------------------------------------------------------------------------------
 
 
+class _Call:
+    """Maintenance work for the writer thread, between groups (open, ``call``)."""
+
+    __slots__ = ("fn", "fut")
+
+    def __init__(self, fn: Callable[[], Any], fut: asyncio.Future[Any]) -> None:
+        self.fn, self.fut = fn, fut
+
+
+_STOP = None  # queued by close(): the thread commits what precedes it, runs the final step and exits
+
+
 class Writer:
-    """Owns the write connection. Create with :meth:`start`; stop with :meth:`close`."""
+    """Owns the write connection. Create with :meth:`start`; stop with :meth:`close`.
+
+    The writer thread drains a queue that the event loop fills: it takes up to ``max_batch`` queued jobs, commits
+    them, posts the acknowledgement to the loop and, if more jobs arrived meanwhile, commits those at once — the loop
+    acknowledges one group while the thread writes the next. The loop hands a burst of submissions over once (a
+    callback after the ones already due), so the writers woken by one commit form the next group together.
+    """
 
     def __init__(
         self,
@@ -396,12 +415,16 @@ class Writer:
         self.commits = 0
         self.bus = bus or CommitBus()
         self.bus.bind(self)
-        self._queue: collections.deque[Job | None] = collections.deque()
-        self._wakeup = asyncio.Event()
+        # Appended on the loop, taken by the writer thread (deque appends and pops are atomic).
+        self._queue: collections.deque[Job | _Call | None] = collections.deque()
+        self._signal: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the writer thread while it waits
+        self._kick_due = False
         self._closing = False
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ripple-writer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._final: Callable[[sqlite3.Connection], Any] | None = None
         self._conn: sqlite3.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._attempt: tuple[int, WriteTxn | None] = (0, None)
         self._head_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # True while the write connection cannot be (re)opened after an I/O error: writes fail, reads go on.
@@ -411,10 +434,12 @@ class Writer:
     # -- lifecycle
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.head = await loop.run_in_executor(self._thread, self._open)
+        loop = self._loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(target=self._thread_main, name="ripple-writer", daemon=True)
+        self._thread.start()
+        self.head = await self._maintenance(self._open)
         self._txn_head = self.head
-        self._task = asyncio.create_task(self._run(), name="ripple-writer")
 
     def _open(self) -> int:
         self._conn = connect_writer(self.path, self.durability)
@@ -428,17 +453,18 @@ class Writer:
     async def close(self, final: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         """Commit (or fail) everything queued, run ``final`` on the connection, then close it. Idempotent."""
         if self._closing:
-            if self._task is not None:
-                await asyncio.shield(self._task)
+            if self._stopped is not None:
+                await asyncio.shield(self._stopped)
             return
         self._closing = True
-        self._queue.append(None)
-        self._wakeup.set()
-        if self._task is not None:
-            await asyncio.shield(self._task)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._close_conn, final)
-        self._thread.shutdown(wait=True)
+        if self._thread is None:
+            return
+        self._final = final
+        self._queue.append(_STOP)
+        self._signal.put(None)
+        assert self._stopped is not None
+        await asyncio.shield(self._stopped)
+        await asyncio.to_thread(self._thread.join)
 
     def _close_conn(self, final: Callable[[sqlite3.Connection], Any] | None = None, quiet: bool = False) -> None:
         if self._conn is not None and quiet:
@@ -475,12 +501,19 @@ class Writer:
                 log.warning("the write queue is full (%d commands): refusing writes with 503 until it drains",
                             self.max_queue, extra={"event": "overload", "max_queue": self.max_queue})
             raise OverloadedError(f"the write queue is full ({self.max_queue} commands); retry later")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        assert loop is not None, "the writer is not started"
+        fut: asyncio.Future[Any] = loop.create_future()
         job.fut = fut
         self._queue.append(job)
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        if not self._kick_due:
+            self._kick_due = True
+            loop.call_soon(self._kick)  # after the callbacks already due: a burst of submissions is one group
         return fut
+
+    def _kick(self) -> None:
+        self._kick_due = False
+        self._signal.put(None)
 
     async def run_in_txn(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` inside the next group commit (in a SAVEPOINT) and return its result after COMMIT."""
@@ -490,43 +523,74 @@ class Writer:
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` with the write connection in the writer thread, outside any group (maintenance)."""
         assert self._conn is not None
-        conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
 
-    # -- the loop
+        def run() -> T:
+            assert self._conn is not None
+            return fn(self._conn)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = False
+        return await self._maintenance(run)
+
+    async def _maintenance(self, fn: Callable[[], T]) -> T:
+        if self._thread is None or not self._thread.is_alive():
+            raise StoreClosedError("the store is closed")
+        assert self._loop is not None
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.append(_Call(fn, fut))
+        self._signal.put(None)
+        return await fut
+
+    # -- the writer thread: groups and maintenance, in queue order
+
+    def _thread_main(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        q = self._queue
         try:
-            while not stop:
-                if not self._queue:
-                    if self.stats.overloaded_since is not None:
-                        self._overload_over()
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                jobs: list[Job] = []
-                while self._queue and len(jobs) < self.max_batch:
-                    job = self._queue.popleft()
-                    if job is None:
-                        stop = True
-                        break
-                    jobs.append(job)
-                if not jobs:
+            while True:
+                if not q:
+                    self._signal.get()  # idle until the loop hands work over
                     continue
+                item = q[0]
+                if item is _STOP:
+                    q.popleft()
+                    break
+                if isinstance(item, _Call):
+                    q.popleft()
+                    self._run_call(loop, item)
+                    continue
+                jobs: list[Job] = []
+                while q and len(jobs) < self.max_batch:
+                    item = q[0]
+                    if not isinstance(item, Job):
+                        break
+                    jobs.append(item)
+                    q.popleft()
                 started = time.perf_counter()
-                events = await loop.run_in_executor(self._thread, self._commit_group, jobs)
-                if events:
-                    self.stats.committed(len(events), time.perf_counter() - started)
-                self._after_commit(jobs, events)
-        except BaseException as exc:  # a bug or cancellation: fail what is left, never drop it silently
+                events = self._commit_group(jobs)
+                loop.call_soon_threadsafe(self._after_commit, jobs, events, time.perf_counter() - started)
+            self._close_conn(self._final)
+            loop.call_soon_threadsafe(self._on_stopped, None)
+        except BaseException as exc:  # a bug: fail what is left (on the loop), never drop it silently
             log.exception("writer stopped unexpectedly")
-            self._closing = True
-            self._fail_pending(StorageError(f"the writer stopped: {exc!r}"))
-            raise
-        finally:
-            self._fail_pending(StoreClosedError("the store closed before this command was written"))
-            self._release_head_waiters()
+            loop.call_soon_threadsafe(self._on_stopped, exc)
+
+    @staticmethod
+    def _run_call(loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+        try:
+            result = call.fn()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, call.fut, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, call.fut, result, None)
+
+    def _on_stopped(self, crash: BaseException | None) -> None:
+        self._closing = True
+        if crash is not None:
+            self._fail_pending(StorageError(f"the writer stopped: {crash!r}"))
+        self._fail_pending(StoreClosedError("the store closed before this command was written"))
+        self._release_head_waiters()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     def _overload_over(self) -> None:
         lasted = self.stats.drained()
@@ -535,9 +599,9 @@ class Writer:
 
     def _fail_pending(self, error: RippleError) -> None:
         while self._queue:
-            job = self._queue.popleft()
-            if job is not None and job.fut is not None and not job.fut.done():
-                job.fut.set_exception(error)
+            item = self._queue.popleft()
+            if item is not None and item.fut is not None and not item.fut.done():
+                item.fut.set_exception(error)
 
     async def wait_for_head(self, offset: int) -> None:
         """Return once ``head`` reaches ``offset`` (a read may see a COMMIT a moment before it is acknowledged)."""
@@ -557,8 +621,9 @@ class Writer:
                 waiting.append((offset, fut))
         self._head_waiters = waiting
 
-    def _after_commit(self, jobs: list[Job], events: list[Event]) -> None:
+    def _after_commit(self, jobs: list[Job], events: list[Event], seconds: float = 0.0) -> None:
         if events:
+            self.stats.committed(len(events), seconds)
             self.head = events[-1].offset
             self.commits += 1
             if self._head_waiters:
@@ -574,6 +639,8 @@ class Writer:
                 fut.set_exception(job.outcome)
             else:
                 fut.set_result(job.outcome)
+        if not self._queue and self.stats.overloaded_since is not None:
+            self._overload_over()
 
     # -- in the writer thread
 
@@ -676,6 +743,15 @@ class Writer:
             job.outcome = DatabaseFullError(f"the database is full: {exc}")
             return
         job.outcome = StorageError(f"the database could not write this command: {exc}")
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
 
 
 def _is_io_error(exc: sqlite3.Error) -> bool:

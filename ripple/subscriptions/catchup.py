@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ripple.core.events import KindFilter
 from ripple.core.filter import Filter
 from ripple.errors import OffsetOutOfRangeError
 from ripple.store import sql
@@ -28,16 +29,41 @@ class Page:
         self.covered = covered
 
 
-async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int, *, as_json: bool = False) -> Page:
-    """Rows ``EVENT_COLUMNS`` (or ``(seq, event JSON text)`` with ``as_json``) after ``after``, up to ``upto``."""
-    columns = f"seq, {sql.EVENT_JSON}" if as_json else sql.EVENT_COLUMNS
-    query, params = sql.events_page(f, after, upto, limit, columns=columns)
-    async with store.reader.connection() as conn:
+class JoinedPage:
+    """Every matching event in (after, ``covered``]: ``count`` event JSON objects joined by ``sql.EVENT_SEPARATOR``."""
+
+    __slots__ = ("count", "covered", "joined")
+
+    def __init__(self, count: int, joined: bytes, covered: int) -> None:
+        self.count = count
+        self.joined = joined
+        self.covered = covered
+
+
+async def read_page(store: Store, f: Filter, after: int, upto: int, limit: int) -> Page:
+    """Rows ``EVENT_COLUMNS`` after ``after``, up to ``upto``."""
+    query, params = sql.events_page(f, after, upto, limit)
+    async with store.reader.connection("log") as conn:
         # One hop (execute + fetch all): a subscriber cancelled mid-read must not leave a half-read statement on a
         # pooled connection — it would hold that connection's read snapshot open and later reads would see stale data.
         rows = list(await conn.execute_fetchall(query, params))
+    # A compaction may have removed events of this range while it was read: the floor moves before that COMMIT, so
+    # a page that could have missed them is refused here (offset_out_of_range) instead of skipping them silently.
+    store.check_read(after, "after", f.kind)
     covered = upto if len(rows) < limit else int(rows[-1][0])
     return Page(rows, covered)
+
+
+async def read_joined_page(store: Store, f: Filter, after: int, upto: int, limit: int) -> JoinedPage:
+    """Like :func:`read_page`, as the event JSON that SQLite builds and joins (``sql.events_json_page``): a page
+    costs Python one row, however many events it holds."""
+    query, params = sql.events_json_page(f, after, upto, limit)
+    async with store.reader.connection("log") as conn:
+        rows = list(await conn.execute_fetchall(query, params))  # one hop, as in read_page
+    store.check_read(after, "after", f.kind)  # as in read_page: a compaction may have cut this range meanwhile
+    count, last, joined = rows[0]
+    covered = upto if count < limit else int(last)
+    return JoinedPage(count, joined or b"", covered)
 
 
 async def read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
@@ -85,8 +111,10 @@ def check_after_range(after: int, *, earliest: int, head: int, option: str = "af
                                     detail=detail)
 
 
-async def check_after(store: Store, after: int) -> int:
-    """Refuse a resume point outside [earliest - 1, head]; return ``earliest``."""
-    earliest = await store.earliest()
+async def check_after(store: Store, after: int, kind: KindFilter = "state") -> int:
+    """Refuse a resume point outside [earliest - 1, head]; return ``earliest`` (for followers of stream events, the
+    stream floor: stream events may be kept for less time than state events)."""
+    store.check_open()
+    earliest = store.log_floor.for_kind(kind)
     check_after_range(after, earliest=earliest, head=store.head)
     return earliest

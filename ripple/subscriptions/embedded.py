@@ -95,7 +95,7 @@ class Subscription:
         store = self._store
         store.check_open()
         if self._after is not None:
-            await check_after(store, self._after)
+            await check_after(store, self._after, self.filter.kind)
         after = store.head if self._after is None else self._after
         # attach first: nothing committed from here on can be missed
         follower = self._follower = Follower(store, self.filter, after, limits=self.limits).attach()

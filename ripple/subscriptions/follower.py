@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ripple.core.events import Event
 from ripple.core.filter import Filter
-from ripple.errors import StoreClosedError
+from ripple.errors import OffsetOutOfRangeError, StoreClosedError
 from ripple.store.sqlite import row_to_event
 from ripple.subscriptions.catchup import read_page
 from ripple.subscriptions.cursor import Cursor, Limits
@@ -38,9 +38,11 @@ class Follower:
         overflow_counter: str = "subscriber_overflows",
         on_overflow: Callable[[], None] | None = None,
         on_idle: Callable[[], None] | None = None,
+        on_gap: Callable[[OffsetOutOfRangeError], bool] | None = None,
     ) -> None:
         self._store = store
         self._on_idle = on_idle
+        self._on_gap = on_gap
         self._waiter: asyncio.Future[None] | None = None
         self._attached = False
         self.cursor = Cursor(
@@ -83,8 +85,16 @@ class Follower:
             if store.closed or store.hub.closed or not self._attached:
                 raise StoreClosedError("the store is closed")
             if cursor.next_read(store.head):
-                page = await read_page(store, cursor.filter, cursor.through, cursor.target,
-                                       min(limit, cursor.limits.page_size))
+                try:
+                    page = await read_page(store, cursor.filter, cursor.through, cursor.target,
+                                           min(limit, cursor.limits.page_size))
+                except OffsetOutOfRangeError as gap:
+                    # a forced compaction removed events this follower had not read: ``on_gap`` decides whether it
+                    # goes on from the floor (True) or the error ends it
+                    if self._on_gap is None or not self._on_gap(gap):
+                        raise
+                    cursor.advance(store.log_floor.for_kind(cursor.filter.kind) - 1)
+                    continue
                 cursor.advance(page.covered)
                 if page.rows:
                     return [row_to_event(r) for r in page.rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -24,12 +24,9 @@ from ripple.subscriptions.cursor import (
     Cursor,
     Limits,
 )
-from ripple.wire import event_body, event_frame, events_frame, ws_text_frame
+from ripple.wire import event_body, pack, ws_text_frame
 
 log = logging.getLogger("ripple.subscriptions")
-
-MAX_FRAME_BYTES = 1024 * 1024  # a packed frame stops growing past this (a single event may exceed it)
-
 
 class Session(Protocol):
     """A WebSocket subscriber the hub can close (``ripple.http.ws``)."""
@@ -48,24 +45,6 @@ class HubSettings(msgspec.Struct, frozen=True):
     @property
     def limits(self) -> Limits:
         return Limits(self.max_buffer_events, self.max_buffer_bytes, self.page_size)
-
-
-def pack(bodies: Sequence[bytes], batch: int | None) -> list[bytes]:
-    """Frame payloads for consecutive event bodies: one ``event`` each, or ``events`` frames of up to ``batch``."""
-    if batch is None or len(bodies) == 1:
-        return [event_frame(b) for b in bodies]
-    out: list[bytes] = []
-    chunk: list[bytes] = []
-    size = 0
-    for body in bodies:
-        if chunk and (len(chunk) >= batch or size + len(body) > MAX_FRAME_BYTES):
-            out.append(event_frame(chunk[0]) if len(chunk) == 1 else events_frame(chunk))
-            chunk, size = [], 0
-        chunk.append(body)
-        size += len(body)
-    if chunk:
-        out.append(event_frame(chunk[0]) if len(chunk) == 1 else events_frame(chunk))
-    return out
 
 
 class Commit:

@@ -328,43 +328,28 @@ async def test_health_shows_counters_chart_and_projections(page: Any, http: http
 
 
 async def test_access_errors_say_what_is_refused(page: Any) -> None:
-    """Until the server has tokens (#13), the wording for 401 and 403 is checked where the console makes it."""
+    """The wording for 401, 403 and an unreachable server (with --auth: tests/browser/test_console_auth.py)."""
     said = await page.evaluate("""async () => {
       const { describeError } = await import('/console/api.js');
-      return [describeError({ status: 403, code: 'forbidden' }, 'scope “payroll”'),
-              describeError({ status: 401, code: 'unauthorized' }, 'the log'),
+      const { ForbiddenError, UnauthorizedError } = await import('/ripple.js');
+      return [describeError(new ForbiddenError("token 'viewer' may not read scope 'payroll'"), 'scope “payroll”'),
+              describeError({ status: 403, code: 'forbidden' }, 'scope “payroll”'),
+              describeError(new UnauthorizedError('a token is required'), 'the log'),
               describeError({ code: 'unreachable' }, 'the log')];
     }""")
-    assert said[0] == "Reading scope “payroll” needs a token that allows it."
-    assert "needs an access token" in said[1]
-    assert said[2] == "The server is not answering."
+    assert said[0] == "Refused (403): token 'viewer' may not read scope 'payroll'."
+    assert said[1] == "This token may not read scope “payroll”."
+    assert "wrong, expired or revoked" in said[2]
+    assert said[3] == "The server is not answering."
 
 
-async def test_a_token_is_sent_when_set_and_kept_out_of_the_address_bar(browser: Any, server: ServeChild) -> None:
-    context = await browser.new_context()
-    try:
-        tab = await context.new_page()
-        await tab.goto(server.url + "/")
-        await live(tab)
-        await tab.click("#token-button")
-        await tab.fill("#token-input", "tok-123")
-        sockets: list[str] = []
-        tab.on("websocket", lambda ws: sockets.append(ws.url))
-        async with tab.expect_request(lambda r: "/v1/health" in r.url) as seen:
-            await tab.click("#token-save")  # the page starts again with the token
-        assert (await (await seen.value).all_headers()).get("authorization") == "Bearer tok-123"
-        await live(tab)
-        assert sockets and all("token=tok-123" in url for url in sockets)
-        assert "tok-123" not in tab.url
-        assert await tab.evaluate("sessionStorage.getItem('ripple.console.token')") == "tok-123"
-        await tab.click("#token-button")
-        async with tab.expect_request(lambda r: "/v1/health" in r.url) as seen:
-            await tab.click("#token-clear")
-        assert "authorization" not in await (await seen.value).all_headers()
-        await live(tab)
-        assert "token=" not in sockets[-1]
-    finally:
-        await context.close()
+async def test_without_auth_the_console_asks_for_no_token(page: Any) -> None:
+    """A server without --auth: no sign-in form, no account, every view (whoami says auth is off)."""
+    assert await page.locator("#login").is_hidden()
+    assert await page.locator("#account").is_hidden()
+    assert await page.locator(".tabs").is_visible()
+    assert await page.evaluate("[rippleConsole.access.auth, rippleConsole.access.mayWrite('anything')]") == [
+        False, True]
 
 
 async def test_values_and_names_are_shown_as_text_never_as_markup(page: Any, http: httpx.AsyncClient) -> None:

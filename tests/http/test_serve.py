@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 import signal
@@ -12,10 +13,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ripple import Store
 from tests.conftest import RIPPLE, SECOND, count, ripple_env
 
+FAST_STACK = all(importlib.util.find_spec(m) is not None for m in ("uvloop", "httptools"))
 _STARTED = re.compile(r"^ripple serving (?P<db>.+) on (?P<url>http://[\d.]+:\d+) ")
 
 
@@ -140,12 +143,21 @@ async def test_sigterm_under_write_load_loses_no_acknowledged_write(tmp_path: Pa
             assert entry is not None and entry.offset == offset, key
 
 
-async def test_serve_takes_the_websocket_fast_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "stack",
+    [
+        pytest.param(("--loop", "uvloop", "--http", "httptools"), id="uvloop-httptools",
+                     marks=pytest.mark.skipif(not FAST_STACK, reason="uvloop or httptools not installed")),
+        pytest.param(("--loop", "asyncio", "--http", "h11"), id="asyncio-h11"),
+    ],
+)
+async def test_serve_takes_the_websocket_fast_path(tmp_path: Path, stack: tuple[str, ...]) -> None:
     """The fan-out fast path (DESIGN §13) needs uvicorn's sans-I/O protocol internals: fail loudly if a uvicorn
-    upgrade or a config change silently sends every live event through ASGI instead."""
+    upgrade or a config change silently sends every live event through ASGI instead — on the fast stack (uvloop,
+    httptools) and on the pure-Python fallback alike."""
     import websockets
 
-    async with serving(tmp_path, "--port", "0") as (proc, url, _db):
+    async with serving(tmp_path, "--port", "0", *stack) as (proc, url, _db):
         async with websockets.connect(url.replace("http", "ws") + "/v1/subscribe?scope=s") as ws:
             hello = json.loads(await asyncio.wait_for(ws.recv(), 10 * SECOND))
             assert hello["type"] == "hello"

@@ -104,11 +104,22 @@ def failing_fold(event: Event, tables: Tables) -> list[Statement]:
     return fold_keys(event, tables)
 
 
+def folding_each(fold: Any) -> Any:
+    """A ``fold_many`` made of ``fold``: the same statements, one call for many events (raises where fold raises)."""
+
+    def fold_many(events: Any, tables: Tables) -> list[Statement]:
+        return [s for e in events for s in fold(e, tables)]
+
+    return fold_many
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["fold", "fold_many"])
 @pytest.mark.parametrize("mode", ["inline", "async"])
 async def test_a_failing_fold_stops_only_its_projection(
-    store: Store, mode: Mode, caplog: pytest.LogCaptureFixture
+    store: Store, mode: Mode, many: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.register_projection(keys_projection(mode=mode, scopes=["a"], fold=failing_fold))
+    fold_many = folding_each(failing_fold) if many else None
+    store.register_projection(keys_projection(mode=mode, scopes=["a"], fold=failing_fold, fold_many=fold_many))
     with caplog.at_level(logging.ERROR, logger="ripple.projections"):
         await store.set("a", "x", 1)
         good = await store.set("a", "y", 2)
@@ -125,20 +136,60 @@ async def test_a_failing_fold_stops_only_its_projection(
     assert metrics.status == "ok" and metrics.data["scopes"]["a"]["keys"] == 4
 
 
-async def test_a_failing_statement_rolls_back_alone(store: Store) -> None:
+@pytest.mark.parametrize("many", [False, True], ids=["fold", "fold_many"])
+async def test_a_failing_statement_rolls_back_alone(store: Store, many: bool) -> None:
     def bad_sql(event: Event, tables: Tables) -> list[Statement]:
         stmts = fold_keys(event, tables)
         if event.key == "boom":
             stmts.append(("INSERT INTO no_such_table VALUES (1)", ()))
         return stmts
 
-    store.register_projection(Projection(name="keys", version=1, schema=keys_projection().schema, fold=bad_sql))
+    store.register_projection(Projection(name="keys", version=1, schema=keys_projection().schema, fold=bad_sql,
+                                         fold_many=folding_each(bad_sql) if many else None))
     # one group commit holds all three: the first event's statements stay, the failing event's are rolled back
     first, boom, _ = await asyncio.gather(store.set("s", "ok", 1), store.set("s", "boom", 2), store.set("s", "z", 3))
     state = await store.projection("keys")
     assert (state.status, state.failed_at) == ("failed", boom.offset)
     assert keys_data(state.data) == {("s", "ok"): (1, "1")} if first.offset < boom.offset else {}
     assert await store.get("s", "boom") == 2  # the write itself committed
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["fold", "fold_many"])
+async def test_a_failing_single_statement_marks_its_event(store: Store, many: bool) -> None:
+    """One statement runs without a SAVEPOINT (SQLite undoes a failing statement by itself): still exactly-once."""
+
+    def one_statement(event: Event, tables: Tables) -> list[Statement]:
+        if event.key == "boom":
+            return [("INSERT INTO no_such_table VALUES (1)", ())]
+        return fold_keys(event, tables)
+
+    store.register_projection(Projection(name="keys", version=1, schema=keys_projection().schema, fold=one_statement,
+                                         fold_many=folding_each(one_statement) if many else None))
+    await store.set("s", "ok", 1)
+    boom = await store.set("s", "boom", 2)
+    await store.set("s", "after", 3)
+    state = await store.projection("keys")
+    assert (state.status, state.checkpoint, state.failed_at) == ("failed", boom.offset - 1, boom.offset)
+    assert keys_data(state.data) == {("s", "ok"): (1, "1")}
+
+
+@pytest.mark.parametrize("mode", ["inline", "async"])
+async def test_fold_many_folds_many_events_per_call(store: Store, mode: Mode) -> None:
+    calls: list[int] = []
+
+    def fold_many(events: Any, tables: Tables) -> list[Statement]:
+        calls.append(len(events))
+        return [s for e in events for s in fold_keys(e, tables)]
+
+    store.register_projection(keys_projection(mode=mode, fold_many=fold_many))
+    await asyncio.gather(*(store.set("s", f"k{i % 5}", i) for i in range(40)))  # a few group commits
+    await caught_up(store)
+    assert keys_data((await store.projection("keys")).data) == expected_keys(await all_events(store))
+    assert sum(calls) == 40 and len(calls) < 40
+    calls.clear()
+    rebuilt = await store.rebuild("keys")
+    assert keys_data(rebuilt.data) == expected_keys(await all_events(store))
+    assert calls == [40]  # the rebuild folded its one page in one call
 
 
 async def test_async_projection_catches_up_after_restart(db_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Property test: one event JSON encoding. For the same event, a live frame's body (msgspec, once per commit), the
-catch-up page built by SQLite (``sql.EVENT_JSON``) and ``ripple export`` are the same bytes."""
+catch-up page built by SQLite (``sql.EVENT_JSON``) and ``ripple export`` are the same bytes; so are the packed frames
+cut from a page that SQLite joined and those the hub packs from live bodies."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from ripple.core.filter import EVERYTHING
 from ripple.core.ops import IncrementOp, MergeOp, SetOp
 from ripple.offline import event_lines
 from ripple.store.origin import current_origin
-from ripple.subscriptions.catchup import read_page
-from ripple.wire import event_body
+from ripple.store.sql import EVENT_SEPARATOR
+from ripple.subscriptions.catchup import read_joined_page
+from ripple.wire import event_body, pack, pack_joined
 from tests.conftest import SOAK
 
 # Names with what JSON must escape or keep as it is: quotes, backslashes, slashes, non-ASCII, emoji with ZWJ.
@@ -83,8 +85,10 @@ async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[b
                 pass  # e.g. an update whose ops all fail: nothing is appended
             current_origin.set(None)
         current_origin.reset(token)
-        page = await read_page(store, EVERYTHING, 0, store.head, 100_000, as_json=True)
-        catch_up = [text.encode() for _, text in page.rows]
+        page = await read_joined_page(store, EVERYTHING, 0, store.head, 100_000)
+        catch_up = page.joined.split(EVENT_SEPARATOR) if page.count else []
+        for batch in (None, 1, 3):
+            assert (pack_joined(page.joined, batch) if page.count else []) == (pack(live, batch) if live else [])
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
         exported = list(event_lines(conn))

@@ -1,6 +1,6 @@
 // Compiled (not run) by `tsc -p test/tsconfig.json`: the declared types fit the documented usage.
-import ripple, { client, RippleError, subscribe, subscribeStream } from "../ripple.js";
-import type { ConnectionState, Entry, RippleEvent, Snapshot, UpdateOp } from "../ripple.js";
+import ripple, { AuthError, client, ForbiddenError, RippleError, subscribe, subscribeStream, UnauthorizedError } from "../ripple.js";
+import type { Access, ConnectionState, Entry, RippleEvent, Snapshot, UpdateOp } from "../ripple.js";
 
 export async function usage(): Promise<void> {
   const api = client({ url: "http://127.0.0.1:8000", token: null });
@@ -18,8 +18,19 @@ export async function usage(): Promise<void> {
   try {
     await api.delete("todos", "t1");
   } catch (err) {
-    if (err instanceof RippleError) console.log(err.code, err.status, err.detail);
+    if (err instanceof UnauthorizedError) {
+      const status: 401 = err.status;
+      console.log(status, err.code, err.message);
+    } else if (err instanceof ForbiddenError) {
+      const status: 403 = err.status;
+      console.log(status);
+    } else if (err instanceof AuthError) console.log(err.status === 401 || err.status === 403);
+    else if (err instanceof RippleError) console.log(err.code, err.status, err.detail);
   }
+  const me: Access = await api.whoami();
+  const allowed: boolean = me.auth && !me.admin && me.mayWrite("todos") && me.mayReadStream("live");
+  console.log(me.name, me.scopes, me.readable, allowed);
+  subscribe({ scopes: ["todos"], token: "rpl_x", onError: (err) => console.log(err instanceof AuthError) }).close();
 
   const sub = subscribe({ scopes: ["todos"], snapshot: true, onState: ({ state }) => console.log(state) });
   const state: ConnectionState = sub.state;
