@@ -17,9 +17,11 @@ it at an engine (``III_URL``, ``III_HTTP_URL``), and counts what passes.
   worker: the ``todos::*`` calls and the ``stream`` trigger on the ``todo`` stream that ``use-todos.ts`` makes.
 * ``example``: ``sdk/packages/python/iii-example`` (``python -m src.main``), driven over its HTTP routes.
 
-The bridge and RBAC engines that iii's CI also starts are not started: their URLs point at closed ports, so those
-tests fail unless they only need the main engine. Results are printed per file (and written with ``--json``); the
-docs page ``docs/iii-round2.md`` records them.
+The RBAC worker port that iii's CI configures (the second ``iii-worker-manager`` of ``sdk/fixtures/config-test.yaml``)
+is ripple's ``--iii-rbac-port``: its rules are read from that file of the checkout and handed to ``ripple serve`` as
+``--iii-rbac-*`` flags, and ``III_RBAC_WORKER_URL`` points at it. The bridge engine is not started: its URL points at
+a closed port, so those tests fail unless they only need the main engine. Results are printed per file (and written
+with ``--json``); docs/iii.md records them.
 """
 
 from __future__ import annotations
@@ -97,27 +99,64 @@ class Ripple:
     http_port: int
     stream_port: int
     log_path: Path
+    rbac_port: int | None = None
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.worker_port}"
 
     @property
+    def rbac_url(self) -> str:
+        return f"ws://127.0.0.1:{self.rbac_port}" if self.rbac_port is not None else closed_port_url()
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
 
+def rbac_flags(iii: Path) -> list[str]:
+    """The ``--iii-rbac-*`` flags for the RBAC listener of the checkout's test engine config (none when it has
+    none): the same auth function, hooks, middleware and ``expose_functions``, read from the file, not copied."""
+    import yaml  # PyYAML (ripple's dev extra brings it)
+
+    config = iii / "sdk" / "fixtures" / "config-test.yaml"
+    if not config.exists():
+        return []
+    for worker in yaml.safe_load(config.read_text()).get("workers", []):
+        settings = worker.get("config") or {}
+        rbac = settings.get("rbac")
+        if worker.get("name") != "iii-worker-manager" or not rbac:
+            continue
+        flags = []
+        for option, value in (
+            ("--iii-rbac-auth-function", rbac.get("auth_function_id")),
+            ("--iii-rbac-middleware", settings.get("middleware_function_id")),
+            ("--iii-rbac-on-function-registration", rbac.get("on_function_registration_function_id")),
+            ("--iii-rbac-on-trigger-registration", rbac.get("on_trigger_registration_function_id")),
+            ("--iii-rbac-on-trigger-type-registration", rbac.get("on_trigger_type_registration_function_id")),
+        ):
+            if value:
+                flags += [option, str(value)]
+        for entry in rbac.get("expose_functions") or []:
+            flags += ["--iii-rbac-expose", entry if isinstance(entry, str) else json.dumps(entry)]
+        return flags
+    return []
+
+
 @contextlib.contextmanager
-def ripple_server(work: Path, name: str) -> Iterator[Ripple]:
-    """``ripple serve --iii`` on free ports with a fresh database; stopped (SIGTERM, then SIGKILL) on exit."""
+def ripple_server(work: Path, name: str, rbac: list[str] | None = None) -> Iterator[Ripple]:
+    """``ripple serve --iii`` on free ports with a fresh database (and, given ``rbac`` flags, the RBAC port);
+    stopped (SIGTERM, then SIGKILL) on exit."""
     run = work / f"ripple-{name}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     argv = [
         sys.executable, "-m", "ripple", "serve", str(run / "ripple.db"), "--port", str(ports[0]), "--iii",
         "--iii-worker-port", str(ports[1]), "--iii-http-port", str(ports[2]), "--iii-stream-port", str(ports[3]),
     ]  # fmt: skip
+    if rbac:
+        argv += ["--iii-rbac-port", str(ports[4]), *rbac]
     log_path = run / "serve.log"
     out = log_path.open("w")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=run)
@@ -127,7 +166,7 @@ def ripple_server(work: Path, name: str) -> Iterator[Ripple]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ripple serve did not start:\n{log_path.read_text()}")
             time.sleep(0.1)  # sleep-ok: waiting for a child's startup line in a benchmark
-        yield Ripple(proc, ports[1], ports[2], ports[3], log_path)
+        yield Ripple(proc, ports[1], ports[2], ports[3], log_path, ports[4] if rbac else None)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -166,7 +205,7 @@ def run_capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float)
 
 
 def closed_port_url() -> str:
-    """A ``ws://`` URL nothing listens on (the bridge and RBAC engines of iii's CI, which ripple does not run)."""
+    """A ``ws://`` URL nothing listens on (the bridge engine of iii's CI, which ripple does not run)."""
     return f"ws://127.0.0.1:{free_port()}"
 
 
@@ -238,13 +277,13 @@ def run_node(iii: Path, work: Path, timeout: float, only: list[str]) -> list[Fil
     if only:
         files = [f for f in files if any(o in f for o in only)]
     results = []
-    with ripple_server(work, "node") as ripple:
+    with ripple_server(work, "node", rbac_flags(iii)) as ripple:
         env = dict(
             os.environ,
             III_URL=ripple.ws_url,
             III_HTTP_URL=ripple.http_url,
             III_BRIDGE_WS_URL=closed_port_url(),
-            III_RBAC_WORKER_URL=closed_port_url(),
+            III_RBAC_WORKER_URL=ripple.rbac_url,
         )
         for name in files:
             report = work / f"vitest-{name}.json"
@@ -310,12 +349,12 @@ def run_python(iii: Path, work: Path, timeout: float, only: list[str]) -> list[F
     if only:
         files = [f for f in files if any(o in f for o in only)]
     results = []
-    with ripple_server(work, "python") as ripple:
+    with ripple_server(work, "python", rbac_flags(iii)) as ripple:
         env = dict(
             os.environ,
             III_URL=ripple.ws_url,
             III_HTTP_URL=ripple.http_url,
-            III_RBAC_WORKER_URL=closed_port_url(),
+            III_RBAC_WORKER_URL=ripple.rbac_url,
             III_BRIDGE_WS_URL=closed_port_url(),
         )
         env.pop("PYTHONPATH", None)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
@@ -24,6 +24,9 @@ from ripple.core.validate import DEFAULT_MAX_VALUE_BYTES
 from ripple.errors import RippleError
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
+
+if TYPE_CHECKING:
+    from ripple.iii.rbac import FunctionFilter, RbacConfig, RbacPort
 
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
@@ -579,6 +582,22 @@ def restore_command(backup: str, db: str) -> None:
 @click.option("--iii-worker-port", default=49134, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-http-port", default=3111, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--iii-stream-port", default=3112, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--iii-rbac-port", type=click.IntRange(0, 65535), default=None,
+              help="Also listen for workers on an RBAC port (iii's second worker manager; off unless given).")
+@click.option("--iii-rbac-host", default=None, metavar="HOST", help="The RBAC port's interface (default --iii-host).")
+@click.option("--iii-rbac-auth-function", metavar="FUNCTION_ID",
+              help="A worker function that admits each RBAC connection and says what it may do.")
+@click.option("--iii-rbac-expose", multiple=True, metavar="FILTER",
+              help='A function RBAC sessions may call: match("api::*") or {"metadata": {"public": true}} '
+                   "(repeatable).")
+@click.option("--iii-rbac-middleware", metavar="FUNCTION_ID",
+              help="A worker function that receives every call from the RBAC port instead of its target.")
+@click.option("--iii-rbac-on-function-registration", metavar="FUNCTION_ID",
+              help="A hook that maps or denies each function an RBAC session registers.")
+@click.option("--iii-rbac-on-trigger-registration", metavar="FUNCTION_ID",
+              help="A hook that maps or denies each trigger an RBAC session registers.")
+@click.option("--iii-rbac-on-trigger-type-registration", metavar="FUNCTION_ID",
+              help="A hook that maps or denies each trigger type an RBAC session registers.")
 @click.option("--auth", is_flag=True, help="Require a token on every request (see 'ripple token create').")
 @click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback --host without --auth.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
@@ -607,7 +626,11 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                   max_batch_commands: int, max_value_bytes: int, max_queue: int, subscriber_buffer_events: int,
                   subscriber_buffer_bytes: int, ws_ping_interval: float, ws_ping_timeout: float,
                   heartbeat: float, loop: str, http: str, iii: bool, iii_strict: bool, iii_host: str,
-                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int, auth: bool, insecure_no_auth: bool,
+                  iii_worker_port: int, iii_http_port: int, iii_stream_port: int, iii_rbac_port: int | None,
+                  iii_rbac_host: str | None, iii_rbac_auth_function: str | None, iii_rbac_expose: tuple[str, ...],
+                  iii_rbac_middleware: str | None, iii_rbac_on_function_registration: str | None,
+                  iii_rbac_on_trigger_registration: str | None, iii_rbac_on_trigger_type_registration: str | None,
+                  auth: bool, insecure_no_auth: bool,
                   allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], cors_origins: tuple[str, ...],
                   header_timeout: float, body_timeout: float, keep_alive_timeout: float,
                   max_connections: int | None, retain_age: str | None, retain_size: str | None,
@@ -628,11 +651,15 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
     """
     from ripple.http.connections import ConnectionLimits
     from ripple.http.serve import IiiOptions, LogOptions, ServeOptions, ServerLimits, run
+    from ripple.iii.rbac import RbacConfig
     from ripple.store.retention import RetentionPolicy, parse_age, parse_size
 
     if db_arg and db_opt and db_arg != db_opt:
         raise click.UsageError(f"two databases given: {db_arg} and --db {db_opt}")
-    iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port)
+    rbac = rbac_port(iii, iii_rbac_port, iii_rbac_host, RbacConfig(
+        iii_rbac_auth_function, expose_filters(iii_rbac_expose), iii_rbac_middleware,
+        iii_rbac_on_function_registration, iii_rbac_on_trigger_registration, iii_rbac_on_trigger_type_registration))
+    iii_options = IiiOptions(iii, iii_strict, iii_host, iii_worker_port, iii_http_port, iii_stream_port, rbac)
     policy = RetentionPolicy(
         max_age_ms=None if retain_age is None else parse_age(retain_age),
         max_bytes=None if retain_size is None else parse_size(retain_size),
@@ -652,6 +679,28 @@ def serve_command(db_arg: str | None, db_opt: str | None, host: str, port: int, 
                      connections=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections),
                      retention=policy if policy.enabled else None,
                      loop=loop, http=http))  # type: ignore[arg-type]  # click.Choice checked the values
+
+
+def expose_filters(texts: tuple[str, ...]) -> tuple[FunctionFilter, ...]:
+    from ripple.iii.rbac import parse_filter
+
+    try:
+        return tuple(parse_filter(text) for text in texts)
+    except ValueError as exc:
+        raise click.UsageError(f"--iii-rbac-expose: {exc}") from None
+
+
+def rbac_port(iii: bool, port: int | None, host: str | None, config: RbacConfig) -> RbacPort | None:
+    """The RBAC worker port, when ``--iii-rbac-port`` is given (its rules mean nothing without it)."""
+    from ripple.iii.rbac import RbacConfig, RbacPort
+
+    if port is None:
+        if config != RbacConfig() or host is not None:
+            raise click.UsageError("the --iii-rbac-* options configure the RBAC port: add --iii-rbac-port")
+        return None
+    if not iii:
+        raise click.UsageError("--iii-rbac-port is an iii port: add --iii")
+    return RbacPort(port, config, host)
 
 
 @main.command("config", context_settings={"ignore_unknown_options": True})

@@ -204,6 +204,8 @@ class PageRun:
             argv += ["--port", "0"]
             if "--iii" in argv:
                 argv += ["--iii-worker-port", "0", "--iii-http-port", "0", "--iii-stream-port", "0"]
+            if "--iii-rbac-port" in argv:  # the last value given wins
+                argv += ["--iii-rbac-port", "0"]
             folder = self.folder / f".serve-{fence.line}-{n}"
             folder.mkdir()
             server, _ = start_server(argv, folder, self.env, where=f"{fence.where}: {command}")

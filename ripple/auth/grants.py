@@ -5,6 +5,12 @@ A grant is ``PATTERN:ACCESS``: ``PATTERN`` is a scope (or stream) name or an ``f
 and stream grants are separate lists: ``todos:rw`` lets a token read and write the state scope ``todos`` and nothing
 else; ``live:r`` in the stream list lets it read the stream ``live``. ``admin`` reaches everything, including the
 whole log across scopes, projections, rebuilds and health details.
+
+A stream's stored items live in scopes of their own, one per group (``$stream:<stream>:<group>``,
+:func:`ripple.core.names.item_scope`). Those scopes answer to the stream's grants too: ``live:r`` reads the items of
+every group of stream ``live`` and ``live:rw`` writes them, whichever way they are reached (REST, subscriptions, iii's
+``stream::*``); a scope grant that names the item scope (``$stream:live:alice:r``) reaches one group. One rule,
+:meth:`Identity.may_read` / :meth:`Identity.may_write`, decides for every caller.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Literal
 import msgspec
 
 from ripple.core.filter import Filter
+from ripple.core.names import parse_item_scope
 from ripple.core.validate import validate_name
 from ripple.errors import ForbiddenError, InvalidNameError, ValidationError
 
@@ -65,16 +72,25 @@ class Identity(msgspec.Struct, frozen=True):
     # -- what it may do
 
     def may_read(self, scope: str) -> bool:
-        return self.admin or any(g.matches(scope) for g in self.scopes)
+        return self._may(scope, write=False)
 
     def may_write(self, scope: str) -> bool:
-        return self.admin or any(g.access == "rw" and g.matches(scope) for g in self.scopes)
+        return self._may(scope, write=True)
+
+    def _may(self, scope: str, *, write: bool) -> bool:
+        """The rule for a scope: a scope grant, or — for the scope of a stream's stored items — a stream grant."""
+        if self.admin:
+            return True
+        item = parse_item_scope(scope)
+        if item is not None and _granted(self.streams, item[0], write):
+            return True
+        return _granted(self.scopes, scope, write)
 
     def may_read_stream(self, stream: str) -> bool:
-        return self.admin or any(g.matches(stream) for g in self.streams)
+        return self.admin or _granted(self.streams, stream, False)
 
     def may_write_stream(self, stream: str) -> bool:
-        return self.admin or any(g.access == "rw" and g.matches(stream) for g in self.streams)
+        return self.admin or _granted(self.streams, stream, True)
 
     def may_follow(self, f: Filter) -> bool:
         """May this identity read every event ``f`` matches? Without admin, ``f`` must name its scopes."""
@@ -90,11 +106,11 @@ class Identity(msgspec.Struct, frozen=True):
 
     def require_read(self, scope: str) -> None:
         if not self.may_read(scope):
-            raise _forbidden(self, f"read scope {scope!r}")
+            raise _forbidden(self, f"read scope {_scope_words(scope)}")
 
     def require_write(self, scope: str) -> None:
         if not self.may_write(scope):
-            raise _forbidden(self, f"write scope {scope!r}")
+            raise _forbidden(self, f"write scope {_scope_words(scope)}")
 
     def require_read_stream(self, stream: str) -> None:
         if not self.may_read_stream(stream):
@@ -119,6 +135,15 @@ class Identity(msgspec.Struct, frozen=True):
 
 ANONYMOUS = Identity("anonymous")
 """A request without a token on a public route of a server that runs ``--auth``: it may read and write nothing."""
+
+
+def _granted(grants: tuple[Grant, ...], name: str, write: bool) -> bool:
+    return any(g.matches(name) and (g.access == "rw" or not write) for g in grants)
+
+
+def _scope_words(scope: str) -> str:
+    item = parse_item_scope(scope)
+    return repr(scope) if item is None else f"{scope!r} (the items of stream {item[0]!r})"
 
 
 def _forbidden(identity: Identity, what: str) -> ForbiddenError:

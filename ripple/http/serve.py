@@ -47,6 +47,7 @@ from ripple.http.connections import (
     quiet_accept_errors,
 )
 from ripple.http.requests import REDACTED
+from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
@@ -78,6 +79,7 @@ class IiiOptions(msgspec.Struct, frozen=True):
     worker_port: int = 49134
     http_port: int = 3111
     stream_port: int = 3112
+    rbac: RbacPort | None = None  # --iii-rbac-port and the --iii-rbac-* rules: the RBAC worker port
 
 
 class LogOptions(msgspec.Struct, frozen=True):
@@ -229,7 +231,7 @@ async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = 
     if not options.enabled:
         return None
     iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
-                    stream_port=options.stream_port, strict=options.strict, book=book)
+                    stream_port=options.stream_port, strict=options.strict, book=book, rbac=options.rbac)
     await iii.start()
     return iii
 
@@ -340,8 +342,10 @@ def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleSe
             print(f"ripple retention: {describe_policy(options.retention)}", flush=True)
         if iii is not None:
             host, mode = options.iii.host, "strict" if options.iii.strict else "compat rules R-3..R-5 on"
+            rbac_host = host if options.iii.rbac is None else options.iii.rbac.host or host
+            rbac = "" if iii.rbac_port is None else f", RBAC workers ws://{rbac_host}:{iii.rbac_port}"
             print(f"ripple iii ({mode}): workers ws://{host}:{iii.worker_port}, HTTP triggers "
-                  f"http://{host}:{iii.http_port}, streams ws://{host}:{iii.stream_port}", flush=True)
+                  f"http://{host}:{iii.http_port}, streams ws://{host}:{iii.stream_port}{rbac}", flush=True)
 
     return on_ready
 

@@ -19,23 +19,28 @@ from typing import Any
 
 import msgspec
 
+from ripple.auth.context import current_identity
 from ripple.core.events import Event, Meta
 from ripple.core.filter import Filter
 from ripple.core.names import is_item_scope, item_scope
 from ripple.errors import (
     CascadeLimitError,
+    ForbiddenError,
     InvalidOpError,
     RippleError,
     StoreClosedError,
     UpdateRejectedError,
     ValueTooLargeError,
 )
+from ripple.iii import sessions
+from ripple.iii.auth import trigger_refusal
 from ripple.iii.channels import Channels
 from ripple.iii.cronjobs import CronJob
 from ripple.iii.httpfn import HttpFunctions, parse_invocation
 from ripple.iii.introspect import CALLER, Introspection
 from ripple.iii.items import StreamItems
 from ripple.iii.protocol import (
+    FORBIDDEN,
     BadFrame,
     EnqueueAction,
     ErrorBody,
@@ -79,6 +84,7 @@ from ripple.iii.protocol import (
     update_reply,
 )
 from ripple.iii.queues import Policy, Queues
+from ripple.iii.rbac import Session, is_data_builtin
 from ripple.iii.registry import Registry, TriggerEntry
 from ripple.iii.routes import HttpRoutes
 from ripple.store.origin import current_origin
@@ -94,10 +100,16 @@ CAUSE_MEMORY = 10_000  # trigger calls whose trace id is remembered, to tag the 
 
 
 class Worker:
-    """One worker connection as the engine sees it."""
+    """One worker connection as the engine sees it (``session``: its RBAC session, on the RBAC port)."""
 
-    def __init__(self, send: Callable[[bytes], Awaitable[None]], close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        session: Session | None = None,
+    ) -> None:
         self.id = str(uuid.uuid4())
+        self.session = session
         self.reattach_token = str(uuid.uuid4())
         self.send = send
         self.close = close
@@ -247,17 +259,13 @@ class Engine:
         elif isinstance(message, InvocationResult):
             self._on_result(worker, message)
         elif isinstance(message, RegisterFunction):
-            rejected = self.registry.add_function(worker.id, message)
-            if rejected is not None:
-                log.warning("function %s refused: held by worker %s", message.id, rejected.owner_worker_id)
-                await self._send(worker, encode(rejected))
-            else:
-                self.introspect.functions_changed()
+            await self._register_function(worker, message)
         elif isinstance(message, UnregisterFunction):
-            if self.registry.remove_function(worker.id, message.id):
+            function_id = message.id if worker.session is None else worker.session.registered_id(message.id)
+            if self.registry.remove_function(worker.id, function_id):
                 self.introspect.functions_changed()
         elif isinstance(message, RegisterTrigger):
-            await self.register_trigger(worker, message)
+            await self._worker_trigger(worker, message)
         elif isinstance(message, UnregisterTrigger):
             await self.unregister_trigger(worker.id, message.id)
         elif isinstance(message, RegisterTriggerType):
@@ -273,6 +281,31 @@ class Engine:
         ):
             self.changed()
         # registerservice, pong: accepted and ignored
+
+    async def _register_function(self, worker: Worker, message: RegisterFunction) -> None:
+        if worker.session is not None:  # the RBAC port: its rules and hook, then its prefix (ripple.iii.sessions)
+            mapped = await sessions.function_registration(self, worker.session, message)
+            if mapped is None:
+                return
+            message = mapped
+        rejected = self.registry.add_function(worker.id, message)
+        if rejected is not None:
+            log.warning("function %s refused: held by worker %s", message.id, rejected.owner_worker_id)
+            await self._send(worker, encode(rejected))
+        else:
+            self.introspect.functions_changed()
+
+    async def _worker_trigger(self, worker: Worker, message: RegisterTrigger) -> None:
+        if worker.session is not None:
+            mapped = await sessions.trigger_registration(self, worker.session, message)
+            if isinstance(mapped, IIIError):
+                log.warning("trigger %s (%s) refused: %s", message.id, message.trigger_type, mapped.message)
+                reply = TriggerRegistrationResultOut(message.id, message.trigger_type, message.function_id,
+                                                     mapped.body())
+                await self._send(worker, encode(reply))
+                return
+            message = mapped
+        await self.register_trigger(worker, message)
 
     async def _bad_frame(self, worker: Worker, bad: BadFrame) -> None:
         self.counters[f"bad_frames.{bad.kind}"] += 1
@@ -310,6 +343,8 @@ class Engine:
     async def _serve_call(self, worker: Worker, msg: InvokeFunction) -> None:
         """A worker's ``invokefunction``: answer it once, unless it is void."""
         void = msg.invocation_id is None or isinstance(msg.action, VoidAction)
+        if worker.session is not None and await self._session_call(worker, worker.session, msg, void):
+            return
         if isinstance(msg.action, EnqueueAction):
             try:
                 receipt: Any = await self.queues.enqueue(msg.action.queue, msg.function_id, msg.data)
@@ -346,6 +381,32 @@ class Engine:
             current_origin.reset(token)
         await self._send(worker, encode(reply))
 
+    async def _session_call(self, worker: Worker, session: Session, msg: InvokeFunction, void: bool) -> bool:
+        """A call from the RBAC port: refused (``FORBIDDEN``) unless the session may make it; handed to the port's
+        middleware when it has one (the engine's own ``engine::*`` calls excepted). Returns whether it was answered
+        here."""
+        entry = self.registry.functions.get(msg.function_id)
+        metadata = None if entry is None else entry.metadata
+        middleware = session.config.middleware_function_id
+        if session.may_call(msg.function_id, metadata, data_builtin=is_data_builtin(msg.function_id, self.builtins)):
+            if middleware is None or msg.function_id.startswith("engine::"):
+                return False
+            data = {"function_id": msg.function_id, "payload": msg.data,
+                    "action": None if msg.action is None else msgspec.to_builtins(msg.action),
+                    "context": session.auth.context}
+            try:
+                reply = InvocationResultOut(msg.invocation_id or "", msg.function_id,
+                                            result=await self.invoke(middleware, data, metadata=msg.metadata))
+            except IIIError as exc:
+                reply = InvocationResultOut(msg.invocation_id or "", msg.function_id, error=exc.body())
+        else:
+            self.counters["rbac_refusals"] += 1
+            reply = InvocationResultOut(msg.invocation_id or "", msg.function_id,
+                                        error=session.refusal(msg.function_id).body())
+        if not void:
+            await self._send(worker, encode(reply))
+        return True
+
     async def invoke(
         self,
         function_id: str,
@@ -370,7 +431,8 @@ class Engine:
         worker = self.workers.get(entry.worker_id) if entry is not None else None
         if worker is None:
             raise function_not_found(function_id)
-        out = InvokeFunctionOut(function_id, data, None, traceparent, baggage, metadata)
+        wire_id = function_id if worker.session is None else worker.session.wire_id(function_id)
+        out = InvokeFunctionOut(wire_id, data, None, traceparent, baggage, metadata)
         if void:
             await self._send(worker, encode(out))
             return None
@@ -426,7 +488,10 @@ class Engine:
 
     @staticmethod
     def store_error(code: str, exc: RippleError) -> IIIError:
-        """A store error as the iii error body the engine would send (``code`` for storage failures)."""
+        """A store error as the iii error body the engine would send (``code`` for storage failures; a refusal by the
+        caller's grants is the engine's permission code, ``FORBIDDEN``, with ripple's message)."""
+        if isinstance(exc, ForbiddenError):
+            return IIIError(FORBIDDEN, exc.message)
         if isinstance(exc, ValueTooLargeError):
             return IIIError("VALUE_TOO_LARGE", exc.message)
         if isinstance(exc, CascadeLimitError):
@@ -507,8 +572,13 @@ class Engine:
 
     async def register_trigger(self, worker: Worker | None, msg: RegisterTrigger) -> IIIError | None:
         """Register a trigger for a worker (``None``: ``engine::register_trigger``); returns the refusal, which a
-        worker is also sent (the engine answers only failures)."""
+        worker is also sent (the engine answers only failures). Under ``--auth`` a trigger may only watch what the
+        caller's token may read (ripple.iii.auth)."""
         try:
+            identity = current_identity.get()
+            forbidden = None if identity is None else trigger_refusal(identity, msg)
+            if forbidden is not None:
+                raise IIIError(FORBIDDEN, forbidden.message)
             entry, replaced, status = self.registry.add_trigger(None if worker is None else worker.id, msg)
         except IIIError as exc:
             log.warning("trigger %s (%s) refused: %s", msg.id, msg.trigger_type, exc.message)
@@ -575,7 +645,11 @@ class Engine:
             await self._send(provider, encode(frame))
 
     async def _register_trigger_type(self, worker: Worker, msg: RegisterTriggerType) -> None:
-        # Seam for the access-control issue (RBAC worker port): an on_trigger_type_registration hook would sit here.
+        if worker.session is not None:
+            mapped = await sessions.trigger_type_registration(self, worker.session, msg)
+            if mapped is None:
+                return
+            msg = mapped
         triggers = self.registry.add_trigger_type(worker.id, msg)
         if triggers is None:
             log.warning("worker %s may not provide trigger type %r: ripple provides it", worker.id, msg.id)

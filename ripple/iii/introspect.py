@@ -1,7 +1,11 @@
 """The engine's own functions, in the shapes of the current engine (0.22): ``engine::functions::list``,
 ``engine::triggers::list`` (trigger *types*), ``engine::registered-triggers::list`` (trigger instances),
-``engine::workers::list``/``register``, ``engine::register_trigger``/``unregister_trigger``, and the
-``engine::functions-available`` / ``engine::workers-available`` trigger types.
+``engine::workers::list``/``register``, ``engine::register_trigger``/``unregister_trigger``, the
+``engine::functions-available`` / ``engine::workers-available`` trigger types, and the observability functions of the
+RBAC carve-out (``engine::log::*`` into ripple's log, ``engine::baggage::*``, which have no ambient baggage to read).
+
+Called from an RBAC session (:data:`ripple.iii.rbac.current_session`), ``engine::functions::list`` lists only what the
+session may call, and ``engine::register_trigger`` keeps to its trigger types and function prefix, as in the engine.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ripple.iii.protocol import (
+    FORBIDDEN,
     FUNCTIONS_AVAILABLE,
     WORKERS_AVAILABLE,
+    IIIError,
     RegisterTrigger,
     parse_input,
 )
+from ripple.iii.rbac import current_session, is_data_builtin
 
 if TYPE_CHECKING:
     from ripple.iii.engine import Builtin, Engine
     from ripple.iii.registry import TriggerEntry
 
 log = logging.getLogger("ripple.iii")
+worker_log = logging.getLogger("ripple.iii.worker")  # engine::log::* from workers
+LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "error": logging.ERROR}
 
 RIPPLE_WORKER = "ripple"  # the worker name ripple's own functions and trigger types are listed under
 FUNCTIONS_SETTLE = 0.2  # seconds: a burst of registrations fires engine::functions-available once
@@ -39,6 +49,19 @@ class ListInput(msgspec.Struct, frozen=True):
     search: str | None = None
     trigger_type: str | None = None
     function_id: str | None = None
+
+
+class LogInput(msgspec.Struct, frozen=True):
+    message: str
+    data: Any = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    service_name: str | None = None
+
+
+class BaggageKeyInput(msgspec.Struct, frozen=True):
+    key: str
+    value: str | None = None
 
 
 class RegisterTriggerInput(msgspec.Struct, frozen=True):
@@ -74,6 +97,10 @@ class Introspection:
             "engine::workers::register": self.workers_register,
             "engine::register_trigger": self.register_trigger,
             "engine::unregister_trigger": self.unregister_trigger,
+            **{f"engine::log::{level}": self._logger(level) for level in LOG_LEVELS},
+            "engine::baggage::get": self.baggage_get,
+            "engine::baggage::set": self.baggage_set,
+            "engine::baggage::get_all": self.baggage_get_all,
         }
 
     # -- names
@@ -106,6 +133,11 @@ class Introspection:
             rows.append(row)
         if not inp.include_internal:
             rows = [r for r in rows if not _internal_function(r)]
+        session = current_session.get()
+        if session is not None:  # an RBAC session sees what it may call
+            builtins = self.engine.builtins
+            rows = [r for r in rows if session.may_call(r["function_id"], r.get("metadata"),
+                                                        data_builtin=is_data_builtin(r["function_id"], builtins))]
         rows = [
             r
             for r in rows
@@ -228,7 +260,13 @@ class Introspection:
     async def register_trigger(self, data: Any) -> Any:
         inp: RegisterTriggerInput = parse_input("engine::register_trigger", data, RegisterTriggerInput)
         trigger_id = str(uuid.uuid4())
-        message = RegisterTrigger(trigger_id, inp.trigger_type, inp.function_id, inp.config, inp.metadata)
+        function_id = inp.function_id
+        session = current_session.get()
+        if session is not None:
+            if not session.may_use_trigger_type(inp.trigger_type):
+                raise IIIError(FORBIDDEN, f"Trigger type '{inp.trigger_type}' is not allowed for this session.")
+            function_id = session.registered_id(function_id)
+        message = RegisterTrigger(trigger_id, inp.trigger_type, function_id, inp.config, inp.metadata)
         refused = await self.engine.register_trigger(None, message)
         if refused is not None:
             raise refused
@@ -239,12 +277,42 @@ class Introspection:
         return {"removed": await self.engine.unregister_trigger(None, inp.id)}
 
 
+    # -- observability (the RBAC carve-out's functions)
+
+    @staticmethod
+    def _logger(level: str) -> Builtin:
+        async def write(data: Any) -> Any:
+            inp: LogInput = parse_input(f"engine::log::{level}", _without_caller(data), LogInput)
+            worker = inp.service_name or "worker"
+            extra = {} if inp.data is None else {"data": inp.data}
+            worker_log.log(LOG_LEVELS[level], "%s: %s", worker, inp.message, extra=extra)
+            return msgspec.UNSET  # the engine answers nothing
+
+        return write
+
+    @staticmethod
+    async def baggage_get(data: Any) -> Any:
+        parse_input("engine::baggage::get", _without_caller(data), BaggageKeyInput)
+        return {"value": None}  # ripple keeps no ambient OpenTelemetry baggage
+
+    @staticmethod
+    async def baggage_set(data: Any) -> Any:
+        parse_input("engine::baggage::set", _without_caller(data), BaggageKeyInput)
+        return {"success": True, "note": "Baggage set in new context. For propagation, use SDK-level baggage headers."}
+
+    @staticmethod
+    async def baggage_get_all(data: Any) -> Any:
+        return {"baggage": {}}
+
+
+def _without_caller(data: Any) -> Any:
+    return {k: v for k, v in data.items() if k != CALLER} if isinstance(data, dict) else data
+
+
 def _list_input(function_id: str, data: Any) -> ListInput:
     if data is None:
         return ListInput()
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k != CALLER}
-    result: ListInput = parse_input(function_id, data, ListInput)
+    result: ListInput = parse_input(function_id, _without_caller(data), ListInput)
     return result
 
 

@@ -7,7 +7,8 @@ a logged ``created``/``updated``/``deleted`` event that the stream port, ``/v1/s
 A worker that registered its own implementation (``createStream``/``create_stream``: ``stream::set(NAME)`` and the
 other functions under that naming) owns that stream's storage: every call is forwarded to it, as the engine does. What
 the worker reports for a write is then recorded in the same group scope, so subscribers and triggers see its changes
-the same way; reads (``get``, ``list``, ``list_groups``) always ask the worker.
+the same way; reads (``get``, ``list``, ``list_groups``) always ask the worker. Under ``--auth`` a forwarded call is
+checked first by the rule the store applies to item scopes (:meth:`ripple.auth.grants.Identity.may_read`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ripple.auth.context import current_identity
 from ripple.core.names import ITEMS_PREFIX, item_scope, items_prefix, parse_item_scope, unescape
-from ripple.errors import InvalidOpError, RippleError, UpdateRejectedError
+from ripple.errors import ForbiddenError, InvalidOpError, RippleError, UpdateRejectedError
 from ripple.iii.protocol import (
     IIIError,
     StreamGroupInput,
@@ -99,6 +101,24 @@ class StreamItems:
     async def _forward(self, function_id: str, inp: msgspec.Struct) -> Any:
         return await self.engine.invoke(function_id, msgspec.to_builtins(inp))
 
+    def _allow(self, code: str, stream: str, group: str | None, *, write: bool) -> None:
+        """A worker-owned stream's calls never reach the store, so the store's grant rule is applied here first: the
+        group's item scope (or, without a group, the stream itself)."""
+        identity = current_identity.get()
+        if identity is None:
+            return
+        try:
+            try:
+                scope = None if group is None else item_scope(stream, group)
+            except ValueError:
+                scope = None
+            if scope is not None:
+                (identity.require_write if write else identity.require_read)(scope)
+            else:
+                (identity.require_write_stream if write else identity.require_read_stream)(stream)
+        except ForbiddenError as exc:
+            raise self._error(code, exc) from None
+
     @staticmethod
     def _result_field(function_id: str, result: Any, field: str) -> Any:
         if not isinstance(result, dict) or field not in result:
@@ -112,6 +132,7 @@ class StreamItems:
         scope = self._scope("STREAM_SET_ERROR", inp.stream_name, inp.group_id)
         custom = self._custom("set", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_SET_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             new_value = self._result_field(custom, result, "new_value")
             await self._record(scope, inp.item_id, new_value)
@@ -127,6 +148,7 @@ class StreamItems:
         scope = self._scope("STREAM_UPDATE_ERROR", inp.stream_name, inp.group_id)
         custom = self._custom("update", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_UPDATE_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             new_value = self._result_field(custom, result, "new_value")
             await self._record(scope, inp.item_id, new_value)
@@ -147,6 +169,7 @@ class StreamItems:
         scope = self._scope("STREAM_DELETE_ERROR", inp.stream_name, inp.group_id)
         custom = self._custom("delete", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_DELETE_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             await self._record(scope, inp.item_id, None)  # the worker deleted it: so does the record (if any)
             # The engine fails a custom delete that answers nothing; ripple reads it as "nothing was there".
@@ -179,6 +202,7 @@ class StreamItems:
         inp: StreamItemInput = parse_input("stream::get", data, StreamItemInput)
         custom = self._custom("get", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_GET_ERROR", inp.stream_name, inp.group_id, write=False)
             return await self._forward(custom, inp)
         scope = self._scope("STREAM_GET_ERROR", inp.stream_name, inp.group_id)
         value = await self._read(scope, inp.item_id, "STREAM_GET_ERROR")
@@ -188,6 +212,7 @@ class StreamItems:
         inp: StreamGroupInput = parse_input("stream::list", data, StreamGroupInput)
         custom = self._custom("list", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_GET_GROUP_ERROR", inp.stream_name, inp.group_id, write=False)
             return await self._forward(custom, inp)
         return await self.values(self._scope("STREAM_GET_GROUP_ERROR", inp.stream_name, inp.group_id))
 
@@ -201,6 +226,7 @@ class StreamItems:
         inp: StreamNameInput = parse_input("stream::list_groups", data, StreamNameInput)
         custom = self._custom("list_groups", inp.stream_name)
         if custom is not None:
+            self._allow("STREAM_LIST_GROUPS_ERROR", inp.stream_name, None, write=False)
             return await self._forward(custom, inp)
         prefix = items_prefix(inp.stream_name)
         try:

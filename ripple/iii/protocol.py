@@ -314,6 +314,9 @@ class IIIError(Exception):
         return ErrorBody(self.code, self.message)
 
 
+FORBIDDEN = "FORBIDDEN"  # the engine's code for every permission refusal (RBAC, a session's trigger types)
+
+
 def function_not_found(function_id: str) -> IIIError:
     return IIIError("function_not_found", f"Function {function_id} not found in namespace default.")
 

@@ -299,7 +299,7 @@ class Queues:
         except ValueError as exc:
             raise deserialization_error("iii::durable::publish", str(exc)) from None
         except RippleError as exc:
-            raise IIIError("publish_error", exc.message) from None
+            raise self.engine.store_error("publish_error", exc) from None
         return msgspec.UNSET
 
     async def subscribe(self, entry: TriggerEntry) -> None:

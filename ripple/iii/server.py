@@ -3,10 +3,16 @@
 * worker WebSocket (``ws://HOST:49134``): ``workerregistered`` first, then every frame to the engine; ``/otel``
   takes telemetry and drops it;
 * HTTP triggers (``http://HOST:3111``): :mod:`ripple.iii.http`;
-* stream WebSocket (``ws://HOST:3112``): :mod:`ripple.iii.streams`.
+* stream WebSocket (``ws://HOST:3112``): :mod:`ripple.iii.streams`;
+* the RBAC worker port (``rbac=RbacPort(...)``, off by default): a second worker port whose connections are sessions
+  with the rights their auth function and ripple token give them (:mod:`ripple.iii.rbac`, :mod:`ripple.iii.sessions`).
+
+Byte channels (``/ws/channels/{id}?key=…``) are served on both worker ports and reached by their access key alone, as
+in the engine: the key is the capability, handed only to the two ends of a call (the Node SDK sends no headers on
+channel sockets).
 
 ``async with IIIServer(store, worker_port=0, http_port=0, stream_port=0) as iii:`` binds free ports; the bound
-ports are then ``iii.worker_port``, ``iii.http_port`` and ``iii.stream_port``.
+ports are then ``iii.worker_port``, ``iii.http_port``, ``iii.stream_port`` (and ``iii.rbac_port``).
 """
 
 from __future__ import annotations
@@ -22,26 +28,23 @@ from websockets.http11 import Request, Response
 from ripple.auth.book import TokenBook
 from ripple.auth.context import acting_as
 from ripple.auth.grants import Identity
-from ripple.errors import ForbiddenError
-from ripple.iii.auth import PortAuth, refusal, require_worker, trigger_refusal
+from ripple.errors import ForbiddenError, RippleError
+from ripple.iii.auth import PortAuth, refusal, require_worker
 from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
 from ripple.iii.http import HttpTriggerApp, HttpTriggerServer
-from ripple.iii.protocol import (
-    ErrorBody,
-    RegisterTrigger,
-    TriggerRegistrationResultOut,
-    WorkerRegistered,
-    decode_frame,
-    encode,
-)
+from ripple.iii.protocol import WorkerRegistered, decode_frame, encode
 from ripple.iii.queues import Policy
+from ripple.iii.rbac import RbacPort, Session, current_session
+from ripple.iii.sessions import SessionGate
 from ripple.iii.streams import StreamServer
 from ripple.store.store import Store
 
 log = logging.getLogger("ripple.iii")
 
 MAX_WORKER_FRAME = 64 * 1024 * 1024  # SDK telemetry batches are large; the Python SDK allows 64 MiB
+HANDSHAKE_SLACK = 10.0  # seconds an RBAC handshake may take beyond its auth function's call timeout
+
 
 
 class IIIServer:
@@ -60,8 +63,10 @@ class IIIServer:
         max_frame: int = MAX_WORKER_FRAME,
         queue_policy: Policy | None = None,
         book: TokenBook | None = None,
+        rbac: RbacPort | None = None,
     ) -> None:
-        """``book``: the server's tokens (``--auth``): workers and stream clients then need one (ripple.iii.auth)."""
+        """``book``: the server's tokens (``--auth``): workers and stream clients then need one (ripple.iii.auth).
+        ``rbac``: also listen on the RBAC worker port."""
         self.store = store
         self.host = host
         self.worker_port = worker_port
@@ -73,6 +78,12 @@ class IIIServer:
         self.auth = None if book is None else PortAuth(book)
         self.streams = StreamServer(store, host, stream_port, auth=None if book is None else PortAuth(book))
         self.http = HttpTriggerServer(HttpTriggerApp(self.engine), host, http_port)
+        self.rbac = rbac
+        self.rbac_port = None if rbac is None else rbac.port
+        self._gate = None if rbac is None else SessionGate(self.engine, rbac.config, book)
+        self._rbac_auth = None if rbac is None or book is None else PortAuth(book)  # ends revoked tokens' sessions
+        self._sessions: dict[ServerConnection, tuple[Session, Identity | None]] = {}
+        self._rbac_server: Server | None = None
         self._workers: Server | None = None
         self._started = False
         self._closed = False
@@ -97,6 +108,17 @@ class IIIServer:
             self.http_port = self.http.port
             await self.streams.start()
             self.stream_port = self.streams.port
+            if self.rbac is not None:
+                self._rbac_server = await serve(
+                    self._rbac_connection,
+                    self.rbac.host or self.host,
+                    self.rbac.port,
+                    process_request=self._process_rbac_request,
+                    max_size=self.max_frame,
+                    compression=None,
+                    open_timeout=self.engine.call_timeout + HANDSHAKE_SLACK,  # the auth function answers first
+                )
+                self.rbac_port = self._rbac_server.sockets[0].getsockname()[1]
         except BaseException:
             await self.close()
             raise
@@ -111,19 +133,24 @@ class IIIServer:
             self.stream_port,
             " (strict)" if self.strict else "",
         )
+        if self.rbac is not None:
+            log.info("iii: RBAC workers ws://%s:%d", self.rbac.host or self.host, self.rbac_port)
 
     async def close(self) -> None:
         """Stop serving: workers are disconnected (their calls fail), then the HTTP and stream ports. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self.auth is not None:
-            self.auth.close()
-        if self._workers is not None:
-            self._workers.close(close_connections=True)
+        for port_auth in (self.auth, self._rbac_auth):
+            if port_auth is not None:
+                port_auth.close()
+        for server in (self._workers, self._rbac_server):
+            if server is not None:
+                server.close(close_connections=True)
         await self.engine.close()
-        if self._workers is not None:
-            await self._workers.wait_closed()
+        for server in (self._workers, self._rbac_server):
+            if server is not None:
+                await server.wait_closed()
         await self.http.close()
         await self.streams.close()
 
@@ -139,8 +166,9 @@ class IIIServer:
     # -- the worker port
 
     async def _process_worker_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.auth is None:
-            return self._check_worker_path(connection, request)
+        refused = self._check_worker_path(connection, request)
+        if refused is not None or self.auth is None or parse_channel_path(request.path) is not None:
+            return refused  # a byte channel is reached by its access key alone
         found = await self.auth.authenticate(connection, request)
         if isinstance(found, Response):
             return found
@@ -148,10 +176,8 @@ class IIIServer:
             require_worker(found)
         except ForbiddenError as exc:
             return refusal(connection, exc)
-        refused = self._check_worker_path(connection, request)
-        if refused is None:
-            self.auth.remember(connection, found)
-        return refused
+        self.auth.remember(connection, found)
+        return None
 
     def _check_worker_path(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -169,12 +195,44 @@ class IIIServer:
         identity = None if self.auth is None else self.auth.connections.get(ws)
         try:
             with acting_as(identity):  # its calls are checked by its grants; its writes carry its name (meta.actor)
-                await self._serve_worker(ws, identity)
+                await self._serve_worker(ws)
         finally:
             if self.auth is not None:
                 self.auth.forget(ws)
 
-    async def _serve_worker(self, ws: ServerConnection, identity: Identity | None) -> None:
+    # -- the RBAC port
+
+    async def _process_rbac_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        refused = self._check_worker_path(connection, request)
+        if refused is not None or parse_channel_path(request.path) is not None:
+            return refused
+        assert self._gate is not None
+        address = connection.remote_address[0] if connection.remote_address else None
+        try:
+            session, identity = await self._gate.open(request, address)
+        except RippleError as exc:
+            return refusal(connection, exc)
+        self._sessions[connection] = (session, identity)
+        if self._rbac_auth is not None and identity is not None:
+            self._rbac_auth.remember(connection, identity)
+        return None
+
+    async def _rbac_connection(self, ws: ServerConnection) -> None:
+        session, identity = self._sessions.pop(ws, (None, None))
+        try:
+            with acting_as(identity):
+                token = current_session.set(session)
+                try:
+                    await self._serve_worker(ws, session)
+                finally:
+                    current_session.reset(token)
+        finally:
+            if self._rbac_auth is not None:
+                self._rbac_auth.forget(ws)
+
+    # -- either worker port
+
+    async def _serve_worker(self, ws: ServerConnection, session: Session | None = None) -> None:
         full_path = ws.request.path if ws.request else "/"
         path = full_path.partition("?")[0]
         if path == "/otel":
@@ -193,22 +251,13 @@ class IIIServer:
         async def close() -> None:
             await ws.close(1000, "reattached on another connection")
 
-        worker = Worker(send, close)
+        worker = Worker(send, close, session)
         # Sent before anything is read (III-PROTOCOL §2.2); no `features`: ripple speaks none of them.
         await ws.send(encode(WorkerRegistered(worker.id, worker.reattach_token)), text=True)
         await self.engine.connect(worker)
         try:
             async for frame in ws:
-                message = decode_frame(frame)
-                if identity is not None and isinstance(message, RegisterTrigger):
-                    forbidden = trigger_refusal(identity, message)
-                    if forbidden is not None:
-                        error = ErrorBody(forbidden.code, forbidden.message)
-                        result = TriggerRegistrationResultOut(message.id, message.trigger_type, message.function_id,
-                                                              error)
-                        await ws.send(encode(result), text=True)
-                        continue
-                await self.engine.handle(worker, message)
+                await self.engine.handle(worker, decode_frame(frame))
         except websockets.ConnectionClosed:
             pass
         finally:

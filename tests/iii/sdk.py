@@ -47,10 +47,10 @@ class PyWorker:
 
 
 @contextlib.asynccontextmanager
-async def py_worker(port: int, name: str = "py-test") -> AsyncIterator[PyWorker]:
+async def py_worker(port: int, name: str = "py-test", headers: dict[str, str] | None = None) -> AsyncIterator[PyWorker]:
     from iii import InitOptions, register_worker  # type: ignore[import-untyped]
 
-    options = InitOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
+    options = InitOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False, headers=headers)
     client = await asyncio.to_thread(register_worker, f"ws://127.0.0.1:{port}", options)
     try:
         await asyncio.to_thread(client._wait_until_connected)

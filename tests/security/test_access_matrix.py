@@ -56,6 +56,9 @@ HTTP_ROUTES = [
     Route("POST", "/v1/batch", "write", frozenset({200}),
           {"commands": [{"op": "set", "scope": "notes", "key": "b", "value": 1}]}),
     Route("POST", "/v1/streams/live/g", "stream_write", frozenset({201}), {"type": "ping", "data": 1}),
+    # a stream's stored items (scope $stream:live:g) answer to the stream's grants (ripple.auth.grants)
+    Route("GET", "/v1/state/$stream:live:g/seed", "stream_read", frozenset({200})),
+    Route("PUT", "/v1/state/$stream:live:g/put", "stream_write", frozenset({200, 201}), {"v": 1}),
     Route("GET", "/v1/events?scope=notes&kind=state", "read", frozenset({200})),
     Route("GET", "/v1/events", "admin", frozenset({200})),
     Route("GET", "/v1/projections", "admin", frozenset({200})),
@@ -76,6 +79,7 @@ WS_ROUTES = [
     Route("WS", "/v1/subscribe?kind=all", "admin", frozenset()),
     Route("WS", "/v1/subscribe?scope=live&kind=stream", "stream_read", frozenset()),
     Route("WS", "/v1/streams/live/g?after=0", "stream_read", frozenset()),
+    Route("WS", "/v1/subscribe?scope=$stream:live:g&after=0", "stream_read", frozenset()),
 ]
 GRANTED = {
     "read": {"read", "stream_read", "any", "public"},
@@ -99,6 +103,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         await store.set("notes", "seed", {"title": "seed"})
         todo = {"id": "seedtodo", "title": "seed", "completed": False, "created_at": "2026-01-01T00:00:00.000+00:00"}
         await store.set("todos", "seedtodo", todo)
+        await store.set("$stream:live:g", "seed", {"item": 1})
         tokens = make_tokens(db)
         async with serving(db, store=store, security=high_limit_security()) as s:
             s.tokens = tokens
@@ -184,6 +189,7 @@ async def test_scopes_list_only_what_the_token_may_read(served: Served) -> None:
         mine = await client.get("/v1/scopes", headers=bearer(served.tokens["read"]))
         every = await client.get("/v1/scopes", headers=bearer(served.tokens["admin"]))
     assert "secret" not in mine.json()["groups"] and "notes" in mine.json()["groups"]
+    assert "$stream:live:g" in mine.json()["groups"]  # readable through the stream grant live:r
     assert "secret" in every.json()["groups"]
 
 

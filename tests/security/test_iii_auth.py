@@ -105,10 +105,10 @@ async def test_worker_calls_are_checked_and_carry_the_actor(secured: Setup) -> N
         assert refused["error"] is not None
         await worker.trigger("t1", "state", "f", {"scope": "secret"})
         result = await worker.expect(lambda f: f.get("type") == "triggerregistrationresult" and f.get("id") == "t1")
-        assert result["error"]["code"] == "forbidden"
+        assert result["error"]["code"] == "FORBIDDEN"
         await worker.trigger("t2", "state", "f", {})
         result = await worker.expect(lambda f: f.get("type") == "triggerregistrationresult" and f.get("id") == "t2")
-        assert result["error"]["code"] == "forbidden"  # every scope: admin only
+        assert result["error"]["code"] == "FORBIDDEN"  # every scope: admin only
     finally:
         await worker.close()
     events = await secured.store.read_events(0, 100, kind="all")
@@ -167,3 +167,54 @@ async def test_real_sdk_workers_pass_a_token(secured: Setup, tmp_path: Path, nam
     assert result["todos"] == "ok" and "may not write scope 'secret'" in result["secret"], result
     events = await secured.store.read_events(0, 100)
     assert [(e.scope, e.meta.actor) for e in events] == [("todos", name)]
+
+
+async def test_stream_grants_govern_stored_items_and_worker_owned_streams(secured: Setup) -> None:
+    reader = new_token(secured.db, "items-reader", streams=["live:r", "owned:r"], worker=True)
+    owner = new_token(secured.db, "owner", admin=True, worker=True)
+    limited = await RawWorker.connect(secured.server.worker_port, f"/?token={reader}")
+    provider = await RawWorker.connect(secured.server.worker_port, f"/?token={owner}")
+    try:
+        await provider.result("stream::set", {"stream_name": "live", "group_id": "g", "item_id": "a", "data": 1})
+        assert await limited.result("stream::get", {"stream_name": "live", "group_id": "g", "item_id": "a"}) == 1
+        item = {"stream_name": "live", "group_id": "g", "item_id": "a", "data": 2}
+        refused = (await limited.call("stream::set", item))["error"]
+        assert refused["code"] == "FORBIDDEN" and "may not write scope '$stream:live:g'" in refused["message"]
+        refused = (await limited.call("stream::list", {"stream_name": "other", "group_id": "g"}))["error"]
+        assert refused["code"] == "FORBIDDEN"
+        # A stream a worker implements (stream::get(owned), ...): the same rule, before the call is forwarded.
+        for operation in ("get", "set"):
+            await provider.register(f"stream::{operation}(owned)")
+        await secured.server.engine.wait_until(
+            lambda: secured.server.engine.registry.owner("stream::set(owned)") is not None, 5 * SECOND)
+        owned = {"stream_name": "owned", "group_id": "g", "item_id": "b"}
+        refused = (await limited.call("stream::set", {**owned, "data": 3}))["error"]
+        assert refused["code"] == "FORBIDDEN"
+        asked = asyncio.ensure_future(limited.call("stream::get", owned))
+        invoke = await provider.expect(lambda f: f.get("type") == "invokefunction")
+        assert invoke["function_id"] == "stream::get(owned)"  # the refused set never reached the owner
+        await provider.answer(invoke, {"from": "owner"})
+        assert (await asked)["result"] == {"from": "owner"}
+    finally:
+        await limited.close()
+        await provider.close()
+
+
+async def test_byte_channels_are_reached_by_their_key_alone(secured: Setup) -> None:
+    worker = await RawWorker.connect(secured.server.worker_port, f"/?token={worker_token(secured)}")
+    try:
+        refs = await worker.result("engine::channels::create", {})
+        base = f"ws://127.0.0.1:{secured.server.worker_port}/ws/channels"
+        writer, reader = refs["writer"], refs["reader"]
+        # No token (the Node SDK sends no headers on channel sockets): the access key is the capability.
+        async with websockets.connect(f"{base}/{reader['channel_id']}?key={reader['access_key']}&dir=read") as rd:
+            async with websockets.connect(f"{base}/{writer['channel_id']}?key={writer['access_key']}&dir=write") as wr:
+                await wr.send(b"bytes")
+            assert await asyncio.wait_for(rd.recv(), 5 * SECOND) == b"bytes"
+        with pytest.raises(InvalidStatus) as wrong:
+            async with websockets.connect(f"{base}/{reader['channel_id']}?key=guess&dir=read"):
+                pass
+        assert wrong.value.response.status_code == 404
+        assert await refused_status(f"ws://127.0.0.1:{secured.server.worker_port}/") == 401  # the worker port itself
+    finally:
+        await worker.close()

@@ -8,6 +8,7 @@ from ripple.auth.book import FailureLimiter
 from ripple.auth.grants import Identity, parse_grant
 from ripple.auth.tokens import new_token, parse_duration_ms, token_hash
 from ripple.core.filter import Filter
+from ripple.core.names import item_scope
 from ripple.errors import ForbiddenError, ValidationError
 from ripple.http.boundary import Boundary, host_name
 
@@ -34,6 +35,24 @@ def test_grants_and_globs() -> None:
         with pytest.raises(ValidationError):
             parse_grant(bad)
     assert str(parse_grant("a:b:rw")) == "a:b:rw"  # the last colon separates the access
+
+
+def test_stream_grants_govern_the_scopes_of_stored_stream_items() -> None:
+    reader = Identity("r", (parse_grant("todos:rw"),), (parse_grant("live:r"),))
+    writer = Identity("w", streams=(parse_grant("live*:rw"),))
+    one_group = Identity("g", (parse_grant("$stream:live:alice:rw"),))
+    everything = Identity("all", (parse_grant("*:rw"),))
+    items = item_scope("live", "g")
+    assert reader.may_read(items) and not reader.may_write(items)  # live:r reads the items, writes need rw
+    assert writer.may_write(items) and writer.may_write(item_scope("live-2", "g"))
+    assert not reader.may_read(item_scope("other", "g")) and not reader.may_read(item_scope("todos", "g"))
+    assert one_group.may_write(item_scope("live", "alice")) and not one_group.may_read(items)
+    assert not one_group.may_read_stream("live")  # a group's items, not the stream's sends
+    assert everything.may_write(items)  # a scope glob reaches item scopes too: they are scopes
+    assert not reader.may_read("$stream:live")  # not an item scope: only scope grants count
+    assert reader.may_follow(Filter.of("state", [items, "todos"]))
+    with pytest.raises(ForbiddenError, match=r"may not write scope '\$stream:live:g' \(the items of stream 'live'\)"):
+        reader.require_write(items)
 
 
 def test_following_the_log_needs_named_readable_scopes() -> None:
