@@ -136,7 +136,10 @@ class Projections:
         if projection.mode == "inline":
             self._inline = (*self._inline, handle)
         if self._started:
-            self.store.spawn(self._start_one(handle), name=f"ripple-projection-start:{projection.name}")
+            # Queued now, so the tables exist before any write made after this call: an inline projection
+            # registered on an open store folds those writes itself rather than catching up on them later.
+            ensured = self.store.commits.run_in_txn(lambda txn: self._ensure(txn, handle))
+            self.store.spawn(self._start_one(handle, ensured), name=f"ripple-projection-start:{projection.name}")
         return projection
 
     async def start(self) -> None:
@@ -154,9 +157,8 @@ class Projections:
                 log.info("projection %s: new version %d, rebuilding", h.projection.name, h.projection.version)
             self._spawn_rebuild(stale)
 
-    async def _start_one(self, handle: ProjectionHandle) -> None:
-        row = await self.store.commits.run_in_txn(lambda txn: self._ensure(txn, handle))
-        self._launch(handle, row)
+    async def _start_one(self, handle: ProjectionHandle, ensured: asyncio.Future[ProjectionRow]) -> None:
+        self._launch(handle, await ensured)
 
     def _ensure(self, txn: WriteTxn, handle: ProjectionHandle) -> ProjectionRow:
         p, conn = handle.projection, txn.conn

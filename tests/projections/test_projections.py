@@ -284,3 +284,16 @@ async def test_version_change_rebuilds_on_open_and_refuses_reads_meanwhile(db_pa
         store.register_projection(keys_projection(version=2))
         state = await store.projection("keys")
         assert state.version == 2 and state.status == "ok"
+
+
+
+async def test_an_inline_projection_registered_on_an_open_store_reads_its_writes(tmp_path: Path) -> None:
+    """Its tables are made in the writer's queue at registration, before any write that follows: on an empty log it
+    is live at once, so a write made right after registering folds inline and the projection reads it."""
+    for attempt in range(10):  # it was a race: the first write often went ahead of the tables
+        async with Store.open(tmp_path / f"{attempt}.db") as store:
+            store.register_projection(keys_projection())
+            done = await store.set("s", "k", attempt)
+            state = await store.projection("keys")
+            assert (state.status, state.checkpoint) == ("ok", done.offset), attempt
+            assert keys_data(state.data) == {("s", "k"): (1, repr(attempt))}
