@@ -10,6 +10,8 @@ httptools, whichever uvicorn picks) with a guard, and listens on a socket that s
   that sent part of a head gets ``408`` (JSON error body) and is closed; one that sent nothing is closed.
 - **Body timeout** (``--body-timeout``, 60 s): the whole body must arrive within this time of the head.
 - **Keep-alive timeout** (``--keep-alive-timeout``, 5 s): an idle connection between requests is closed (uvicorn's).
+- **Head size**: a request head larger than 64 KiB gets ``431`` (JSON error body) and the connection is closed; the
+  parser would otherwise buffer a head that never ends (httptools has no limit of its own).
 - **Unparseable requests** get uvicorn's 400, with the JSON error body like every other answer.
 - **Connection cap** (``--max-connections``; default 10,000, lowered to fit the file-descriptor limit): a connection
   over the cap is answered at once with ``503`` and the JSON error body ``too_many_connections`` (``Retry-After: 1``)
@@ -46,6 +48,7 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 FD_RESERVE = 64  # descriptors kept for the database, its WAL, the reader pool and the listening sockets
 FD_RESERVES = 4  # descriptors a listening socket holds to shed connections with (another thread may take one)
 LOG_EVERY_SECONDS = 10.0
+MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; browsers send a few KiB, h11's own limit is 16 KiB
 
 
 class ConnectionLimits(msgspec.Struct, frozen=True):
@@ -99,6 +102,9 @@ def too_many_connections(limit: int | None) -> bytes:
                     "the server has too many open connections; retry shortly", {"limit": limit}, 1)
 
 
+HEAD_TOO_LARGE = _refusal(431, "Request Header Fields Too Large", "headers_too_large",
+                          f"the request line and headers exceed {MAX_HEAD_BYTES} bytes", {"limit": MAX_HEAD_BYTES},
+                          None)
 REQUEST_TIMEOUT = _refusal(408, "Request Timeout", "request_timeout",
                            "the request head did not arrive in time", None, None)
 
@@ -135,6 +141,7 @@ def guarded_protocol(limits: ConnectionLimits, implementation: HttpImplementatio
         _guard_phase: str | None = None  # "head" | "body" | None
         _guard_seen: Any = None  # the request cycle last seen
         _guard_partial = False  # bytes of a request head have arrived
+        _head_bytes = 0  # bytes received while waiting for the current request head to complete
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
@@ -146,7 +153,16 @@ def guarded_protocol(limits: ConnectionLimits, implementation: HttpImplementatio
             self._guard_arm("head", limits.header_timeout)
 
         def data_received(self, data: bytes) -> None:
+            before = self.cycle
             super().data_received(data)
+            if self.cycle is before and (before is None or before.response_complete):  # still no complete head
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                    self.transport.write(HEAD_TOO_LARGE)
+                    self.transport.close()
+                    return
+            else:
+                self._head_bytes = 0  # a head completed in this chunk; what follows it is body or the next head
             self._guard_check(got_data=True)
 
         def on_response_complete(self) -> None:

@@ -221,3 +221,31 @@ async def test_out_of_file_descriptors_sheds_without_a_log_flood(tmp_path: Path,
     fd_lines = [ln for ln in text.splitlines() if "file descriptors" in ln]
     assert (1 if loop == "asyncio" else 0) <= len(fd_lines) <= 3, text[:2000]
     assert len(text) < 10_000
+
+
+@pytest.mark.parametrize("http", IMPLEMENTATIONS)
+async def test_a_head_that_never_ends_gets_431_and_a_large_body_still_passes(tmp_path: Path,
+                                                                            http: HttpImplementation) -> None:
+    """httptools buffers a request head without limit (300 MB in a second grew the server by as much): past 64 KiB
+    of head the connection gets 431 with the JSON error body and is closed; h11 refuses such a head by itself."""
+    async with limited(tmp_path, http) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        filler = b"X-Filler: " + b"a" * (65536 + 1 - len(HEAD) - len(b"X-Filler: "))
+        writer.write(HEAD + filler)  # one byte over the limit: the last byte crosses it, nothing is left unread
+        try:
+            answer = await answer_then_eof(reader, 10)
+        except ConnectionResetError:
+            assert http == "h11", "h11 refuses at its own 16 KiB limit, before the rest has arrived"
+            answer = b""
+        writer.close()
+        if http == "httptools":
+            assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:100]
+            error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+            assert error["code"] == "headers_too_large" and error["detail"] == {"limit": 65536}
+        elif answer:
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+        async with served.client() as client:  # a body far larger than the head limit, in large chunks, is fine
+            big = {"blob": "x" * 900_000}
+            assert (await client.put("/v1/state/s/big", json=big)).status_code == 201
+            headers = {f"X-Ok-{i}": "b" * 900 for i in range(40)}  # a 36 KiB head is under the limit
+            assert (await client.get("/v1/health", headers=headers)).status_code == 200
