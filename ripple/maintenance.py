@@ -27,7 +27,7 @@ from ripple.errors import ConflictError, DatabaseFileError, ValidationError
 from ripple.offline import Progress, VerifyReport, open_readonly, rebuild_all, verify, writing
 from ripple.store import retention, sql
 from ripple.store.retention import Blocker
-from ripple.store.sqlite import inspect_file
+from ripple.store.sqlite import WriterLock, inspect_file
 
 BackupMethod = Literal["backup", "vacuum"]
 
@@ -155,6 +155,25 @@ class BackupReport(msgspec.Struct, frozen=True):
     removed: list[str] = []
 
 
+
+def new_file_target(path: str | os.PathLike[str], command: str, *, leftovers: bool = True) -> Path:
+    """Where ``backup``/``restore`` may create a database: a new file in an existing folder, with no ``-wal``,
+    ``-shm`` or ``-journal`` left there by a database of that name that is gone (SQLite would apply them to the new
+    file: a malformed database, or foreign pages mixed in)."""
+    if not os.fspath(path):
+        raise DatabaseFileError(f"{command}: the path of the new database is empty")
+    out = Path(path)
+    if out.exists():
+        raise DatabaseFileError(f"{path} already exists; {command} writes only a new file (move it away first)")
+    if not out.absolute().parent.is_dir():
+        raise DatabaseFileError(f"cannot write {path}: the folder {out.absolute().parent} does not exist")
+    found = [f"{path}{s}" for s in ("-wal", "-shm", "-journal") if leftovers and Path(f"{path}{s}").exists()]
+    if found:
+        raise DatabaseFileError(f"{', '.join(found)} left from a database that is gone would be applied to the "
+                                f"new {path}: remove them first")
+    return out
+
+
 def backup(source: str | os.PathLike[str], out: str | os.PathLike[str], *, method: BackupMethod = "backup",
            progress: Callable[[int, int], None] | None = None) -> BackupReport:
     """A consistent copy of ``source`` (served or not) as the new file ``out``, which must not exist.
@@ -164,11 +183,7 @@ def backup(source: str | os.PathLike[str], out: str | os.PathLike[str], *, metho
     keep the copy from monopolising the disk). ``vacuum``: ``VACUUM INTO``, a defragmented copy (slower to write,
     smaller when the source has free pages). ``bench/backup.py`` measures how much each slows a writer.
     """
-    out_path = Path(out)
-    if out_path.exists():
-        raise DatabaseFileError(f"{out} already exists; backup writes only a new file")
-    if not out_path.absolute().parent.is_dir():
-        raise DatabaseFileError(f"cannot write {out}: the folder {out_path.absolute().parent} does not exist")
+    out_path = new_file_target(out, "backup")
     started = time.perf_counter()
     src = open_readonly(source)
     partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
@@ -195,7 +210,10 @@ def backup(source: str | os.PathLike[str], out: str | os.PathLike[str], *, metho
 
 
 def _backup_pages(src: sqlite3.Connection, target: Path, progress: Callable[[int, int], None] | None) -> None:
-    dst = sqlite3.connect(target, isolation_level=None)
+    try:
+        dst = sqlite3.connect(target, isolation_level=None)
+    except sqlite3.OperationalError as exc:
+        raise DatabaseFileError(f"cannot write a database in {target.absolute().parent}: {exc}") from None
     try:
         def report(_status: int, remaining: int, total: int) -> None:
             if progress is not None:
@@ -203,6 +221,10 @@ def _backup_pages(src: sqlite3.Connection, target: Path, progress: Callable[[int
 
         # 1,000 pages (4 MiB) a step; the source's open read transaction keeps every step on the same snapshot
         src.backup(dst, pages=1000, progress=report)
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc) and "readonly" not in str(exc) and "disk I/O" not in str(exc):
+            raise
+        raise DatabaseFileError(f"cannot write a database in {target.absolute().parent}: {exc}") from None
     finally:
         dst.close()
 
@@ -274,9 +296,18 @@ def restore(backup_path: str | os.PathLike[str], target: str | os.PathLike[str],
             progress: Progress | None = None) -> VerifyReport:
     """Copy a backup to ``target`` (which must not exist) and verify the copy; a copy that fails verification is
     removed, so ``target`` is created only when sound. Returns the verify report (``report.ok``)."""
-    target_path = Path(target)
-    if target_path.exists():
-        raise DatabaseFileError(f"{target} already exists; restore writes only a new file (move it away first)")
+    target_path = new_file_target(target, "restore", leftovers=False)
+    # A server serving this name (its file deleted) would go on acknowledging writes into the old inode.
+    lock = WriterLock(target_path)
+    lock.acquire()
+    try:
+        return _restore_locked(backup_path, new_file_target(target, "restore"), progress)  # again, under the lock
+    finally:
+        lock.release()
+
+
+def _restore_locked(backup_path: str | os.PathLike[str], target_path: Path,
+                    progress: Progress | None) -> VerifyReport:
     src = open_readonly(backup_path)
     partial = target_path.with_name(f".{target_path.name}.partial-{os.getpid()}")
     try:

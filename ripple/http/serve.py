@@ -51,7 +51,7 @@ from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
-from ripple.store.retention import RetentionPolicy
+from ripple.store.retention import RetentionPolicy, format_age
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
 from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MAX_BUFFER_EVENTS
@@ -320,11 +320,11 @@ def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
 def describe_policy(policy: RetentionPolicy) -> str:
     parts = []
     if policy.max_age_ms is not None:
-        parts.append(f"events older than {policy.max_age_ms / 86_400_000:g} days")
+        parts.append(f"events older than {format_age(policy.max_age_ms)}")
     if policy.max_bytes is not None:
         parts.append(f"the oldest events while the file is over {policy.max_bytes:,} bytes")
     if policy.stream_max_age_ms is not None:
-        parts.append(f"stream events older than {policy.stream_max_age_ms / 86_400_000:g} days")
+        parts.append(f"stream events older than {format_age(policy.stream_max_age_ms)}")
     return f"compacting {', '.join(parts)}; every {policy.interval:g}s"
 
 

@@ -322,6 +322,14 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def format_age(ms: int) -> str:
+    """Milliseconds as the largest unit of :func:`parse_age` that divides them (``"30d"``, ``"12h"``, ``"5s"``)."""
+    for unit, size in sorted(_AGE_UNITS.items(), key=lambda item: -item[1]):
+        if ms % size == 0 and ms >= size:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
 def parse_age(text: str) -> int:
     """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` → milliseconds."""
     match = _AGE.match(text)

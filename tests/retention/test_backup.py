@@ -14,6 +14,7 @@ import pytest
 
 from ripple import Store
 from ripple.maintenance import rotation_name
+from ripple.store.sqlite import WriterLock
 from tests.cli.test_offline import ripple
 from tests.retention.test_compact import history, verify_file
 
@@ -151,3 +152,42 @@ def test_copying_the_db_file_alone_loses_commits(tmp_path: Path) -> None:
     copied = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     conn.close()
     assert copied < head
+
+
+def test_restore_refuses_a_name_a_writer_holds_and_leftovers_of_a_gone_database(tmp_path: Path) -> None:
+    """A server whose file was deleted still holds ``DB.lock`` and would acknowledge writes into the old inode; a
+    ``-wal``/``-shm`` left by a crashed database of that name would be applied to the restored file (malformed)."""
+    db = tmp_path / "app.db"
+    asyncio.run(fill(db))
+    backup = tmp_path / "b.db"
+    assert ripple("backup", "--db", str(db), str(backup)).returncode == 0
+    target = tmp_path / "served.db"
+    lock = WriterLock(target)
+    lock.acquire()  # what a running `ripple serve served.db` holds
+    try:
+        held = ripple("restore", str(backup), "--db", str(target))
+        assert held.returncode == 2 and b"already open for writing by process" in held.stderr, held.stderr
+        assert len(held.stderr.splitlines()) == 1 and not target.exists()
+    finally:
+        lock.release()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").write_bytes(b"left by a crash")
+    left = ripple("restore", str(backup), "--db", str(target))
+    assert left.returncode == 2 and b"remove them first" in left.stderr and len(left.stderr.splitlines()) == 1
+    assert not target.exists()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink()
+    assert ripple("restore", str(backup), "--db", str(target)).returncode == 0
+    assert verify_file(target).ok
+
+
+def test_backup_and_restore_name_bad_targets_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    asyncio.run(fill(db))
+    cases = [(["backup", "--db", str(db), ""], b"empty"),
+             (["backup", "--db", str(db), "/proc/x.db"], b"cannot write a database in /proc"),
+             (["restore", str(db), "--db", str(tmp_path / "no" / "x.db")], b"does not exist")]
+    for args, said in cases:
+        done = ripple(*args)
+        assert done.returncode == 2 and said in done.stderr and len(done.stderr.splitlines()) == 1, (args, done.stderr)
+        assert b"SQLite error" not in done.stderr

@@ -309,6 +309,8 @@ def test_sizes_and_ages_parse() -> None:
     assert retention.parse_size("1000") == 1000
     assert retention.parse_age("30d") == 30 * 86_400_000
     assert retention.parse_age("90m") == 5_400_000
+    assert [retention.format_age(retention.parse_age(t)) for t in ("5s", "30d", "12h", "90m", "2w", "1.5h")] == [
+        "5s", "30d", "12h", "90m", "2w", "90m"]
     for bad in ("", "-1GB", "ten MB", "5 parsecs"):
         with pytest.raises(ValidationError):
             retention.parse_size(bad)
