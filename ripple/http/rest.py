@@ -26,6 +26,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.types import ASGIApp
 
 from ripple import __version__
+from ripple.auth.book import BAD_TOKEN
 from ripple.auth.context import current_identity, require_admin
 from ripple.auth.grants import ANONYMOUS
 from ripple.core.events import (
@@ -53,6 +54,7 @@ from ripple.errors import (
     ProjectionRebuildingError,
     RippleError,
     StoreClosedError,
+    UnauthorizedError,
     ValidationError,
 )
 from ripple.http.markers import PUBLIC
@@ -65,6 +67,7 @@ from ripple.subscriptions.catchup import check_after
 T = TypeVar("T")
 
 MAX_WAIT_SECONDS = 60.0
+RECHECK_TOKEN_SECONDS = 1.0  # a long-poll wakes at least this often to see whether its token was revoked
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 _encode = msgspec.json.Encoder().encode
 STATE_PREFIX = b"/v1/state/"
@@ -730,7 +733,17 @@ async def get_events(
         remaining = deadline - time.monotonic()
         if events or remaining <= 0 or signal.closed:
             return EventsPage(events, events[-1].offset if events else after, max(head, store.head))
-        await signal.wait_beyond(store, head, remaining)
+        await signal.wait_beyond(store, head, min(remaining, RECHECK_TOKEN_SECONDS))
+        check_token_still_valid(request)
+
+
+def check_token_still_valid(request: Request[Any, Any, Any]) -> None:
+    """A request that waits re-checks its token when it wakes: one revoked or expired meanwhile gets 401, as a
+    WebSocket session of that token is closed (within about a second either way)."""
+    identity = current_identity.get()
+    book = getattr(request.app.state.access, "book", None)
+    if identity is not None and book is not None and not book.is_current(identity):
+        raise UnauthorizedError(BAD_TOKEN)
 
 
 @get("/v1/projections", tags=["projections"], summary="List projections")

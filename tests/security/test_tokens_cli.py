@@ -123,6 +123,9 @@ async def test_tokens_work_beside_a_live_server_and_revocation_closes_sessions(t
                 assert json.loads(await ws.recv())["type"] == "hello"
                 assert json.loads(await ws.recv())["type"] == "event"
                 assert json.loads(await ws.recv())["type"] == "live"
+                poll = asyncio.create_task(client.get(  # a long-poll that waits across the revocation
+                    "/v1/events", params={"after": put.json()["offset"], "scope": "todos", "kind": "state",
+                                          "wait": 30}, headers={"authorization": f"Bearer {token}"}))
                 revoked = ripple(tmp_path, "token", "revoke", "--db", "app.db", "live")
                 assert revoked.returncode == 0, revoked.stderr
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10 * SECOND))
@@ -130,6 +133,8 @@ async def test_tokens_work_beside_a_live_server_and_revocation_closes_sessions(t
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(ws.recv(), 10 * SECOND)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                polled = await asyncio.wait_for(poll, 10 * SECOND)  # not the 30 s of its wait, nor its events
+                assert polled.status_code == 401, polled.text
             refused = await client.get("/v1/state/todos/a", headers={"authorization": f"Bearer {token}"})
             assert refused.status_code == 401
         out, err = await stop(proc)
