@@ -155,7 +155,8 @@ def guarded_protocol(limits: ConnectionLimits, implementation: HttpImplementatio
         def data_received(self, data: bytes) -> None:
             before = self.cycle
             super().data_received(data)
-            if self.cycle is before and (before is None or before.response_complete):  # still no complete head
+            waiting = before is None or (before.response_complete and not before.more_body)  # for the next head
+            if self.cycle is before and waiting:  # and this chunk did not complete it
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                     self.transport.write(HEAD_TOO_LARGE)

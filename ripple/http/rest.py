@@ -63,6 +63,7 @@ from ripple.migrations import LATEST_VERSION
 from ripple.projections.runner import ProjectionList
 from ripple.store.store import Store
 from ripple.subscriptions.catchup import check_after
+from ripple.subscriptions.params import check_query_names
 
 T = TypeVar("T")
 
@@ -303,8 +304,18 @@ class UnsupportedMediaTypeError(BadRequestError):
 
 
 def _not_json(raw: bytes, exc: msgspec.DecodeError) -> BadRequestError:
-    what = "the body is empty" if not raw.strip() else f"the body is not valid JSON: {exc}"
-    return BadRequestError(what)
+    if not raw.strip():
+        return BadRequestError("the body is empty")
+    if _LONE_SURROGATE.search(raw):
+        # msgspec calls it "Input data was truncated"; the escape names half of a UTF-16 pair, which is no character
+        return BadRequestError("the body is not valid JSON: a \\uD800-\\uDFFF escape without its other half of the "
+                               "surrogate pair is not a character")
+    return BadRequestError(f"the body is not valid JSON: {exc}")
+
+
+# a high surrogate escape not followed by a low one, or a low one not preceded by a high one
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+                             rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
 def decode_body(raw: bytes, model: Any) -> Any:
@@ -584,6 +595,7 @@ TAGS = ["state"]
 )
 async def get_value(request: Request[Any, Any, Any], at: FromQuery[int | None] = None) -> ASGIApp:
     """The raw JSON value with ``ETag: "<offset>"``; ``If-None-Match`` → 304; ``?at=N`` reads as of offset N."""
+    only_query(request, "at")
     store = store_of(request)
     scope, key = target(request)
     entry = await store.entry(scope, key, at=at)
@@ -665,6 +677,7 @@ async def list_scope(
     at: FromQuery[int | None] = None,
 ) -> Page:
     """Entries in first-insertion order; pass ``next_cursor`` back as ``cursor``. Unknown scope → empty page."""
+    only_query(request, "limit", "cursor", "at")
     scope, _ = split_path(request, STATE_PREFIX)
     return await store_of(request).list(scope, limit=limit, cursor=cursor, at=at)
 
@@ -721,6 +734,7 @@ async def get_events(
 
     ``after`` beyond the head → 400 ``offset_out_of_range`` (a long-poll from there would skip what is written
     meanwhile)."""
+    only_query(request, "after", "limit", "scope", "key", "kind", "wait")
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise ValidationError(f"wait must be 0-{MAX_WAIT_SECONDS:g} seconds, got {wait}", detail={"wait": wait})
     store, signal = store_of(request), request.app.state.commits
@@ -735,6 +749,12 @@ async def get_events(
             return EventsPage(events, events[-1].offset if events else after, max(head, store.head))
         await signal.wait_beyond(store, head, min(remaining, RECHECK_TOKEN_SECONDS))
         check_token_still_valid(request)
+
+
+def only_query(request: Request[Any, Any, Any], *allowed: str) -> None:
+    """400 for a query parameter this route does not take (``token`` is allowed everywhere: browsers' WebSocket
+    clients put it there, and HTTP ignores it)."""
+    check_query_names(request.query_params.keys(), (*allowed, "token"))
 
 
 def check_token_still_valid(request: Request[Any, Any, Any]) -> None:
@@ -769,6 +789,7 @@ async def get_projection(request: Request[Any, Any, Any], name: FromPath[str]) -
 )
 async def post_rebuild(request: Request[Any, Any, Any], name: FromPath[str]) -> RebuildStarted:
     """Start rebuilding a projection from the log in the background → 202."""
+    require_admin(f"rebuild projection {name!r}")
     store = store_of(request)
     try:
         await projection_info(store, name)

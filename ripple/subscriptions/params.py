@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable
 
 import msgspec
 
@@ -32,18 +33,25 @@ class SubscribeParams(msgspec.Struct, frozen=True):
     batch: int | None = None
 
 
+def check_query_names(names: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse a query parameter the endpoint does not take: a misspelt filter would otherwise read everything."""
+    known = tuple(allowed)
+    for name in names:
+        if name not in known:
+            raise BadRequestError(
+                f"unknown query parameter {name!r} (allowed: {', '.join(known)})", detail={"parameter": name}
+            )
+
+
 def _split(query: bytes | str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
     text = query.decode("latin-1") if isinstance(query, bytes) else query
     try:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"malformed query string: {exc}") from None
+    check_query_names((name for name, _ in pairs), allowed)
     found: dict[str, list[str]] = {}
     for name, value in pairs:
-        if name not in allowed:
-            raise BadRequestError(
-                f"unknown query parameter {name!r} (allowed: {', '.join(allowed)})", detail={"parameter": name}
-            )
         found.setdefault(name, []).append(value)
     for name, values in found.items():
         if len(values) > 1 and name not in REPEATABLE:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.conftest import SECOND
 from tests.http.conftest import Live, error_of
 
@@ -33,3 +35,13 @@ async def test_after_zero_on_an_empty_log_is_fine(live: Live) -> None:
     r = await live.client.get("/v1/events", params={"after": 0})
     assert r.status_code == 200 and r.json() == {"events": [], "next_after": 0, "head": 0}
     error_of(await live.client.get("/v1/events", params={"after": 1}), 400, "offset_out_of_range")
+
+
+@pytest.mark.parametrize("path", ["/v1/events?scpe=a", "/v1/state/a?lmit=5", "/v1/state/a/k?at=1&x=2",
+                                  "/v1/events?scope=a&kinds=state"])
+async def test_an_unknown_query_parameter_is_refused(live: Live, path: str) -> None:
+    """A misspelt filter must not turn into an unfiltered read."""
+    error = error_of(await live.client.get(path), 400, "bad_request")
+    assert "unknown query parameter" in error["message"] and error["detail"]["parameter"] in ("scpe", "lmit", "x",
+                                                                                              "kinds")
+    assert (await live.client.get("/v1/events?scope=a&kind=state&token=ignored")).status_code == 200

@@ -49,3 +49,12 @@ async def test_put_refuses_only_null_among_well_formed_values(live: Live) -> Non
     error_of(await live.client.put("/v1/state/s/k", content=b"[99999999999999999999]", headers=JSON), 422)
     await live.unchanged(0)
     assert (await live.client.put("/v1/state/s/k", content=b"[{}]", headers=JSON)).status_code == 201
+
+
+async def test_a_lone_surrogate_escape_is_named(live: Live) -> None:
+    for body in (b'"\\ud800"', b'{"a": "x\\udc00"}', b'["\\uD83D", 1]'):
+        response = await live.client.put("/v1/state/s/k", content=body, headers=JSON)
+        error = error_of(response, 400, "bad_request")
+        assert "surrogate pair" in error["message"], (body, error)
+    paired = await live.client.put("/v1/state/s/k", content=b'"\\ud83d\\ude00"', headers=JSON)
+    assert paired.status_code == 201 and paired.json()["new_value"] == "\U0001f600"

@@ -130,6 +130,8 @@ async def test_http_route(served: Served, kind: str, route: Route) -> None:
     if refusal == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert error["detail"] is None  # wrong, expired and revoked look the same
+    elif route.path.endswith("/rebuild"):
+        assert "may not rebuild" in error["message"], error  # it said "may not read"
     assert served.store.head == head, "a refused request appended something"
 
 
