@@ -130,7 +130,13 @@ class Identity(msgspec.Struct, frozen=True):
         if not f.scopes:
             raise _forbidden(self, "read events of every scope (admin only; name the scopes with scope=...)")
         what = {"state": "state events", "stream": "stream events", "all": "state and stream events (kind=all)"}
-        raise _forbidden(self, f"read {what[f.kind]} of {', '.join(sorted(map(repr, f.scopes)))}")
+        hint = ""
+        if f.kind == "all":  # the default of /v1/events and /v1/subscribe: say which narrower kind would do
+            for kind in ("state", "stream"):
+                if self.may_follow(msgspec.structs.replace(f, kind=kind)):
+                    hint = f"; kind={kind} would be allowed"
+                    break
+        raise _forbidden(self, f"read {what[f.kind]} of {', '.join(sorted(map(repr, f.scopes)))}{hint}")
 
 
 ANONYMOUS = Identity("anonymous")

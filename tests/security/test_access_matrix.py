@@ -251,3 +251,12 @@ async def test_whoami_says_what_the_token_may_do(served: Served) -> None:
     assert "notes" in reader["readable"] and "secret" not in reader["readable"]
     assert admin["admin"] is True and "secret" in admin["readable"]
     assert anonymous["auth"] is True and anonymous["name"] is None and anonymous["readable"] == []
+
+
+async def test_a_refused_kind_all_says_which_kind_would_do(served: Served) -> None:
+    async with served.client() as client:
+        response = await client.get("/v1/events?scope=notes", headers=bearer(served.tokens["read"]))
+        error = error_of(response, 403, "forbidden")
+        assert "kind=state would be allowed" in error["message"], error
+        allowed = await client.get("/v1/events?scope=notes&kind=state", headers=bearer(served.tokens["read"]))
+        assert allowed.status_code == 200
