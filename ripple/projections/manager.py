@@ -53,7 +53,7 @@ from ripple.projections.runner import (
     table_names,
 )
 from ripple.store import sql
-from ripple.store.sqlite import connect_reader
+from ripple.store.backend import connect_reader
 from ripple.store.writer import WriteTxn
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.follower import Follower

@@ -1,5 +1,6 @@
 """Property test: one event JSON encoding. For the same event, a live frame's body (msgspec, once per commit), the
-catch-up page built by SQLite (``sql.EVENT_JSON``) and ``ripple export`` are the same bytes."""
+catch-up page built by SQLite (``sql.EVENT_JSON``) and ``ripple export`` are the same bytes; on PostgreSQL, the
+catch-up page built by ``ripple.store.dialect.EVENT_JSON`` is those bytes too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +23,7 @@ from ripple.offline import event_lines
 from ripple.store.origin import current_origin
 from ripple.subscriptions.catchup import read_page
 from ripple.wire import event_body
-from tests.conftest import SOAK
+from tests.conftest import PG_URL, SOAK, pg_schema_url
 
 # Names with what JSON must escape or keep as it is: quotes, backslashes, slashes, non-ASCII, emoji with ZWJ.
 name_chars = st.sampled_from(['a', 'Z', '"', "\\", "/", " ", "é", "ß", "中", "😀", "\u200d", "'", "%", "<"])
@@ -64,13 +67,13 @@ async def write(store: Store, command: Any, idempotent: bool, n: int) -> None:
         await store.delete(command.scope, command.key, idempotency_key=key)
 
 
-async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+async def live_and_catch_up(location: str | Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes]]:
     live: list[bytes] = []
 
     def record(events: list[Event]) -> None:
         live.extend(event_body(e) for e in events)
 
-    async with Store.open(path) as store:
+    async with Store.open(location) as store:
         store.commits.subscribe(record)
         # some writes carry a cause and depth (as if a reaction made them), so meta is not always empty
         token = current_origin.set(None)
@@ -85,6 +88,11 @@ async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[b
         current_origin.reset(token)
         page = await read_page(store, EVERYTHING, 0, store.head, 100_000, as_json=True)
         catch_up = [text.encode() for _, text in page.rows]
+    return live, catch_up
+
+
+async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    live, catch_up = await live_and_catch_up(path, program)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
         exported = list(event_lines(conn))
@@ -101,3 +109,15 @@ def test_live_catch_up_and_export_encode_an_event_to_the_same_bytes(program: lis
     assert len(live) == len(catch_up) == len(exported)
     for a, b, c in zip(live, catch_up, exported, strict=True):
         assert a == b == c
+
+
+@pytest.mark.skipif(not PG_URL, reason="RIPPLE_TEST_PG is not set: run the PostgreSQL tests under .ci/postgres")
+@settings(max_examples=200 if SOAK else 25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs)
+def test_postgres_catch_up_encodes_an_event_to_the_live_bytes(program: list[tuple[Any, bool]]) -> None:
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS event_json CASCADE")
+        admin.execute("CREATE SCHEMA event_json")
+    live, catch_up = asyncio.run(live_and_catch_up(pg_schema_url(PG_URL, "event_json"), program))
+    assert live == catch_up
