@@ -23,7 +23,8 @@ from ripple.core.filter import EVERYTHING, Filter
 from ripple.core.validate import MAX_DEPTH, check_raw_depth, validate_key, validate_name, validate_scope
 from ripple.errors import DatabaseFileError, OffsetOutOfRangeError, RippleError, ValidationError
 from ripple.migrations import LATEST_VERSION, migrate
-from ripple.store import retention, sql
+from ripple.store import postgres, retention, sql
+from ripple.store.postgres import is_postgres_url, redact
 from ripple.store.sql import EVENT_COLUMNS, STATE_AT
 from ripple.store.sqlite import (
     WriterLock,
@@ -63,6 +64,10 @@ _decode_import = msgspec.json.Decoder(ImportedEvent).decode
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection to an existing ripple file; a clear error for anything else."""
+    if is_postgres_url(path):
+        raise DatabaseFileError(
+            f"{redact(str(path))}: the offline tool reads SQLite files only; on PostgreSQL read the log through a "
+            "live node (GET /v1/events, ripple.client) or use PostgreSQL's own tools (docs/scaling.md)")
     if not Path(path).exists():
         raise DatabaseFileError(f"{path}: no such file")
     if inspect_file(path) is None:
@@ -493,6 +498,10 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
 def open_for_tokens(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A write connection for ``ripple token …``, usable beside a live server (tokens are not part of the log, so
     they need no writer lock). A missing or older file is first created or migrated, which does take the lock."""
+    if is_postgres_url(path):  # tokens live in PostgreSQL too, beside the log every node serves
+        conn: Any = postgres.connect(str(path))
+        postgres.migrate(conn, str(path))
+        return conn  # type: ignore[no-any-return]
     version = inspect_file(path)
     if version != LATEST_VERSION:
         with writing(path, new_file=version is None):

@@ -62,7 +62,7 @@ from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
 from ripple.reactions import ChangeEvent, H, Reactions, Start
-from ripple.store import retention
+from ripple.store import retention, sql
 from ripple.store.backend import connect_reader
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
@@ -81,6 +81,7 @@ log = logging.getLogger("ripple.store")
 
 MAX_LIST_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
+CATCH_UP_SECONDS = 5.0  # how long a node behind a client's resume offset waits for its tailer (shared logs only)
 
 
 def _check_offset(name: str, value: object, *, minimum: int = 0) -> int:
@@ -334,6 +335,19 @@ class Store:
             reasons.append(f"overloaded: the write queue is full ({self.writer.max_queue} commands); writes get 503 "
                            f"with Retry-After until it drains (since {time.monotonic() - since:.1f} s)")
         return reasons
+
+    async def catch_up_to(self, offset: int) -> None:
+        """On a shared log a client may resume at an offset another node acknowledged: wait (at most
+        ``CATCH_UP_SECONDS``) until this node has published it (DESIGN §11). No-op on SQLite, and for an offset
+        beyond the log's head (the caller refuses it)."""
+        if not self.shared_log or offset <= self.head:
+            return
+        async with self.reader.connection("log") as conn:
+            rows = list(await conn.execute_fetchall(sql.HEAD))
+        if offset > int(rows[0][0]):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.writer.wait_for_head(offset), CATCH_UP_SECONDS)
 
     def refuse_on_postgres(self, what: str) -> None:
         """Raise :class:`ValidationError` for a SQLite-only operation on a PostgreSQL store (docs/scaling.md)."""
@@ -628,6 +642,7 @@ class Store:
         identity = current_identity.get()
         if identity is not None:
             identity.require_follow(f)  # without admin: only named scopes it may read
+        await self.catch_up_to(after)
         head = self.head
         check_after_range(after, earliest=self._floor.for_kind(kind), head=head)
         events = await self.reader.read_events(f, after, limit, upto=head)

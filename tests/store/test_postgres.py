@@ -1,0 +1,99 @@
+"""What only a shared log has: several stores (nodes) on one PostgreSQL schema (DESIGN §11)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from ripple import Store
+from ripple.core.events import Event
+from ripple.errors import NotARippleDatabaseError, OffsetOutOfRangeError, ValidationError
+from tests.conftest import SECOND
+
+
+async def test_nodes_share_one_gapless_log_and_publish_it_in_order(pg_url: str) -> None:
+    """Three nodes write at once: acknowledged offsets are exactly 1..N, and every node's listeners see the whole
+    log, each offset once, in order (its own commits and the others')."""
+    stores = [await Store.open(pg_url) for _ in range(3)]
+    try:
+        seen: list[list[int]] = [[] for _ in stores]
+        for store, offsets in zip(stores, seen, strict=True):
+            def record(events: list[Event], offsets: list[int] = offsets) -> None:
+                offsets.extend(e.offset for e in events)
+            store.commits.subscribe(record)
+
+        async def writer(n: int) -> list[int]:
+            store = stores[n % 3]
+            return [(await store.set(f"w{n}", f"k{i}", i)).offset for i in range(20)]
+
+        acked = [o for offsets in await asyncio.gather(*(writer(n) for n in range(15))) for o in offsets]
+        total = len(acked)
+        assert sorted(acked) == list(range(1, total + 1))
+        for store in stores:
+            await asyncio.wait_for(store.writer.wait_for_head(total), 5 * SECOND)
+        for offsets in seen:
+            assert offsets == list(range(1, total + 1))
+        # a key written through one node is read (and versioned) the same through another
+        await stores[0].set("shared", "k", 1)
+        r = await stores[1].update("shared", "k", [{"type": "increment", "path": "", "by": 1}])
+        assert r.version == 2 and await stores[2].get("shared", "k") == 2
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_subscriber_moves_to_another_node_and_misses_nothing(pg_url: str) -> None:
+    async with Store.open(pg_url) as a, Store.open(pg_url) as b:
+        for i in range(5):
+            await a.set("todos", f"k{i}", i)
+        async with a.subscribe(scopes=["todos"], after=0) as sub:
+            first = [(await anext(sub)).offset for _ in range(3)]
+        last = first[-1]
+        for i in range(5, 8):
+            await b.set("todos", f"k{i}", i)
+        async with b.subscribe(scopes=["todos"], after=last) as sub:
+            rest = [(await asyncio.wait_for(anext(sub), 5 * SECOND)).offset for _ in range(5)]
+        assert first + rest == list(range(1, 9))
+
+
+async def test_a_node_behind_the_clients_offset_waits_for_it(pg_url: str) -> None:
+    """A client resuming at an offset another node acknowledged: this node catches up instead of refusing."""
+    async with Store.open(pg_url) as a, Store.open(pg_url) as b:
+        for _ in range(3):
+            r = await a.set("s", "k", 1)
+            # b may not have tailed r yet: it waits (bounded) rather than refusing an offset beyond its head
+            assert await b.read_events(after=r.offset) == []
+            assert b.head >= r.offset
+            assert [e.offset for e in await b.read_events(after=r.offset - 1)] == [r.offset]
+        with pytest.raises(OffsetOutOfRangeError):
+            await b.read_events(after=r.offset + 100)
+
+
+async def test_nodes_starting_together_migrate_once(pg_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(pg_url) for _ in range(3)))
+    try:
+        assert [s.head for s in stores] == [0, 0, 0]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_sqlite_only_operations_are_refused_clearly(pg_url: str) -> None:
+    async with Store.open(pg_url) as store:
+        await store.set("s", "k", 1)
+        with pytest.raises(ValidationError, match="not supported on PostgreSQL"):
+            await store.compact(2)
+        with pytest.raises(ValidationError, match="not supported on PostgreSQL"):
+            await store.reclaim_space()
+        assert await store.get("s", "k") == 1
+
+
+async def test_a_foreign_events_table_is_left_untouched(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id integer)")
+    with pytest.raises(NotARippleDatabaseError):
+        await Store.open(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('ripple_schema')").fetchone() == (None,)
