@@ -10,6 +10,8 @@ with ``?`` / ``?N`` / ``:name`` parameters. :func:`to_postgres` rewrites one sta
 - SQLite's planner hints (``INDEXED BY``, ``NOT INDEXED``) and ``WITHOUT ROWID`` are dropped;
 - ``INTEGER`` columns of a ``CREATE TABLE`` become ``BIGINT`` (SQLite's integers are 64-bit; offsets and
   millisecond times do not fit PostgreSQL's 32-bit ``INTEGER``);
+- in an upsert's ``DO UPDATE SET``, a bare column name means the existing row in SQLite and is ambiguous in
+  PostgreSQL: it is qualified with the table's name;
 - ``BEGIN IMMEDIATE`` (a SQLite write transaction) becomes ``BEGIN`` plus the append lock
   (:data:`APPEND_LOCK`), so whatever SQLite serialised with its write lock PostgreSQL serialises with the advisory
   lock, across every node.
@@ -140,6 +142,7 @@ def to_postgres(statement: str) -> tuple[str, Style]:
     if _CREATE_TABLE.match(text):
         text = _INTEGER.sub("BIGINT", text)
     text = _insert_or(text)
+    text = _qualify_upsert(text)
     return _placeholders(text)
 
 
@@ -155,6 +158,22 @@ def _insert_or(text: str) -> str:
     others = [c.strip() for c in columns.split(",") if c.strip() not in keys]
     update = ", ".join(f"{c} = excluded.{c}" for c in others)
     return f"{text} ON CONFLICT ({', '.join(keys)}) DO " + (f"UPDATE SET {update}" if update else "NOTHING")
+
+
+_UPSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\).*?\bDO\s+UPDATE\s+SET\s+", re.IGNORECASE | re.DOTALL)
+
+
+def _qualify_upsert(text: str) -> str:
+    match = _UPSERT.match(text)
+    if match is None:
+        return text
+    table = match.group(1)
+    columns = [c.strip() for c in match.group(2).split(",") if c.strip()]
+    bare = re.compile(r"(?<![\w.\"])(" + "|".join(map(re.escape, columns)) + r")\b(?!\s*=[^=])")
+    head, tail = text[: match.end()], text[match.end():]
+    parts = _STRING.split(tail)
+    parts = [p if i % 2 else bare.sub(lambda m: f"{table}.{m.group(1)}", p) for i, p in enumerate(parts)]
+    return head + "".join(parts)
 
 
 def _placeholders(text: str) -> tuple[str, Style]:

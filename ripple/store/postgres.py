@@ -29,7 +29,7 @@ import logging
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -93,6 +93,10 @@ class PgCursor:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone() if self._cursor.description is not None else None
@@ -454,3 +458,85 @@ class PgReader(Reader):
                 yield conn
             finally:
                 await asyncio.shield(pg.raw.execute("ROLLBACK"))
+
+
+# ---- leases: one runner per durable reaction / async projection -----------------------------------------------------
+
+LEASE_RETRY_SECONDS = 1.0  # how often a node without a lease tries to take it (the takeover delay after a death)
+LEASE_CHECK_SECONDS = 1.0  # how often the holder checks that its lease connection is alive
+
+
+class LeaseLost(Exception):
+    """The holder found that another node moved what its lease protects (the lease connection was lost)."""
+
+
+class Lease:
+    """A session-level advisory lock held on a dedicated connection: exactly one node runs a durable reaction or an
+    async projection at a time. PostgreSQL releases it when the holder's session ends (a clean close, a crash, a
+    ``kill -9``: the server sees the socket close), and another node's next try takes it over. The runner resumes
+    from the cursor or checkpoint committed in the log's database, so nothing is handled twice: a cursor advance is
+    also checked against the runner's own position in the same transaction (fencing), in case a lease was lost
+    without the holder noticing yet."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._conn: PgAsyncConnection | None = None
+
+    async def acquire(self) -> None:
+        """Return once the lease is held (tries every ``LEASE_RETRY_SECONDS``)."""
+        while True:
+            try:
+                if self._conn is None:
+                    self._conn = await connect_async(self.url)
+                rows = await self._conn.execute_fetchall(
+                    "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.ripple.lease.' || ?))", (self.name,))
+                if rows[0][0]:
+                    return
+            except (StorageError, sqlite3.Error) as exc:
+                log.warning("lease %s: %s; trying again", self.name, exc)
+                await self.release()
+            await asyncio.sleep(LEASE_RETRY_SECONDS)  # sleep-ok: polling a lock another node holds
+
+    async def watch(self) -> None:
+        """Return when the lease's connection is gone (the lock went with it)."""
+        assert self._conn is not None
+        while True:
+            await asyncio.sleep(LEASE_CHECK_SECONDS)  # sleep-ok: a liveness check of the lease connection
+            try:
+                await self._conn.execute_fetchall("SELECT 1")
+            except sqlite3.Error as exc:
+                log.error("lease %s lost: %s", self.name, exc)
+                return
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()  # ending the session releases the lock
+            self._conn = None
+
+
+async def run_leased(url: str, name: str, body: Callable[[], Awaitable[None]]) -> None:
+    """Run ``body()`` while this node holds lease ``name``; when the lease is lost (or ``body`` raises
+    :class:`LeaseLost`), stop it and wait to take the lease again. Returns when ``body`` returns."""
+    while True:
+        lease = Lease(url, name)
+        try:
+            await lease.acquire()
+            log.info("lease %s taken: running it on this node", name)
+            run = asyncio.ensure_future(body())
+            watch = asyncio.ensure_future(lease.watch())
+            try:
+                done, _ = await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (run, watch):
+                    task.cancel()
+                await asyncio.gather(run, watch, return_exceptions=True)
+            if run in done and not run.cancelled():
+                try:
+                    run.result()
+                    return
+                except LeaseLost as exc:
+                    log.error("lease %s: %s; waiting to take it again", name, exc)
+        finally:
+            await lease.release()
