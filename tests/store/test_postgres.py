@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
@@ -97,3 +98,32 @@ async def test_a_foreign_events_table_is_left_untouched(pg_url: str) -> None:
         await Store.open(pg_url)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('ripple_schema')").fetchone() == (None,)
+
+
+async def test_a_durable_reaction_runs_on_one_node_and_moves_when_it_stops(pg_url: str) -> None:
+    """Registered on two nodes, a durable reaction runs on one; when that node goes, the other takes it over from
+    the committed cursor: every event handled exactly once overall, its staged writes committed once."""
+    handled: list[tuple[str, int]] = []
+    a, b = await Store.open(pg_url), await Store.open(pg_url)
+    try:
+        for node, store in (("a", a), ("b", b)):
+            async def handler(event: Any, writes: Any, node: str = node) -> None:
+                handled.append((node, event.offset))
+                writes.set("out", f"k{event.offset}", node)
+            store.on_change("in", handler, name="copy", start="beginning")
+            if node == "a":  # a takes the lease first; b keeps trying
+                await asyncio.wait_for(a.reactions.wait_idle("copy"), 10 * SECOND)
+        first = [(await a.set("in", f"k{i}", i)).offset for i in range(10)]
+        await asyncio.wait_for(a.reactions.wait_idle("copy"), 10 * SECOND)
+        assert [o for node, o in handled] == first and {node for node, _ in handled} == {"a"}
+    finally:
+        await a.close()
+    try:
+        second = [(await b.set("in", f"k{i}", i)).offset for i in range(10, 20)]
+        await asyncio.wait_for(b.reactions.wait_idle("copy"), 10 * SECOND)
+        assert [o for _, o in handled] == first + second  # each once, in order, across the move
+        assert {node for node, o in handled if o in second} == {"b"}
+        page = await b.list("out", limit=100)
+        assert sorted(int(e.key[1:]) for e in page.items) == first + second
+    finally:
+        await b.close()
