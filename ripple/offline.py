@@ -499,9 +499,9 @@ def open_for_tokens(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A write connection for ``ripple token …``, usable beside a live server (tokens are not part of the log, so
     they need no writer lock). A missing or older file is first created or migrated, which does take the lock."""
     if is_postgres_url(path):  # tokens live in PostgreSQL too, beside the log every node serves
-        conn: Any = postgres.connect(str(path))
-        postgres.migrate(conn, str(path))
-        return conn  # type: ignore[no-any-return]
+        pg: Any = postgres.connect(str(path))
+        postgres.migrate(pg, str(path))
+        return pg  # type: ignore[no-any-return]
     version = inspect_file(path)
     if version != LATEST_VERSION:
         with writing(path, new_file=version is None):

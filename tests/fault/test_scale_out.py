@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psycopg
@@ -60,7 +60,7 @@ class Mover:
             except TimeoutError:
                 pass  # its node is down or quiet: move
             finally:
-                await events.aclose()
+                await cast(Any, events).aclose()  # an async generator: closing it closes its WebSocket
             self.moves += 1
 
     async def wait_through(self, offset: int, seconds: float) -> None:
@@ -121,7 +121,9 @@ async def test_three_nodes_kills_and_moving_subscribers(pg_url: str, tmp_path: P
         await asyncio.wait_for(load, 60 * SECOND)
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            head = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+            row = conn.execute("SELECT max(seq) FROM events").fetchone()
+            assert row is not None
+            head = row[0]
         async with httpx.AsyncClient(base_url=cluster.nodes[0].url, timeout=10 * SECOND) as client:
             await client.get("/v1/events", params={"after": head - 1})  # the node catches up to the head first
             log = await read_log(client)
