@@ -437,7 +437,12 @@ class Reactions:
         def read(txn: WriteTxn) -> int:
             return int(txn.conn.execute("SELECT cursor FROM reactions WHERE name = ?", (name,)).fetchone()[0])
 
-        await self._run_durable(reaction, self.store.commits.run_in_txn(read))
+        try:
+            await self._run_durable(reaction, self.store.commits.run_in_txn(read))
+        finally:
+            # Not running here any more: save_positions must not move a cursor another node now advances.
+            reaction.follower = None
+            reaction.busy = False
 
     def _init_cursor(self, reaction: Reaction, head: int) -> asyncio.Future[int]:
         """Queue the read (or creation) of a durable reaction's cursor; ``start="head"`` starts at ``head``."""

@@ -261,6 +261,7 @@ class PgWriter(Writer):
         self._channel = "ripple_log"
         self._tail_wakeup = asyncio.Event()
         self._pending_acks: list[tuple[int, list[Job]]] = []
+        self._acks_drained = asyncio.Event()
         self._tailer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -286,11 +287,16 @@ class PgWriter(Writer):
 
     async def close(self, final: Any = None) -> None:
         await super().close(None)
+        if self._pending_acks:  # committed: let the tailer publish them before saying so (bounded)
+            self._tail_wakeup.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acks_drained.wait(), 5.0)
         for task in (self._listener, self._tailer):
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in (self._listener, self._tailer) if t is not None), return_exceptions=True)
-        self._fail_pending_acks(StorageError("the store closed before this write was published"))
+        self._fail_pending_acks(StorageError("this write was committed, but the store closed before this node "
+                                             "published it: read it back (its outcome is in the log)"))
 
     def _head_in_txn(self, conn: sqlite3.Connection) -> int:
         return sql.head(conn)  # read under the append lock: other nodes may have appended since
@@ -338,6 +344,7 @@ class PgWriter(Writer):
             self._resolve_acks()
             return
         self._pending_acks.append((events[-1].offset, jobs))
+        self._acks_drained.clear()
         self._tail_wakeup.set()
 
     def _resolve_acks(self) -> None:
@@ -347,6 +354,8 @@ class PgWriter(Writer):
         self._pending_acks = [(offset, jobs) for offset, jobs in self._pending_acks if offset > self.head]
         for jobs in ready:
             self._acknowledge(jobs)
+        if not self._pending_acks:
+            self._acks_drained.set()
 
     def _fail_pending_acks(self, error: RippleError) -> None:
         for _, jobs in self._pending_acks:
