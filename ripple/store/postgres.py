@@ -45,6 +45,13 @@ log = logging.getLogger("ripple.postgres")
 
 SCHEMES = ("postgresql://", "postgres://")
 POLL_SECONDS = 0.5  # the tailer reads the log at least this often, in case a notification was lost
+# A node that vanishes without closing its sockets (a partition, a frozen VM): the server ends its sessions once TCP
+# keepalive gives up (~25 s), which releases its leases, and a transaction left open holding the append lock is ended
+# after IDLE_IN_TXN (no group takes that long: its statements run back to back).
+SESSION_SETTINGS = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; "
+    "SET idle_in_transaction_session_timeout = '30s'"
+)
 TAIL_PAGE = 1000
 
 
@@ -154,6 +161,7 @@ def connect(url: str, *, durability: Durability = "full") -> PgConnection:
         raw = psycopg.connect(url, autocommit=True, application_name="ripple")
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to {redact(url)}: {exc}") from None
+    raw.execute(SESSION_SETTINGS)
     if durability == "normal":
         raw.execute("SET synchronous_commit = off")
     return PgConnection(raw)
@@ -189,6 +197,7 @@ async def connect_async(url: str) -> PgAsyncConnection:
     psycopg = _psycopg()
     try:
         raw = await psycopg.AsyncConnection.connect(url, autocommit=True, application_name="ripple")
+        await raw.execute(SESSION_SETTINGS)
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to {redact(url)}: {exc}") from None
     return PgAsyncConnection(raw)
