@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from ripple.store import sql
 
-Style = Literal["plain", "positional", "numbered", "named", "begin_write"]
+Style = Literal["plain", "positional", "numbered", "named"]
 
 # The append lock: one transaction-level advisory lock per ripple schema, taken first by every writing transaction
 # (appends, migrations) and released by its COMMIT/ROLLBACK. ``hashtext`` keeps two ripple logs in two schemas of one
@@ -130,7 +130,7 @@ def to_postgres(statement: str) -> tuple[str, Style]:
     stripped = statement.strip().rstrip(";").strip()
     upper = stripped.upper()
     if upper == "BEGIN IMMEDIATE":
-        return "BEGIN", "begin_write"  # the connection then takes APPEND_LOCK
+        return f"BEGIN; {APPEND_LOCK}", "plain"  # one round trip: without parameters, several statements may go
     if upper == "BEGIN":  # a read transaction: SQLite's reads see one snapshot until COMMIT
         return "BEGIN ISOLATION LEVEL REPEATABLE READ", "plain"
     if upper.startswith("PRAGMA"):
@@ -206,6 +206,6 @@ def bind(style: Style, params: Any) -> Any:
     """Parameters in the shape :func:`to_postgres`'s text expects."""
     if style == "numbered":
         return {f"p{i}": value for i, value in enumerate(params, start=1)}
-    if style in ("plain", "begin_write"):
+    if style == "plain":
         return None
     return params

@@ -134,8 +134,6 @@ class PgConnection:
         text, style = dialect.to_postgres(statement)
         try:
             cursor = self.raw.execute(text, dialect.bind(style, params))
-            if style == "begin_write":
-                self.raw.execute(dialect.APPEND_LOCK)
         except _psycopg().Error as exc:
             raise _as_sqlite_error(exc) from exc
         return PgCursor(cursor)
