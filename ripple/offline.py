@@ -66,13 +66,25 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection to an existing ripple file; a clear error for anything else."""
     if is_postgres_url(path):
         raise DatabaseFileError(
-            f"{redact(str(path))}: the offline tool reads SQLite files only; on PostgreSQL read the log through a "
-            "live node (GET /v1/events, ripple.client) or use PostgreSQL's own tools (docs/scaling.md)")
+            f"{redact(str(path))}: this command reads SQLite files only; on PostgreSQL use ripple log/get/export, a "
+            "live node's API, or PostgreSQL's own tools (docs/scaling.md)")
     if not Path(path).exists():
         raise DatabaseFileError(f"{path}: no such file")
     if inspect_file(path) is None:
         raise DatabaseFileError(f"{path} is empty: not a ripple database yet")
     return connect_reader(path)
+
+
+def open_log_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """:func:`open_readonly`, or on a ``postgresql://`` URL a connection to that log (``ripple log/get/export`` read
+    PostgreSQL too: their statements are plain reads that ``ripple.store.dialect`` rewrites)."""
+    if not is_postgres_url(path):
+        return open_readonly(path)
+    pg: Any = postgres.connect(str(path))
+    if pg.execute("SELECT to_regclass('ripple_schema') IS NOT NULL").fetchone()[0] is not True:
+        pg.close()
+        raise DatabaseFileError(f"{redact(str(path))} holds no ripple log (no ripple_schema table in its schema)")
+    return pg  # type: ignore[no-any-return]
 
 
 class FloorRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

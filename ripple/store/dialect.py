@@ -7,6 +7,7 @@ with ``?`` / ``?N`` / ``:name`` parameters. :func:`to_postgres` rewrites one sta
 - placeholders, and ``%`` doubled outside them;
 - ``INSERT OR REPLACE`` → ``INSERT … ON CONFLICT (primary key) DO UPDATE``, ``INSERT OR IGNORE`` → ``ON CONFLICT DO
   NOTHING`` (the primary keys of ripple's tables are listed in :data:`PRIMARY_KEYS`);
+- ``json_extract(col, '$.field')`` becomes ``(col::json ->> 'field')``;
 - SQLite's planner hints (``INDEXED BY``, ``NOT INDEXED``) and ``WITHOUT ROWID`` are dropped;
 - ``INTEGER`` columns of a ``CREATE TABLE`` become ``BIGINT`` (SQLite's integers are 64-bit; offsets and
   millisecond times do not fit PostgreSQL's 32-bit ``INTEGER``);
@@ -114,6 +115,7 @@ SELECT p.key, coalesce(e.new_value, b.value), coalesce(e.version, b.version), co
     ),
 }
 
+_JSON_FIELD = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)")
 _STRING = re.compile(r"('(?:[^']|'')*')")
 _PLACEHOLDER = re.compile(r"\?(\d+)|\?|(?<![:\w]):([A-Za-z_]\w*)")
 _HINT = re.compile(r"\s+(?:INDEXED\s+BY\s+\w+|NOT\s+INDEXED)\b", re.IGNORECASE)
@@ -137,6 +139,7 @@ def to_postgres(statement: str) -> tuple[str, Style]:
         raise NotImplementedError(f"SQLite-only statement on PostgreSQL: {stripped[:60]}")
     text = REWRITTEN.get(statement, statement)
     text = text.replace(sql.EVENT_JSON, EVENT_JSON)
+    text = _JSON_FIELD.sub(r"(\1::json ->> '\2')", text)
     text = _HINT.sub("", text)
     text = _WITHOUT_ROWID.sub(")", text)
     if _CREATE_TABLE.match(text):
