@@ -271,9 +271,11 @@ class PgWriter(Writer):
         self._acks_drained = asyncio.Event()
         self._tailer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._backend_pids: set[int] = set()  # this node's write sessions: their notifications need no read
 
     def _connect(self) -> sqlite3.Connection:
         conn: Any = connect(self.path, durability=self.durability)
+        self._backend_pids.add(conn.raw.info.backend_pid)
         return conn  # type: ignore[no-any-return]
 
     def _open(self) -> int:
@@ -384,8 +386,9 @@ class PgWriter(Writer):
                 try:
                     await conn.raw.execute(f'LISTEN "{self._channel}"')
                     self._tail_wakeup.set()  # anything committed before LISTEN took effect
-                    async for _ in conn.raw.notifies():
-                        self._tail_wakeup.set()
+                    async for notification in conn.raw.notifies():
+                        if notification.pid not in self._backend_pids:  # our own commits publish themselves
+                            self._tail_wakeup.set()
                 finally:
                     await conn.close()
             except asyncio.CancelledError:
