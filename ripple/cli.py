@@ -745,7 +745,7 @@ def token_list(db: str) -> None:
     from ripple import offline
     from ripple.auth.tokens import read_tokens
 
-    conn = offline.open_readonly(db)
+    conn = offline.open_log_reader(db)
     try:
         records = list(read_tokens(conn).values())
     finally:

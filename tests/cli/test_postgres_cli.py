@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ripple import Store
+from ripple import RippleError, Store
+from ripple.auth.book import TokenBook
 from tests.conftest import RIPPLE, ROOT, SECOND, ripple_env
 
 
@@ -54,3 +55,22 @@ async def test_file_commands_refuse_a_postgresql_url(pg_url: str, command: list[
     done = ripple(command[0], "--db", pg_url, *command[1:])
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1 and "docs/scaling.md" in done.stderr, done.stderr
+
+
+async def test_tokens_live_in_postgresql(pg_url: str) -> None:
+    await fill(pg_url)
+    created = ripple("token", "create", "--db", pg_url, "--name", "alice", "--allow", "todos:rw")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    book = TokenBook(pg_url)
+    await book.start()
+    try:
+        assert (await book.authenticate(token, "127.0.0.1")).name == "alice"
+        assert ripple("token", "revoke", "--db", pg_url, "alice").returncode == 0
+        await book.reload()
+        with pytest.raises(RippleError):
+            await book.authenticate(token, "127.0.0.1")
+    finally:
+        await book.close()
+    listed = ripple("token", "list", "--db", pg_url)
+    assert json.loads(listed.stdout)["status"] == "revoked", listed.stderr
