@@ -22,8 +22,8 @@ CREATE TABLE {scopes} (
 # One SQL text for every event type, so a page of events runs as one executemany.
 _UPSERT = (
     "INSERT INTO {t} (scope, keys, creates, updates, deletes) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (scope) DO UPDATE SET keys = {t}.keys + excluded.keys, creates = {t}.creates + excluded.creates, "
-    "updates = {t}.updates + excluded.updates, deletes = {t}.deletes + excluded.deletes"
+    "ON CONFLICT (scope) DO UPDATE SET keys = keys + excluded.keys, creates = creates + excluded.creates, "
+    "updates = updates + excluded.updates, deletes = deletes + excluded.deletes"
 )
 _DELTAS = {"created": (1, 1, 0, 0), "updated": (0, 0, 1, 0), "deleted": (-1, 0, 0, 1)}
 
