@@ -1,7 +1,7 @@
 """Scale-out (issue 19), in one run: writes/s on SQLite vs PostgreSQL with 1 and 3 nodes, and fan-out latency with
 WebSocket subscribers spread over 3 nodes.
 
-    RIPPLE_PG_FSYNC=on .ci/postgres python bench/postgres.py [--events 20000] [--subscribers 60] [--rate 200]
+    RIPPLE_PG_FSYNC=on .ci/postgres python bench/postgres.py [--events 20000] [--subscribers 60] [--rates 50,200]
 
 (``.ci/postgres`` starts a throwaway PostgreSQL 15 and sets RIPPLE_TEST_PG; ``RIPPLE_PG_FSYNC=on`` keeps fsync and
 synchronous commit on, so both engines make every acknowledged write durable; or pass ``--url``.)
@@ -10,9 +10,9 @@ synchronous commit on, so both engines make every acknowledged write durable; or
    PostgreSQL with one node; on PostgreSQL with three nodes (three processes, each with its own ``Store`` and 200
    producers, all on one log). Events/s = all events / the wall time of the slowest node.
 2. Fan-out: three ``ripple serve postgresql://...`` nodes, ``--subscribers`` ``ripple.client`` subscribers spread
-   over them (round robin), one writer putting ``--rate`` writes/s through node 0 for ``--seconds``. Latency = the
-   time a subscriber receives an event - the time its write was issued (one machine, one clock): p50/p99 over every
-   delivery. The same load on one ``ripple serve`` of a SQLite file, for comparison.
+   over them (round robin), one writer putting each of ``--rates`` writes/s through node 0 for ``--seconds``.
+   Latency = the time a subscriber receives an event - the time its write was issued (one machine, one clock):
+   p50/p99 over every delivery. The same load on one ``ripple serve`` of a SQLite file, for comparison.
 
 Every process started here is stopped before exit; everything listens on 127.0.0.1.
 """
@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("RIPPLE_TEST_PG"))
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--subscribers", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--rates", default="50,200", help="write rates of the fan-out runs (writes/s)")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="x", help=argparse.SUPPRESS)
@@ -195,18 +195,19 @@ def main() -> None:
         for name, rate in (("SQLite file, 1 node", sqlite), ("PostgreSQL, 1 node", pg_one),
                            ("PostgreSQL, 3 nodes (3 processes)", pg_three)):
             print(f"| {name} | {rate:,.0f} | {rate / sqlite:.2f}x |")
-        print(f"\n## fan-out: {args.subscribers} subscribers, {args.rate:g} writes/s for {args.seconds:g} s\n")
-        print("| setup | p50 ms | p99 ms | deliveries |")
-        print("|---|---:|---:|---:|")
-        rows: list[tuple[str, Any]] = []
-        rows.append(("SQLite file, 1 node, every subscriber on it",
-                     asyncio.run(fan_out_on([str(folder / "fan.db")], folder, args.subscribers, args.rate,
-                                            args.seconds))))
-        shared = schema_url(args.url)
-        rows.append(("PostgreSQL, 3 nodes, subscribers spread, writes on node 0",
-                     asyncio.run(fan_out_on([shared] * 3, folder, args.subscribers, args.rate, args.seconds))))
-        for name, (p50, p99, deliveries) in rows:
-            print(f"| {name} | {p50:.1f} | {p99:.1f} | {deliveries:,} |")
+        print(f"\n## fan-out: {args.subscribers} subscribers, {args.seconds:g} s per rate\n")
+        print("| setup | writes/s | p50 ms | p99 ms | deliveries |")
+        print("|---|---:|---:|---:|---:|")
+        rows: list[tuple[str, float, Any]] = []
+        for rate in (float(r) for r in args.rates.split(",")):
+            rows.append(("SQLite file, 1 node, every subscriber on it", rate,
+                         asyncio.run(fan_out_on([str(folder / f"fan-{rate:g}.db")], folder, args.subscribers, rate,
+                                                args.seconds))))
+            shared = schema_url(args.url)
+            rows.append(("PostgreSQL, 3 nodes, subscribers spread, writes on node 0", rate,
+                         asyncio.run(fan_out_on([shared] * 3, folder, args.subscribers, rate, args.seconds))))
+        for name, rate, (p50, p99, deliveries) in rows:
+            print(f"| {name} | {rate:g} | {p50:.1f} | {p99:.1f} | {deliveries:,} |")
 
 
 if __name__ == "__main__":
