@@ -125,6 +125,8 @@ class PgConnection:
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
+        #: ``(channel, payload)`` to NOTIFY with the next COMMIT, in the same round trip (the writer sets it).
+        self.notify_on_commit: tuple[str, str] | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -132,6 +134,11 @@ class PgConnection:
 
     def execute(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
         text, style = dialect.to_postgres(statement)
+        if self.notify_on_commit is not None and text in ("COMMIT", "ROLLBACK"):
+            channel, payload = self.notify_on_commit
+            self.notify_on_commit = None
+            if text == "COMMIT":  # one round trip; without parameters, several statements may go at once
+                text = f"NOTIFY {quote_ident(channel)}, '{int(payload)}'; COMMIT"
         try:
             cursor = self.raw.execute(text, dialect.bind(style, params))
         except _psycopg().Error as exc:
@@ -139,6 +146,9 @@ class PgConnection:
         return PgCursor(cursor)
 
     def executemany(self, statement: str, rows: Any) -> PgCursor:
+        rows = list(rows)
+        if len(rows) == 1:  # a pipeline for one row costs more than a plain execute
+            return self.execute(statement, rows[0])
         text, style = dialect.to_postgres(statement)
         cursor = self.raw.cursor()
         try:
@@ -251,6 +261,10 @@ def migrate(conn: PgConnection, url: str) -> int:
     return int(current)
 
 
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def channel(conn: PgConnection) -> str:
     """The ``NOTIFY`` channel of the log in ``conn``'s schema."""
     schema = conn.execute("SELECT current_schema()").fetchone()[0]
@@ -311,7 +325,8 @@ class PgWriter(Writer):
         return sql.head(conn)  # read under the append lock: other nodes may have appended since
 
     def _before_commit(self, txn: WriteTxn) -> None:
-        txn.conn.execute("SELECT pg_notify(?, ?)", (self._channel, str(txn.head)))
+        conn: Any = txn.conn
+        conn.notify_on_commit = (self._channel, str(txn.head))  # sent with the COMMIT, in its round trip
 
     @staticmethod
     def _is_io_error(exc: sqlite3.Error) -> bool:
@@ -384,7 +399,7 @@ class PgWriter(Writer):
             try:
                 conn = await connect_async(self.path)
                 try:
-                    await conn.raw.execute(f'LISTEN "{self._channel}"')
+                    await conn.raw.execute(f"LISTEN {quote_ident(self._channel)}")
                     self._tail_wakeup.set()  # anything committed before LISTEN took effect
                     async for notification in conn.raw.notifies():
                         if notification.pid not in self._backend_pids:  # our own commits publish themselves
