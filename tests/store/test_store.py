@@ -354,9 +354,16 @@ def first_ts(events: list[Event]) -> int:
     return events[0].ts
 
 
-async def test_reads_never_return_an_offset_beyond_the_head(store: Store) -> None:
+async def test_reads_never_return_an_offset_beyond_the_head(db_path: Path) -> None:
     """Between the writer thread's COMMIT and the loop's acknowledgement a read waits for the head instead of
-    handing out an offset a client could not yet subscribe after."""
+    handing out an offset a client could not yet subscribe after. (SQLite only: it moves the head back by hand, and a
+    PostgreSQL node's tailer would rightly publish the offset again; tests/store/test_postgres.py covers a node that
+    is behind.)"""
+    async with Store.open(db_path) as store:
+        await reads_wait_for_the_head(store)
+
+
+async def reads_wait_for_the_head(store: Store) -> None:
     r = await store.set("s", "k", 1)
     store.writer.head = r.offset - 1  # as if the COMMIT had landed and its acknowledgement were still queued
     get = asyncio.ensure_future(store.entry("s", "k"))
