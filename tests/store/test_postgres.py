@@ -11,7 +11,9 @@ import pytest
 from ripple import Store
 from ripple.core.events import Event
 from ripple.errors import NotARippleDatabaseError, OffsetOutOfRangeError, ValidationError
+from ripple.projections.base import ProjectionState
 from tests.conftest import SECOND
+from tests.projections.helpers import all_events, expected_keys, keys_data, keys_projection
 
 
 async def test_nodes_share_one_gapless_log_and_publish_it_in_order(pg_url: str) -> None:
@@ -141,3 +143,33 @@ async def test_a_snapshot_on_a_node_behind_is_followed_by_exactly_the_later_even
                 later = (await a.set("todos", "later", round_)).offset
                 event = await asyncio.wait_for(anext(sub), 5 * SECOND)
                 assert event.offset == later  # nothing of the snapshot again, nothing skipped
+
+
+async def wait_checkpoint(store: Store, name: str, offset: int) -> ProjectionState:
+    """Poll: the node that folds the projection may be another one, and nothing on this one signals its progress."""
+    for _ in range(int(200 * SECOND)):
+        state = await store.projection(name)
+        if state.checkpoint >= offset:
+            return state
+        await asyncio.sleep(0.05)  # sleep-ok: polling another node's progress (see above)
+    raise AssertionError(f"projection {name} stuck at {state.checkpoint}, waiting for {offset}")
+
+
+async def test_an_async_projection_folds_on_one_node_and_moves_when_it_stops(pg_url: str) -> None:
+    a, b = await Store.open(pg_url), await Store.open(pg_url)
+    try:
+        a.register_projection(keys_projection(mode="async"))
+        await wait_checkpoint(a, "keys", 0)
+        b.register_projection(keys_projection(mode="async"))
+        for i in range(20):
+            await (a if i % 2 else b).set("todos", f"k{i % 7}", i)
+        await wait_checkpoint(b, "keys", b.head)
+    finally:
+        await a.close()  # a held the lease: b takes the projection over from its checkpoint
+    try:
+        for i in range(20, 40):
+            await b.set("todos", f"k{i % 7}", i)
+        state = await wait_checkpoint(b, "keys", b.head)
+        assert keys_data(state.data) == expected_keys(await all_events(b))  # each event folded exactly once
+    finally:
+        await b.close()
