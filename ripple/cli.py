@@ -32,6 +32,15 @@ EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 
 
+def file_only(db: str) -> None:
+    """Commands that work on a SQLite file refuse a PostgreSQL URL with one clear line (docs/scaling.md)."""
+    from ripple.store.postgres import is_postgres_url, redact
+
+    if is_postgres_url(db):
+        fail(f"{redact(db)}: this command works on SQLite files only; on PostgreSQL use ripple log/get/export, a "
+             "live node's API, or PostgreSQL's own tools (docs/scaling.md)")
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     click.echo(f"ripple: {message}", err=True)
     sys.exit(code)
@@ -218,7 +227,7 @@ def log_command(db: str, after: int | None, scopes: tuple[str, ...], keys: tuple
     from ripple.core.filter import Filter
     from ripple.store import retention, sql
 
-    conn = offline.open_readonly(db)
+    conn = offline.open_log_reader(db)
     f = Filter.of(kind, scopes, keys)  # type: ignore[arg-type]  # click.Choice checked it
     if after is None:
         after = retention.read_floor(conn).for_kind(f.kind) - 1
@@ -250,7 +259,7 @@ def get_command(db: str, scope: str, key: str | None, at: int | None) -> None:
     """
     from ripple import offline
 
-    conn = offline.open_readonly(db)
+    conn = offline.open_log_reader(db)
     try:
         if key is None:
             write_lines(offline.scope_lines(conn, scope, at))
@@ -276,7 +285,7 @@ def export_command(db: str, after: int) -> None:
     """
     from ripple import offline
 
-    conn = offline.open_readonly(db)
+    conn = offline.open_log_reader(db)
     try:
         if after:  # 0: the whole log, a compacted one starting with its floor and base
             offline.check_after(conn, after)
@@ -389,6 +398,7 @@ def import_command(db: str, append: bool, input_: Any) -> None:
     \b
     ripple import --db copy.db < events.jsonl
     """
+    file_only(db)
     from ripple import offline
 
     with tracked("import", lambda: offline.count_lines(input_)) as advance:
@@ -410,6 +420,7 @@ def replay_command(db: str, to: int, into: str, app: str | None) -> None:
     \b
     ripple replay --db app.db --to 500 --into app-at-500.db
     """
+    file_only(db)
     from ripple import offline
 
     rebuilder = projection_rebuilder(into, app)
@@ -431,6 +442,7 @@ def rebuild_command(db: str, name: str | None, app: str | None) -> None:
     \b
     ripple rebuild --db app.db metrics
     """
+    file_only(db)
     from ripple import offline
     from ripple.store import sql
 
@@ -467,6 +479,7 @@ def compact_command(db: str, before: int, force: bool, app: str | None) -> None:
     \b
     ripple compact --db app.db --before 1000000
     """
+    file_only(db)
     from ripple import maintenance, offline
 
     projections = offline.load_projections(db, app)
@@ -493,6 +506,7 @@ def backup_command(db: str, out: str | None, folder: str | None, keep: int | Non
     ripple backup --db app.db app-backup.db
     ripple backup --db app.db --to backups/ --keep 24     # e.g. hourly from cron
     """
+    file_only(db)
     from ripple import maintenance
 
     chosen: maintenance.BackupMethod = "vacuum" if method == "vacuum" else "backup"
@@ -785,7 +799,7 @@ def token_list(db: str) -> None:
     from ripple import offline
     from ripple.auth.tokens import read_tokens
 
-    conn = offline.open_readonly(db)
+    conn = offline.open_log_reader(db)
     try:
         records = list(read_tokens(conn).values())
     finally:

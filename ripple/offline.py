@@ -23,7 +23,8 @@ from ripple.core.filter import EVERYTHING, Filter
 from ripple.core.validate import MAX_DEPTH, check_raw_depth, validate_key, validate_name, validate_scope
 from ripple.errors import DatabaseFileError, OffsetOutOfRangeError, RippleError, ValidationError
 from ripple.migrations import LATEST_VERSION, migrate
-from ripple.store import retention, sql
+from ripple.store import postgres, retention, sql
+from ripple.store.postgres import is_postgres_url, redact
 from ripple.store.sql import EVENT_COLUMNS, STATE_AT
 from ripple.store.sqlite import (
     WriterLock,
@@ -63,11 +64,27 @@ _decode_import = msgspec.json.Decoder(ImportedEvent).decode
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection to an existing ripple file; a clear error for anything else."""
+    if is_postgres_url(path):
+        raise DatabaseFileError(
+            f"{redact(str(path))}: this command reads SQLite files only; on PostgreSQL use ripple log/get/export, a "
+            "live node's API, or PostgreSQL's own tools (docs/scaling.md)")
     if not Path(path).exists():
         raise DatabaseFileError(f"{path}: no such file")
     if inspect_file(path) is None:
         raise DatabaseFileError(f"{path} is empty: not a ripple database yet")
     return connect_reader(path)
+
+
+def open_log_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """:func:`open_readonly`, or on a ``postgresql://`` URL a connection to that log (``ripple log/get/export`` read
+    PostgreSQL too: their statements are plain reads that ``ripple.store.dialect`` rewrites)."""
+    if not is_postgres_url(path):
+        return open_readonly(path)
+    pg: Any = postgres.connect(str(path))
+    if pg.execute("SELECT to_regclass('ripple_schema') IS NOT NULL").fetchone()[0] is not True:
+        pg.close()
+        raise DatabaseFileError(f"{redact(str(path))} holds no ripple log (no ripple_schema table in its schema)")
+    return pg  # type: ignore[no-any-return]
 
 
 class FloorRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -493,6 +510,10 @@ def _chain_fault(seq: int, event_type: str, version: int, old_text: str | None, 
 def open_for_tokens(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A write connection for ``ripple token …``, usable beside a live server (tokens are not part of the log, so
     they need no writer lock). A missing or older file is first created or migrated, which does take the lock."""
+    if is_postgres_url(path):  # tokens live in PostgreSQL too, beside the log every node serves
+        pg: Any = postgres.connect(str(path))
+        postgres.migrate(pg, str(path))
+        return pg  # type: ignore[no-any-return]
     version = inspect_file(path)
     if version != LATEST_VERSION:
         with writing(path, new_file=version is None):

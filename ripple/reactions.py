@@ -22,6 +22,7 @@ logged at ERROR and counted, so a reaction that writes its own scope cannot loop
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
@@ -36,6 +37,7 @@ from ripple.core.ops import UpdateOp
 from ripple.core.validate import validate_key, validate_name, validate_scope
 from ripple.errors import RegistrationError, RippleError, StoreClosedError
 from ripple.store.origin import current_origin
+from ripple.store.postgres import LeaseLost, run_leased
 from ripple.store.writer import WriteTxn
 from ripple.subscriptions.cursor import DEFAULT_MAX_BUFFER_EVENTS, Limits
 from ripple.subscriptions.follower import Follower
@@ -293,7 +295,12 @@ class Reactions:
             # The cursor is set now, not when the task first runs: "head" means every event committed after the
             # registering call returned. Queued before any later write, so it is durable before they are.
             cursor = self._init_cursor(reaction, self.store.head)
-            reaction.task = self.store.spawn(self._run_durable(reaction, cursor), name=label)
+            if self.store.shared_log:  # several nodes: one runs it at a time (ripple.store.postgres.Lease)
+                reaction.task = self.store.spawn(
+                    run_leased(self.store.path, f"reaction:{reaction.name}",
+                               functools.partial(self._run_durable_leased, reaction, cursor)), name=label)
+            else:
+                reaction.task = self.store.spawn(self._run_durable(reaction, cursor), name=label)
         else:
             reaction.through = self.store.head
             reaction.follower = self._follower(reaction, reaction.through)
@@ -419,6 +426,24 @@ class Reactions:
         finally:
             follower.detach()
 
+    async def _run_durable_leased(self, reaction: Reaction, init: asyncio.Future[int]) -> None:
+        """A lease was taken: resume from the cursor in the database (the previous holder may have moved it)."""
+        try:
+            await init
+        except StoreClosedError:
+            return
+        name = reaction.name
+
+        def read(txn: WriteTxn) -> int:
+            return int(txn.conn.execute("SELECT cursor FROM reactions WHERE name = ?", (name,)).fetchone()[0])
+
+        try:
+            await self._run_durable(reaction, self.store.commits.run_in_txn(read))
+        finally:
+            # Not running here any more: save_positions must not move a cursor another node now advances.
+            reaction.follower = None
+            reaction.busy = False
+
     def _init_cursor(self, reaction: Reaction, head: int) -> asyncio.Future[int]:
         """Queue the read (or creation) of a durable reaction's cursor; ``start="head"`` starts at ``head``."""
         name = reaction.name
@@ -444,9 +469,17 @@ class Reactions:
         """Commit the staged writes with the cursor advance; retry on storage errors. False: the store closed."""
         name = reaction.name
         rejected: list[tuple[int, RippleError]] = []
+        fenced = self.store.shared_log
+        lost = False
 
         def commit(txn: WriteTxn) -> None:
+            nonlocal lost
             rejected.clear()
+            if fenced:  # another node moved the cursor: this one's lease is gone, write nothing
+                row = txn.conn.execute("SELECT cursor FROM reactions WHERE name = ?", (name,)).fetchone()
+                if row is not None and int(row[0]) > reaction.through:
+                    lost = True
+                    return
             for offset, meta, cmds in staged:
                 try:
                     with txn.savepoint():  # one event's writes are all-or-nothing, like a batch
@@ -471,6 +504,8 @@ class Reactions:
                     reaction.label, through, exc, delay,
                 )
                 await asyncio.sleep(delay)
+        if lost:
+            raise LeaseLost(f"reaction {reaction.label}: another node moved its cursor past {reaction.through}")
         for offset, error in rejected:
             reaction.failures += 1
             self.store.counters["reaction_failures"] += 1

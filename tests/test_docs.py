@@ -61,6 +61,9 @@ SKIPPED = {
     ("docs/cli.md", "runs until interrupted"),
     ("README.md", "needs a Docker engine"),
     ("README.md", "runs the server until stopped"),
+    ("docs/scaling.md", "needs a PostgreSQL server; tests/store/test_postgres.py runs the same against one"),
+    ("README.md", "needs a PostgreSQL server; tests/store/test_postgres.py runs the same against one"),
+    ("docs/scaling.md", "starts PostgreSQL and runs the whole test suite"),
 }
 
 # An info string never holds a backtick (CommonMark), so a line of inline code spans is not taken for a fence.

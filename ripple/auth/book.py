@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ripple.auth.grants import Identity
 from ripple.auth.tokens import now_ms, read_tokens, token_hash
 from ripple.errors import RateLimitedError, UnauthorizedError
-from ripple.store.sqlite import connect_reader
+from ripple.store.backend import connect_reader
 
 log = logging.getLogger("ripple.auth")
 

@@ -79,7 +79,8 @@ class RippleCollector(Collector):
         yield from self._reactions()
         yield from self._projections_metrics()
         yield from self._http()
-        yield from self._files()
+        if not self.store.shared_log:  # a SQLite file's sizes; PostgreSQL reports its own (pg_database_size)
+            yield from self._files()
         if self.engine is not None:
             yield from self._iii(self.engine)
 

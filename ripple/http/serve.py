@@ -51,6 +51,7 @@ from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
 from ripple.logs import LogFormat, LogLevel
+from ripple.store.postgres import is_postgres_url, redact
 from ripple.store.retention import RetentionPolicy, format_age
 from ripple.store.sqlite import Durability
 from ripple.store.store import Store
@@ -331,10 +332,11 @@ def describe_policy(policy: RetentionPolicy) -> str:
 def announce(options: ServeOptions, iii: IIIServer | None) -> Callable[[RippleServer], None]:
     def on_ready(server: RippleServer) -> None:
         url = f"http://{options.host}:{server.port}"
-        print(f"ripple serving {Path(options.db).absolute()} on {url}  (API docs: {url}/schema; {auth_mode(options)})",
+        where = redact(options.db) if is_postgres_url(options.db) else str(Path(options.db).absolute())
+        print(f"ripple serving {where} on {url}  (API docs: {url}/schema; {auth_mode(options)})",
               flush=True)
-        log.info("ripple %s serving %s on %s", __version__, Path(options.db).absolute(), url, extra={
-            "event": "startup", "version": __version__, "db": str(Path(options.db).absolute()), "url": url,
+        log.info("ripple %s serving %s on %s", __version__, where, url, extra={
+            "event": "startup", "version": __version__, "db": where, "url": url,
             "head": server.store.head, "durability": options.durability, "iii": iii is not None,
             "metrics": options.metrics, "pid": os.getpid(), "auth": options.auth,
         })

@@ -54,7 +54,8 @@ from ripple.projections.runner import (
     table_names,
 )
 from ripple.store import sql
-from ripple.store.sqlite import connect_reader
+from ripple.store.backend import connect_reader
+from ripple.store.postgres import run_leased
 from ripple.store.writer import WriteTxn
 from ripple.subscriptions.cursor import Limits
 from ripple.subscriptions.follower import Follower
@@ -190,9 +191,14 @@ class Projections:
 
     def _follow_later(self, handle: ProjectionHandle) -> None:
         if handle.follower is None or handle.follower.done():
-            handle.follower = self.store.spawn(
-                self._follow(handle), name=f"ripple-projection:{handle.projection.name}"
-            )
+            p = handle.projection
+            label = f"ripple-projection:{p.name}"
+            if self.store.shared_log and p.mode == "async":  # several nodes: one folds it at a time
+                handle.follower = self.store.spawn(
+                    run_leased(self.store.path, f"projection:{p.name}", functools.partial(self._follow, handle)),
+                    name=label)
+            else:
+                handle.follower = self.store.spawn(self._follow(handle), name=label)
 
     # -- reading
 

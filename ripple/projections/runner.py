@@ -298,13 +298,13 @@ def execute_folded(conn: sqlite3.Connection, folded: Folded) -> FoldFailure | No
 
     The fast path runs everything at once. If a statement fails, the SAVEPOINT is rolled back and the events are
     replayed one by one, each in its own SAVEPOINT, so every event before the failing one is kept and it alone is not.
-    A single statement (a group or page folded by ``fold_many`` into one upsert) needs no SAVEPOINT: SQLite undoes a
-    failing statement by itself.
+    A single statement (a group or page folded by ``fold_many`` into one upsert) needs no SAVEPOINT on SQLite, which
+    undoes a failing statement by itself; PostgreSQL aborts the whole transaction instead, so there it keeps one.
     """
     batches = folded.batches
     if not batches:
         return folded.failure
-    if len(batches) == 1 and len(batches[0][1]) == 1:
+    if len(batches) == 1 and len(batches[0][1]) == 1 and isinstance(conn, sqlite3.Connection):
         sql_text, params = batches[0][1][0]
         try:
             conn.execute(sql_text, params)

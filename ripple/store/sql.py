@@ -32,6 +32,7 @@ EVENT_SEPARATOR = b"\x1f"
 _JOINED = "group_concat(body, char(31) ORDER BY seq)" if sqlite3.sqlite_version_info >= (3, 44) else (
     "group_concat(body, char(31))"
 )
+JOINED_EVENTS = f"CAST({_JOINED} AS BLOB)"  # ripple.store.dialect rewrites it for PostgreSQL
 
 # The head is the last event, or the offset the compacted prefix ends at when no event is left above it (a replay
 # that stops at the floor).
@@ -191,7 +192,7 @@ def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns:
 def events_json_page(f: Filter, after: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
     """:func:`events_page` as one row ``(count, last offset, the event JSON objects joined by EVENT_SEPARATOR)``."""
     inner, params = events_page(f, after, upto, limit, columns=f"seq, {EVENT_JSON} AS body")
-    return f"SELECT count(*), max(seq), CAST({_JOINED} AS BLOB) FROM ({inner})", params
+    return f"SELECT count(*), max(seq), {JOINED_EVENTS} FROM ({inner}) AS page", params
 
 
 def head(conn: sqlite3.Connection) -> int:

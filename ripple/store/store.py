@@ -62,12 +62,14 @@ from ripple.projections.base import Projection, ProjectionState
 from ripple.projections.builtin import metrics_projection
 from ripple.projections.manager import Projections
 from ripple.reactions import ChangeEvent, H, Reactions, Start
-from ripple.store import retention
+from ripple.store import retention, sql
+from ripple.store.backend import connect_reader
 from ripple.store.bus import CommitBus
 from ripple.store.origin import DEFAULT_CASCADE_LIMIT, current_origin
+from ripple.store.postgres import PgReader, PgWriter, is_postgres_url, redact
 from ripple.store.reader import Reader
 from ripple.store.retention import Blocker, CompactResult, Floor, RetentionPolicy
-from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, connect_reader, inspect_file
+from ripple.store.sqlite import Durability, WriterLock, connect_checkpointer, inspect_file
 from ripple.store.stats import WriterStats
 from ripple.store.writer import IDEMPOTENCY_TTL_MS, BatchJob, CommandJob, Writer, WriteTxn
 from ripple.subscriptions.catchup import check_after_range
@@ -79,6 +81,7 @@ log = logging.getLogger("ripple.store")
 
 MAX_LIST_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
+CATCH_UP_SECONDS = 5.0  # how long a node behind a client's resume offset waits for its tailer (shared logs only)
 
 
 def _check_offset(name: str, value: object, *, minimum: int = 0) -> int:
@@ -148,13 +151,15 @@ class Store:
         if durability not in ("full", "normal"):
             raise ValidationError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.path = os.fspath(path)
+        #: True on PostgreSQL (``postgresql://...``): several nodes may share the log (DESIGN §11).
+        self.shared_log = is_postgres_url(self.path)
         self.durability: Durability = durability
         self.max_value_bytes = max_value_bytes
         self.max_batch_commands = max_batch_commands
         self.cascade_limit = cascade_limit
         #: The commit bus: listeners after COMMIT, hooks inside the transaction, jobs merged into group commits.
         self.commits = CommitBus()
-        self.writer: Writer = Writer(
+        self.writer: Writer = (PgWriter if self.shared_log else Writer)(
             self.path,
             durability=durability,
             max_batch=max_batch,
@@ -162,7 +167,7 @@ class Store:
             max_value_bytes=max_value_bytes,
             bus=self.commits,
         )
-        self.reader: Reader = Reader(self.path, size=readers, log_size=log_readers)
+        self.reader: Reader = (PgReader if self.shared_log else Reader)(self.path, size=readers, log_size=log_readers)
         self.retention = retention
         # The floor (ripple.store.retention): set from the file on open, then by each compaction step in the writer
         # thread *before* its COMMIT, so a reader that saw the removal also sees the new floor (see check_read).
@@ -171,7 +176,7 @@ class Store:
         #: compaction moving the floor in between would take events from under it.
         self.maintenance = asyncio.Lock()
         self.counters: dict[str, int] = {"refused_cascades": 0}
-        self._lock = WriterLock(self.path)
+        self._lock: WriterLock | None = None if self.shared_log else WriterLock(self.path)
         self._started = False
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -199,11 +204,16 @@ class Store:
         if self._started:
             raise RippleError("this store was already opened")
         self._started = True
-        parent = Path(self.path).absolute().parent
-        if not parent.is_dir():
-            raise DatabaseFileError(f"cannot open {self.path}: the folder {parent} does not exist")
-        inspect_file(self.path)  # refuses foreign or newer files before anything is written
-        self._lock.acquire()
+        if self.shared_log:
+            if self.retention is not None and self.retention.enabled:
+                raise ValidationError("retention (compaction) is not supported on PostgreSQL yet (docs/scaling.md)")
+        else:
+            parent = Path(self.path).absolute().parent
+            if not parent.is_dir():
+                raise DatabaseFileError(f"cannot open {self.path}: the folder {parent} does not exist")
+            inspect_file(self.path)  # refuses foreign or newer files before anything is written
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             await self.writer.start()
             await self.reader.open()
@@ -211,13 +221,15 @@ class Store:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.writer.close()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
             raise
         self.commits.subscribe(lambda _events: self._checkpoint_due.set())
         # publish to subscribers after each COMMIT; close them first thing on close
         self.commits.subscribe(self.hub.publish)
         self.on_close(self.hub.aclose)
-        self.spawn(self._checkpointer(), name="ripple-checkpointer")
+        if not self.shared_log:
+            self.spawn(self._checkpointer(), name="ripple-checkpointer")
         self.spawn(self._expire_idempotency(), name="ripple-idempotency-expiry")
         if self.retention is not None and self.retention.enabled:
             self.spawn(self._retention_loop(self.retention), name="ripple-retention")
@@ -246,8 +258,11 @@ class Store:
         await asyncio.get_running_loop().run_in_executor(self._checkpoint_thread, self._close_checkpointer)
         self._checkpoint_thread.shutdown(wait=True)
         await self.reader.close()
-        await self.writer.close(final=lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
-        self._lock.release()
+        if self._lock is None:
+            await self.writer.close()
+        else:
+            await self.writer.close(final=lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            self._lock.release()
 
     async def __aenter__(self) -> Store:
         if not self._started:
@@ -320,6 +335,25 @@ class Store:
             reasons.append(f"overloaded: the write queue is full ({self.writer.max_queue} commands); writes get 503 "
                            f"with Retry-After until it drains (since {time.monotonic() - since:.1f} s)")
         return reasons
+
+    async def catch_up_to(self, offset: int) -> None:
+        """On a shared log a client may resume at an offset another node acknowledged: wait (at most
+        ``CATCH_UP_SECONDS``) until this node has published it (DESIGN §11). No-op on SQLite, and for an offset
+        beyond the log's head (the caller refuses it)."""
+        if not self.shared_log or offset <= self.head:
+            return
+        async with self.reader.connection("log") as conn:
+            rows = list(await conn.execute_fetchall(sql.HEAD))
+        if offset > int(rows[0][0]):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.writer.wait_for_head(offset), CATCH_UP_SECONDS)
+
+    def refuse_on_postgres(self, what: str) -> None:
+        """Raise :class:`ValidationError` for a SQLite-only operation on a PostgreSQL store (docs/scaling.md)."""
+        if self.shared_log:
+            raise ValidationError(f"{what} is not supported on PostgreSQL ({redact(self.path)}) yet: use "
+                                  "PostgreSQL's own tools (docs/scaling.md)")
 
     def check_open(self) -> None:
         """Raise :class:`StoreClosedError` unless the store is open."""
@@ -608,6 +642,7 @@ class Store:
         identity = current_identity.get()
         if identity is not None:
             identity.require_follow(f)  # without admin: only named scopes it may read
+        await self.catch_up_to(after)
         head = self.head
         check_after_range(after, earliest=self._floor.for_kind(kind), head=head)
         events = await self.reader.read_events(f, after, limit, upto=head)
@@ -646,6 +681,7 @@ class Store:
         ``reclaim`` then gives the freed pages back to the file system in steps.
         """
         self.check_open()
+        self.refuse_on_postgres("compaction")
         async with self.maintenance:
             started, start = time.perf_counter(), self._floor
             await self.reactions.save_positions()  # an idle reaction does not need what it has passed
@@ -746,6 +782,7 @@ class Store:
         """Give free pages back to the file system, ``retention.VACUUM_CHUNK`` pages per writer transaction (paced
         like compaction); returns the pages given back (0 for a file without incremental auto-vacuum: run
         ``ripple compact`` offline once)."""
+        self.refuse_on_postgres("reclaiming space")
         given = 0
 
         def vacuum(txn: WriteTxn) -> tuple[int, int, float]:
@@ -764,6 +801,7 @@ class Store:
     async def apply_retention(self, policy: RetentionPolicy, now_ms: int | None = None) -> CompactResult | None:
         """One run of ``policy``: compact as far as it asks, but never past a durable reaction or projection (the
         floor waits for them, and the log says which one holds it back). ``None``: nothing to do."""
+        self.refuse_on_postgres("retention")
         wanted = await asyncio.to_thread(self._retention_targets, policy, now_ms)
         if wanted.before is None and wanted.streams_before is None:
             return None

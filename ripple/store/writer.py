@@ -441,8 +441,12 @@ class Writer:
         self.head = await self._maintenance(self._open)
         self._txn_head = self.head
 
+    def _connect(self) -> sqlite3.Connection:
+        """A new write connection (the PostgreSQL writer returns its sqlite3-shaped adapter)."""
+        return connect_writer(self.path, self.durability)
+
     def _open(self) -> int:
-        self._conn = connect_writer(self.path, self.durability)
+        self._conn = self._connect()
         migrate(self._conn, self.path)
         head = sql.head(self._conn)
         self._conn.execute(
@@ -624,11 +628,18 @@ class Writer:
     def _after_commit(self, jobs: list[Job], events: list[Event], seconds: float = 0.0) -> None:
         if events:
             self.stats.committed(len(events), seconds)
-            self.head = events[-1].offset
-            self.commits += 1
-            if self._head_waiters:
-                self._release_head_waiters()
-            self.bus.publish(events)
+            self._advance(events)
+        self._acknowledge(jobs)
+
+    def _advance(self, events: list[Event]) -> None:
+        """``head`` moves to the last of ``events`` (the next offsets, in order) and the listeners get them."""
+        self.head = events[-1].offset
+        self.commits += 1
+        if self._head_waiters:
+            self._release_head_waiters()
+        self.bus.publish(events)
+
+    def _acknowledge(self, jobs: list[Job]) -> None:
         for job in jobs:
             fut = job.fut
             # A cancelled caller: its command may still be committed (DESIGN §12).
@@ -651,7 +662,7 @@ class Writer:
         try:
             return self._try_group(jobs)
         except sqlite3.Error as exc:
-            if _is_io_error(exc):
+            if self._is_io_error(exc):
                 return self._after_io_error(jobs, exc)
             if len(jobs) == 1:
                 self._fail_job(jobs[0], exc)
@@ -665,7 +676,7 @@ class Writer:
             try:
                 events.extend(self._try_group([job]))
             except sqlite3.Error as single:
-                if _is_io_error(single):
+                if self._is_io_error(single):
                     return events + self._after_io_error(jobs[i:], single)
                 self._fail_job(job, single)
         return events
@@ -693,7 +704,7 @@ class Writer:
     def _reopen(self) -> bool:
         self._close_conn(quiet=True)
         try:
-            self._conn = connect_writer(self.path, self.durability)
+            self._conn = self._connect()
             self._txn_head = self._read_head()
         except sqlite3.Error as exc:
             log.error("cannot reopen the write connection: %s", exc)
@@ -716,10 +727,11 @@ class Writer:
     def _try_group(self, jobs: list[Job]) -> list[Event]:
         conn = self._conn
         assert conn is not None
-        txn = WriteTxn(conn, self._txn_head, int(time.time() * 1000), self.max_value_bytes)
-        self._attempt = (self._txn_head, txn)
+        self._attempt = (self._txn_head, None)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            txn = WriteTxn(conn, self._head_in_txn(conn), int(time.time() * 1000), self.max_value_bytes)
+            self._attempt = (txn.head, txn)
             txn.prefetch({k for job in jobs for k in job.keys()})
             for job in jobs:
                 try:
@@ -729,6 +741,7 @@ class Writer:
             txn.flush()
             if txn.events:
                 self.bus.run_txn_hooks(txn, txn.events)
+                self._before_commit(txn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -736,6 +749,17 @@ class Writer:
             raise
         self._txn_head = txn.head  # the public head moves on the loop, in _after_commit (acknowledge last)
         return txn.events
+
+    def _head_in_txn(self, conn: sqlite3.Connection) -> int:
+        """The head a new transaction appends after: this writer is the file's only one, so it knows it."""
+        return self._txn_head
+
+    def _before_commit(self, txn: WriteTxn) -> None:
+        """Last step inside a transaction that appended events (the PostgreSQL writer notifies the other nodes)."""
+
+    @staticmethod
+    def _is_io_error(exc: sqlite3.Error) -> bool:
+        return _is_io_error(exc)
 
     def _fail_job(self, job: Job, exc: sqlite3.Error) -> None:
         job.failed = True

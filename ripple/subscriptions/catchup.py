@@ -115,6 +115,7 @@ async def check_after(store: Store, after: int, kind: KindFilter = "state") -> i
     """Refuse a resume point outside [earliest - 1, head]; return ``earliest`` (for followers of stream events, the
     stream floor: stream events may be kept for less time than state events)."""
     store.check_open()
+    await store.catch_up_to(after)
     earliest = store.log_floor.for_kind(kind)
     check_after_range(after, earliest=earliest, head=store.head)
     return earliest

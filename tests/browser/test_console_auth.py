@@ -38,8 +38,8 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def tokens(server: ServeChild) -> dict[str, str]:
     return {
-        "admin": new_token(server.db, "ops", admin=True),
-        "viewer": new_token(server.db, "viewer", scopes=VIEWER_GRANTS),
+        "admin": new_token(server.db_file, "ops", admin=True),
+        "viewer": new_token(server.db_file, "viewer", scopes=VIEWER_GRANTS),
     }
 
 
@@ -123,9 +123,9 @@ async def test_without_a_token_the_console_asks_for_one(browser: Any, server: Se
 
 
 async def test_a_wrong_expired_or_revoked_token_is_refused_and_not_kept(browser: Any, server: ServeChild) -> None:
-    expired = new_token(server.db, "expired-one", scopes=["notes:r"], expires_in_ms=1)
-    revoked = new_token(server.db, "revoked-one", scopes=["notes:r"])
-    revoke(server.db, "revoked-one")
+    expired = new_token(server.db_file, "expired-one", scopes=["notes:r"], expires_in_ms=1)
+    revoked = new_token(server.db_file, "revoked-one", scopes=["notes:r"])
+    revoke(server.db_file, "revoked-one")
     page = await open_console(browser, server)
     try:
         for token in ("rpl_" + "x" * 43, expired, revoked):
@@ -324,13 +324,13 @@ async def test_an_admin_sees_everything(browser: Any, server: ServeChild, tokens
 
 async def test_a_token_revoked_while_the_page_is_open_signs_the_tab_out(browser: Any, server: ServeChild) -> None:
     name = f"doomed-{random.randrange(1 << 30)}"
-    token = new_token(server.db, name, scopes=["notes:r"])
+    token = new_token(server.db_file, name, scopes=["notes:r"])
     page = await open_console(browser, server)
     try:
         await sign_in(page, token)
         await live(page)
         sockets = len(page.sockets)
-        revoke(server.db, name)  # the server rereads its tokens every second and closes the token's sessions
+        revoke(server.db_file, name)  # the server rereads its tokens every second and closes the token's sessions
         message = page.locator("#login-message")
         await message.filter(has_text="revoked").wait_for(timeout=10 * MS)
         assert "the token was revoked or has expired" in await message.inner_text()

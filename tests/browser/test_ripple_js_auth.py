@@ -31,10 +31,10 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
 
 async def test_auth_errors_in_node(server: ServeChild) -> None:
     tokens = {
-        "reader": new_token(server.db, "reader", scopes=["notes:r", "todo*:r"]),
-        "writer": new_token(server.db, "writer", scopes=["notes:rw"]),
-        "admin": new_token(server.db, "admin", admin=True),
-        "revocable": ["revocable", new_token(server.db, "revocable", scopes=["notes:r"])],
+        "reader": new_token(server.db_file, "reader", scopes=["notes:r", "todo*:r"]),
+        "writer": new_token(server.db_file, "writer", scopes=["notes:rw"]),
+        "admin": new_token(server.db_file, "admin", admin=True),
+        "revocable": ["revocable", new_token(server.db_file, "revocable", scopes=["notes:r"])],
     }
     env = {
         "RIPPLE_AUTH_URL": server.url,

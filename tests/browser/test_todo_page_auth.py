@@ -38,8 +38,8 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def tokens(server: ServeChild) -> dict[str, str]:
     return {
-        "writer": new_token(server.db, "web", scopes=WRITER_GRANTS),
-        "reader": new_token(server.db, "reader", scopes=["todos:r", "todo-metrics:r"]),
+        "writer": new_token(server.db_file, "web", scopes=WRITER_GRANTS),
+        "reader": new_token(server.db_file, "reader", scopes=["todos:r", "todo-metrics:r"]),
     }
 
 
@@ -115,7 +115,7 @@ async def test_two_signed_in_tabs_stay_in_sync(writer_tabs: tuple[Any, Any], ser
     await counters(second, 1, 0, 1)
     await second.screenshot(path=screenshot_path("todo-auth-tab-2"))
     async with httpx.AsyncClient(base_url=server.url, timeout=10 * SECOND) as http:
-        admin = new_token(server.db, f"check-{random.randrange(1 << 30)}", admin=True)
+        admin = new_token(server.db_file, f"check-{random.randrange(1 << 30)}", admin=True)
         events = (await http.get("/v1/events", params={"scope": "todos"}, headers=bearer(admin))).json()["events"]
     assert {e["meta"]["actor"] for e in events} == {"web"}, "the log names the token that wrote"
 
@@ -164,13 +164,13 @@ async def test_a_read_only_token_sees_but_cannot_change(
 
 async def test_a_token_revoked_while_the_page_is_open_signs_out(browser: Any, server: ServeChild) -> None:
     name = f"doomed-{random.randrange(1 << 30)}"
-    token = new_token(server.db, name, scopes=WRITER_GRANTS)
+    token = new_token(server.db_file, name, scopes=WRITER_GRANTS)
     context = await browser.new_context()
     try:
         page = await open_page(context, server)
         await sign_in(page, token)
         sockets = len(page.sockets)
-        revoke(server.db, name)
+        revoke(server.db_file, name)
         message = page.locator("#login-message")
         await message.filter(has_text="revoked").wait_for(timeout=10 * MS)
         assert await page.locator("#todo-app").is_hidden() and await page.locator("#account").is_hidden()
@@ -186,7 +186,7 @@ async def test_a_token_that_may_not_read_the_counters_sees_the_list_only(
     browser: Any, server: ServeChild, writer_tabs: tuple[Any, Any]
 ) -> None:
     """The subscription names only the scopes the token may read (one it may not read would refuse it whole)."""
-    token = new_token(server.db, f"list-only-{random.randrange(1 << 30)}", scopes=["todos:r"])
+    token = new_token(server.db_file, f"list-only-{random.randrange(1 << 30)}", scopes=["todos:r"])
     context = await browser.new_context()
     try:
         page = await open_page(context, server)

@@ -30,12 +30,18 @@ def free_port() -> int:
 class ServeChild:
     """``ripple serve DB --port PORT ARGS`` as a child process; stderr goes to ``<db>.stderr`` for diagnostics."""
 
-    def __init__(self, db: Path, *args: str, port: int | None = None) -> None:
-        self.db = db
+    def __init__(self, db: Path | str, *args: str, port: int | None = None, stderr_path: Path | None = None) -> None:
+        self.db = db  # a file, or a postgresql:// URL (then give stderr_path)
         self.args = args
         self.port = port if port is not None else free_port()
         self.proc: asyncio.subprocess.Process | None = None
-        self.stderr_path = db.with_name(db.name + ".stderr")
+        self.stderr_path = stderr_path or Path(db).with_name(Path(db).name + ".stderr")
+
+    @property
+    def db_file(self) -> Path:
+        """The database file (a child serving a SQLite file, not a PostgreSQL URL)."""
+        assert isinstance(self.db, Path), f"{self.db} is not a file"
+        return self.db
 
     @property
     def url(self) -> str:

@@ -58,8 +58,8 @@ async def stop_server(server: RippleServer, task: asyncio.Task[None]) -> None:
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    async with Store.open(tmp_path / "live.db") as store:
+async def live(location: Path | str) -> AsyncIterator[Live]:
+    async with Store.open(location) as store:
         server, task = await start_server(store)
         url = f"http://127.0.0.1:{server.port}"
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from openapi_spec_validator import validate
 
 from ripple import Store
@@ -22,6 +23,7 @@ from tests.http.conftest import JSON, Live, error_of, start_server, stop_server
 # ---- batch ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
 async def test_batch(live: Live) -> None:
     c = live.client
     await c.put("/v1/state/s/gone", json=0)
@@ -42,6 +44,7 @@ async def test_batch(live: Live) -> None:
     await live.unchanged(5)
 
 
+@pytest.mark.conformance
 async def test_batch_errors_name_the_index(live: Live) -> None:
     c = live.client
     await c.put("/v1/state/s/a", json=1)
@@ -142,6 +145,7 @@ async def test_framework_errors_have_the_json_body(live: Live) -> None:
 # ---- streams ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
 async def test_stream_send(live: Live) -> None:
     c = live.client
     r = await c.post("/v1/streams/chat/room/1", json={"type": "msg", "data": {"text": "hi"}, "id": "m1"})
@@ -162,6 +166,7 @@ async def test_stream_send(live: Live) -> None:
 # ---- events ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
 async def test_events_pages_and_filters(live: Live) -> None:
     c = live.client
     for i in range(5):
@@ -190,6 +195,7 @@ async def test_events_pages_and_filters(live: Live) -> None:
     await live.unchanged(6)
 
 
+@pytest.mark.conformance
 async def test_events_long_poll_wakes_on_commit(live: Live) -> None:
     c = live.client
     await c.put("/v1/state/s/old", json=0)
@@ -215,6 +221,7 @@ async def test_unknown_projection_is_404(live: Live) -> None:
     await live.unchanged(0)
 
 
+@pytest.mark.conformance
 async def test_health(live: Live) -> None:
     await live.client.put("/v1/state/s/k", json=1)
     health = (await live.client.get("/v1/health")).json()
@@ -267,6 +274,7 @@ async def test_full_database_answers_507(live: Live) -> None:
 # ---- concurrency -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
 async def test_64_concurrent_clients_lose_no_acknowledged_write(live: Live) -> None:
     per_client = count(10, 200)
     acked: dict[str, int] = {}

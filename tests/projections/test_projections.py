@@ -24,6 +24,9 @@ from tests.projections.helpers import (
     keys_projection,
 )
 
+# The contract: every test here that uses the `store` or `location` fixture runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.conformance
+
 
 async def caught_up(store: Store, *names: str) -> None:
     await asyncio.wait_for(store.projections.wait_caught_up(*names), 10 * SECOND)
@@ -192,15 +195,15 @@ async def test_fold_many_folds_many_events_per_call(store: Store, mode: Mode) ->
     assert calls == [40]  # the rebuild folded its one page in one call
 
 
-async def test_async_projection_catches_up_after_restart(db_path: Path) -> None:
-    async with Store.open(db_path) as store:
+async def test_async_projection_catches_up_after_restart(location: str | Path) -> None:
+    async with Store.open(location) as store:
         store.register_projection(keys_projection(mode="async"))
         await random_writes(store, 100, seed=2)
         await caught_up(store)
         before = (await store.projection("keys")).checkpoint
-    async with Store.open(db_path) as store:  # not registered: it falls behind
+    async with Store.open(location) as store:  # not registered: it falls behind
         await random_writes(store, 100, seed=3)
-    async with Store.open(db_path) as store:
+    async with Store.open(location) as store:
         store.register_projection(keys_projection(mode="async"))
         await caught_up(store, "keys")
         state = await store.projection("keys")
@@ -208,8 +211,8 @@ async def test_async_projection_catches_up_after_restart(db_path: Path) -> None:
         assert keys_data(state.data) == expected_keys(await all_events(store))
 
 
-async def test_inline_projection_registered_late_catches_up_then_goes_inline(db_path: Path) -> None:
-    async with Store.open(db_path) as store:
+async def test_inline_projection_registered_late_catches_up_then_goes_inline(location: str | Path) -> None:
+    async with Store.open(location) as store:
         await random_writes(store, 300, seed=5)
         store.register_projection(keys_projection())
         writing = asyncio.ensure_future(random_writes(store, 200, seed=6))
@@ -251,13 +254,15 @@ async def test_rebuild_while_writes_go_on(store: Store, mode: Mode, monkeypatch:
     assert keys_data((await store.projection("keys")).data) == expected_keys(events)
     assert (await store.projection("metrics")).data == expected_metrics(events)
     async with store.reader.connection() as conn:  # the old generation is gone
-        cur = await conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'proj_*'")
+        cur = await conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'proj\\_%'"
+            if store.shared_log else "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'proj_*'")
         tables = sorted(r[0] for r in await cur.fetchall())
     assert tables == ["proj_keys__1__keys", "proj_metrics__1__scopes"]
 
 
-async def test_version_change_rebuilds_on_open_and_refuses_reads_meanwhile(db_path: Path) -> None:
-    async with Store.open(db_path) as store:
+async def test_version_change_rebuilds_on_open_and_refuses_reads_meanwhile(location: str | Path) -> None:
+    async with Store.open(location) as store:
         store.register_projection(keys_projection(version=1))
         await random_writes(store, 100, seed=8)
     gate = Gate()
@@ -266,7 +271,7 @@ async def test_version_change_rebuilds_on_open_and_refuses_reads_meanwhile(db_pa
         gate.wait()
         return fold_keys(event, tables)
 
-    async with Store.open(db_path) as store:
+    async with Store.open(location) as store:
         store.register_projection(
             Projection(name="keys", version=2, schema=keys_projection().schema, fold=gated)
         )
@@ -280,7 +285,7 @@ async def test_version_change_rebuilds_on_open_and_refuses_reads_meanwhile(db_pa
         state = await asyncio.wait_for(store.rebuild("keys"), 30 * SECOND)  # joins the running rebuild
         assert state.version == 2 and state.status == "ok" and state.checkpoint >= written.offset
         assert keys_data(state.data) == expected_keys(await all_events(store))
-    async with Store.open(db_path) as store:  # the new version persisted: no second rebuild
+    async with Store.open(location) as store:  # the new version persisted: no second rebuild
         store.register_projection(keys_projection(version=2))
         state = await store.projection("keys")
         assert state.version == 2 and state.status == "ok"

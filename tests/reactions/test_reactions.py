@@ -12,6 +12,9 @@ import pytest
 from ripple import ChangeEvent, RegistrationError, Store, StoreClosedError, Writes
 from tests.conftest import SECOND
 
+# The contract: every test here that uses the `store` or `location` fixture runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.conformance
+
 
 async def idle(store: Store, *which: Any) -> None:
     await asyncio.wait_for(store.reactions.wait_idle(*which), 10 * SECOND)
@@ -131,8 +134,8 @@ async def test_registration_errors(store: Store) -> None:
     assert store.head == 0
 
 
-async def test_registration_on_a_closed_store_is_refused(db_path: Path) -> None:
-    store = await Store.open(db_path)
+async def test_registration_on_a_closed_store_is_refused(location: str | Path) -> None:
+    store = await Store.open(location)
     await store.close()
     with pytest.raises(StoreClosedError):
         store.on_change("s", lambda e: None)
@@ -220,24 +223,24 @@ async def test_durable_failures_drop_that_events_writes_and_go_on(
     assert any(f"reaction h failed at offset {offsets[2]}" in m and "rejected" in m for m in messages)
 
 
-async def test_durable_reaction_resumes_after_restart(db_path: Path) -> None:
+async def test_durable_reaction_resumes_after_restart(location: str | Path) -> None:
     seen: list[int] = []
 
     def record(event: ChangeEvent, writes: Writes) -> None:
         seen.append(event.offset)
         writes.update("count", "n", [{"type": "increment", "path": "n", "by": 1}])
 
-    async with Store.open(db_path) as store:
+    async with Store.open(location) as store:
         store.on_change("s", record, name="rec", start="beginning")
         for i in range(20):
             await store.set("s", f"k{i}", i)
         await idle(store)
     first = list(seen)
-    async with Store.open(db_path) as store:  # the reaction is not registered: these events wait for it
+    async with Store.open(location) as store:  # the reaction is not registered: these events wait for it
         for i in range(20, 35):
             await store.set("s", f"k{i}", i)
     seen.clear()
-    async with Store.open(db_path) as store:
+    async with Store.open(location) as store:
         store.on_change("s", record, name="rec", start="beginning")
         await idle(store)
         events = [e.offset for e in await store.read_events(after=0, limit=1000) if e.scope == "s"]
@@ -259,9 +262,9 @@ async def test_durable_start_head_and_registration_after_open(store: Store) -> N
     assert from_start == [*range(1, 11), last.offset]
 
 
-async def test_reactions_never_run_when_disabled(db_path: Path) -> None:
+async def test_reactions_never_run_when_disabled(location: str | Path) -> None:
     seen: list[int] = []
-    async with Store.open(db_path, run_reactions=False) as store:
+    async with Store.open(location, run_reactions=False) as store:
         store.on_change("s", lambda e: seen.append(e.offset))
         store.on_change("s", lambda e, w: seen.append(e.offset), name="d", start="beginning")
         await store.set("s", "k", 1)
@@ -269,17 +272,17 @@ async def test_reactions_never_run_when_disabled(db_path: Path) -> None:
     assert seen == []
 
 
-async def test_durable_start_head_sees_every_event_committed_after_registration(db_path: Path) -> None:
+async def test_durable_start_head_sees_every_event_committed_after_registration(location: str | Path) -> None:
     # Regression: the cursor used to be read when the reaction's task first ran, so writes made right after
     # on_change(...) returned could land before it and be skipped.
-    async with Store.open(db_path) as store:
+    async with Store.open(location) as store:
         await store.set("s", "before", 0)
         seen: list[int] = []
         store.on_change("s", lambda e, w: seen.append(e.offset), name="head", start="head")
         written = [(await store.set("s", f"k{i}", i)).offset for i in range(5)]
         await idle(store)
         assert seen == written
-    async with Store.open(db_path) as store:  # the cursor is durable: a restart repeats nothing
+    async with Store.open(location) as store:  # the cursor is durable: a restart repeats nothing
         again: list[int] = []
         store.on_change("s", lambda e, w: again.append(e.offset), name="head", start="head")
         last = (await store.set("s", "after", 1)).offset

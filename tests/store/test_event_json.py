@@ -1,6 +1,7 @@
 """Property test: one event JSON encoding. For the same event, a live frame's body (msgspec, once per commit), the
-catch-up page built by SQLite (``sql.EVENT_JSON``) and ``ripple export`` are the same bytes; so are the packed frames
-cut from a page that SQLite joined and those the hub packs from live bodies."""
+catch-up page built and joined by SQLite (``sql.EVENT_JSON``, ``sql.events_json_page``) and ``ripple export`` are the
+same bytes; so are the packed frames cut from a joined page and those the hub packs from live bodies. On PostgreSQL,
+the page built and joined by ``ripple.store.dialect`` is those bytes too."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +25,7 @@ from ripple.store.origin import current_origin
 from ripple.store.sql import EVENT_SEPARATOR
 from ripple.subscriptions.catchup import read_joined_page
 from ripple.wire import event_body, pack, pack_joined
-from tests.conftest import SOAK
+from tests.conftest import PG_URL, SOAK, pg_schema_url
 
 # Names with what JSON must escape or keep as it is: quotes, backslashes, slashes, non-ASCII, emoji with ZWJ.
 name_chars = st.sampled_from(['a', 'Z', '"', "\\", "/", " ", "é", "ß", "中", "😀", "\u200d", "'", "%", "<"])
@@ -66,13 +69,13 @@ async def write(store: Store, command: Any, idempotent: bool, n: int) -> None:
         await store.delete(command.scope, command.key, idempotency_key=key)
 
 
-async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+async def live_and_catch_up(location: str | Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes]]:
     live: list[bytes] = []
 
     def record(events: list[Event]) -> None:
         live.extend(event_body(e) for e in events)
 
-    async with Store.open(path) as store:
+    async with Store.open(location) as store:
         store.commits.subscribe(record)
         # some writes carry a cause and depth (as if a reaction made them), so meta is not always empty
         token = current_origin.set(None)
@@ -86,9 +89,14 @@ async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[b
             current_origin.set(None)
         current_origin.reset(token)
         page = await read_joined_page(store, EVERYTHING, 0, store.head, 100_000)
-        catch_up = page.joined.split(EVENT_SEPARATOR) if page.count else []
+        catch_up = bytes(page.joined).split(EVENT_SEPARATOR) if page.count else []
         for batch in (None, 1, 3):
-            assert (pack_joined(page.joined, batch) if page.count else []) == (pack(live, batch) if live else [])
+            assert (pack_joined(bytes(page.joined), batch) if page.count else []) == (pack(live, batch) if live else [])
+    return live, catch_up
+
+
+async def encodings(path: Path, program: list[tuple[Any, bool]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    live, catch_up = await live_and_catch_up(path, program)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
         exported = list(event_lines(conn))
@@ -105,3 +113,15 @@ def test_live_catch_up_and_export_encode_an_event_to_the_same_bytes(program: lis
     assert len(live) == len(catch_up) == len(exported)
     for a, b, c in zip(live, catch_up, exported, strict=True):
         assert a == b == c
+
+
+@pytest.mark.skipif(not PG_URL, reason="RIPPLE_TEST_PG is not set: run the PostgreSQL tests under .ci/postgres")
+@settings(max_examples=200 if SOAK else 25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs)
+def test_postgres_catch_up_encodes_an_event_to_the_live_bytes(program: list[tuple[Any, bool]]) -> None:
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS event_json CASCADE")
+        admin.execute("CREATE SCHEMA event_json")
+    live, catch_up = asyncio.run(live_and_catch_up(pg_schema_url(PG_URL, "event_json"), program))
+    assert live == catch_up

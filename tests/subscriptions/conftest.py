@@ -45,7 +45,7 @@ class LiveServer:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         settings: HubSettings | None = None,
         ping_interval: float | None = 20.0,
@@ -126,8 +126,8 @@ class LiveServer:
 
 
 @pytest.fixture
-async def live(db_path: Path) -> AsyncIterator[LiveServer]:
-    server = await LiveServer(db_path, settings=HubSettings(heartbeat_interval=0.5)).start()
+async def live(location: Path | str) -> AsyncIterator[LiveServer]:
+    server = await LiveServer(location, settings=HubSettings(heartbeat_interval=0.5)).start()
     try:
         yield server
     finally:

@@ -14,6 +14,9 @@ from ripple.errors import InvalidNameError
 from ripple.subscriptions.cursor import Limits
 from tests.conftest import SECOND, count
 
+# The contract: every test here that uses the `store` or `location` fixture runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.conformance
+
 
 async def collect(sub: object, upto: int) -> list[Event]:
     out: list[Event] = []
@@ -95,8 +98,8 @@ async def test_snapshot_then_tail_gives_final_state(store: Store) -> None:
     assert state == final
 
 
-async def test_slow_consumer_overflows_and_falls_back_losslessly(db_path: Path) -> None:
-    async with Store.open(db_path, durability="normal") as store:
+async def test_slow_consumer_overflows_and_falls_back_losslessly(location: str | Path) -> None:
+    async with Store.open(location, durability="normal") as store:
         n = count(3000, 30_000)
         limits = Limits(max_buffer_events=20, max_buffer_bytes=4096, page_size=50)
         async with store.subscribe(scopes=["a"], after=0, limits=limits) as sub:
@@ -141,8 +144,8 @@ async def test_bad_input(store: Store) -> None:
     assert len(store.hub) == 0
 
 
-async def test_store_close_ends_subscription(db_path: Path) -> None:
-    store = await Store.open(db_path)
+async def test_store_close_ends_subscription(location: str | Path) -> None:
+    store = await Store.open(location)
     sub = await store.subscribe(after=0).start()
     waiting = asyncio.create_task(sub.__anext__())
     await asyncio.sleep(0)  # sleep-ok: let the iterator reach its wait

@@ -23,6 +23,7 @@ async def closed_with(ws: Any) -> tuple[int | None, str | None]:
     return (rcvd.code, rcvd.reason) if rcvd is not None else (None, None)
 
 
+@pytest.mark.conformance
 async def test_hello_catch_up_live_and_packing(live: LiveServer) -> None:
     store = live.store
     assert store is not None
@@ -45,6 +46,7 @@ async def test_hello_catch_up_live_and_packing(live: LiveServer) -> None:
         assert solo["type"] == "event" and solo["new_value"] == {"deep": [1, "é"]}
 
 
+@pytest.mark.conformance
 async def test_live_only_keys_and_heartbeat(live: LiveServer) -> None:
     store = live.store
     assert store is not None
@@ -61,6 +63,7 @@ async def test_live_only_keys_and_heartbeat(live: LiveServer) -> None:
         assert beat == {"type": "heartbeat", "head": 4, "through": 4}
 
 
+@pytest.mark.conformance
 async def test_snapshot_then_tail_gives_final_state(live: LiveServer) -> None:
     store = live.store
     assert store is not None
@@ -97,6 +100,7 @@ async def test_snapshot_then_tail_gives_final_state(live: LiveServer) -> None:
     assert state == final
 
 
+@pytest.mark.conformance
 async def test_stream_endpoint(live: LiveServer) -> None:
     store = live.store
     assert store is not None
@@ -139,6 +143,7 @@ BAD_QUERIES = [
 ]
 
 
+@pytest.mark.conformance
 async def test_bad_input_gets_error_frame_and_1008(live: LiveServer) -> None:
     store = live.store
     assert store is not None
