@@ -44,6 +44,13 @@ def as_todo(value: Any) -> Todo | None:
 
 def _counts(value: Any) -> tuple[int, int]:
     """(is a todo, is a completed todo) of one stored value (``None`` = absent)."""
+    if type(value) is dict:
+        completed = value.get("completed")
+        # A value whose four fields already have their types is a todo for as_todo too (it ignores other fields):
+        # decided here without building a Todo, the common case of every fold (a rebuild folds millions).
+        if (type(completed) is bool and type(value.get("id")) is str and type(value.get("title")) is str
+                and type(value.get("created_at")) is str):
+            return 1, 1 if completed else 0
     todo = as_todo(value)
     if todo is None:
         return 0, 0
@@ -99,10 +106,12 @@ def fold_stats(event: Event, tables: Tables) -> list[Statement]:
 def fold_stats_many(events: Sequence[Event], tables: Tables) -> list[Statement]:
     """Many events at once (a rebuild page, a group commit): their deltas summed into one statement."""
     total = completed = 0
-    for event in events:
-        t, c, _ = counter_deltas(event.old_value, event.new_value)
-        total += t
-        completed += c
+    counts = _counts
+    for event in events:  # counter_deltas, inlined: this runs once per event of a rebuild
+        old_total, old_done = counts(event.old_value)
+        new_total, new_done = counts(event.new_value)
+        total += new_total - old_total
+        completed += new_done - old_done
     if total == 0 and completed == 0:
         return []
     return [(_add(tables["stats"]), (total, completed))]

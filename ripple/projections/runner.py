@@ -31,7 +31,7 @@ from ripple.core.filter import Filter
 from ripple.errors import ProjectionRebuildingError
 from ripple.projections.base import Projection, ProjectionState, Statement, Status, Tables, default_read
 from ripple.store import sql
-from ripple.store.sqlite import row_to_event
+from ripple.store.sqlite import rows_to_events
 
 log = logging.getLogger("ripple.projections")
 
@@ -406,7 +406,7 @@ def read_page(conn: sqlite3.Connection, f: Filter, after: int, upto: int, limit:
         if len(rows) < limit and after < upto:
             query, params = sql.events_page(f, after, upto, limit - len(rows))
             rows += conn.execute(query, params).fetchall()
-    return [row_to_event(r) for r in rows]
+    return rows_to_events(rows)
 
 
 def iter_pages(

@@ -28,7 +28,7 @@ from ripple.core.events import Entry, Event, Page
 from ripple.core.filter import Filter
 from ripple.errors import BadRequestError
 from ripple.store import sql
-from ripple.store.sqlite import connect_reader, decode_json, row_to_event, uri
+from ripple.store.sqlite import connect_reader, decode_json, rows_to_events, uri
 
 
 def encode_cursor(created_seq: int) -> str:
@@ -167,7 +167,7 @@ class Reader:
         query, params = sql.events_page(f, after, upto, limit)
         async with self.connection("log") as conn:
             rows = await conn.execute_fetchall(query, params)
-        return [row_to_event(r) for r in rows]
+        return rows_to_events(rows)
 
     async def earliest(self) -> int:
         """The first offset still in the log (1 when nothing was ever compacted)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ripple.core.events import Event
 from ripple.core.filter import Filter
 from ripple.errors import OffsetOutOfRangeError, StoreClosedError
-from ripple.store.sqlite import row_to_event
+from ripple.store.sqlite import rows_to_events
 from ripple.subscriptions.catchup import read_page
 from ripple.subscriptions.cursor import Cursor, Limits
 
@@ -97,7 +97,7 @@ class Follower:
                     continue
                 cursor.advance(page.covered)
                 if page.rows:
-                    return [row_to_event(r) for r in page.rows]
+                    return rows_to_events(page.rows)
                 continue
             items = cursor.take(limit)
             if items:

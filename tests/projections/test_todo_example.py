@@ -15,8 +15,8 @@ import pytest
 
 from examples.todo import COUNTERS_KEY, COUNTERS_SCOPE, SCOPE, counter_deltas, setup
 from examples.todo.api import TodoController
-from examples.todo.model import counter_ops
-from ripple import RegistrationError, Store
+from examples.todo.model import _add, as_todo, counter_ops, fold_stats_many
+from ripple import Event, RegistrationError, Store
 from ripple.userapp import apply_setup, load_setup
 from tests.conftest import SECOND, count, ripple_env
 from tests.projections.todo_ops import random_todo_op
@@ -66,6 +66,27 @@ def test_values_that_are_not_todos_count_as_absent(other: object) -> None:
     assert counter_deltas(None, other) == (0, 0, 0)
     assert counter_deltas(other, todo) == counter_deltas(None, todo) == (1, 1, 0)
     assert counter_deltas(todo, other) == counter_deltas(todo, None) == (-1, -1, 0)
+
+
+_TODO = {"id": "a", "title": "milk", "completed": True, "created_at": "2026-01-01"}
+
+
+@pytest.mark.parametrize("value", [
+    None, 5, [_TODO], _TODO, {**_TODO, "completed": False}, {**_TODO, "extra": [1]}, {**_TODO, "completed": 1},
+    {**_TODO, "completed": None}, {**_TODO, "id": 7}, {**_TODO, "title": None}, {**_TODO, "created_at": 1},
+    {k: v for k, v in _TODO.items() if k != "created_at"},
+])  # fmt: skip
+def test_fast_counts_agree_with_as_todo(value: object) -> None:
+    """The folds decide most values without as_todo; they must decide every value as it does."""
+    todo = as_todo(value)
+    expected = (0, 0) if todo is None else (1, int(todo.completed))
+    assert counter_deltas(None, value)[:2] == expected
+    assert fold_stats_many([_event(None, value)], {"stats": "s"}) == (
+        [] if expected == (0, 0) else [(_add("s"), expected)])
+
+
+def _event(old: object, new: object) -> Event:
+    return Event(1, 0, "state", SCOPE, "a", "set", "updated", 2, old, new)
 
 
 async def test_counters_equal_todo_stats_before_and_after_rebuild(store: Store) -> None:
