@@ -132,8 +132,11 @@ class ServeOptions(msgspec.Struct, frozen=True):
     loop: Loop = "auto"
 
     def security(self) -> Security:
-        boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
-        return Security(boundary, self.auth)
+        return Security(self.boundary().serving(self.host), self.auth)
+
+    def boundary(self) -> Boundary:
+        """The browser boundary's allow lists, for every port that applies it (each adds its own address)."""
+        return Boundary.listed(self.allow_hosts, self.allow_origins, self.cors_origins)
     retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
@@ -225,13 +228,16 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None) -> IIIServer | None:
+async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None,
+                    boundary: Boundary | None = None) -> IIIServer | None:
     """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given (with ``book``:
-    workers and stream clients need tokens, ripple.iii.auth)."""
+    workers and stream clients need tokens, ripple.iii.auth; ``boundary``: the browser boundary's allow lists, for
+    the worker and RBAC ports)."""
     if not options.enabled:
         return None
     iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
-                    stream_port=options.stream_port, strict=options.strict, book=book, rbac=options.rbac)
+                    stream_port=options.stream_port, strict=options.strict, book=book, rbac=options.rbac,
+                    boundary=boundary)
     await iii.start()
     return iii
 
@@ -398,7 +404,7 @@ async def serve(options: ServeOptions) -> None:
             if book is not None:
                 await book.start()
                 store.on_close(book.close)
-            iii = await start_iii(store, options.iii, book)
+            iii = await start_iii(store, options.iii, book, options.boundary())
             try:
                 app = create_app(store, route_handlers=handlers, max_body_bytes=limits.max_body_bytes,
                                  max_batch_body_bytes=limits.max_batch_body_bytes, metrics=options.metrics,
