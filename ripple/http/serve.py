@@ -256,21 +256,33 @@ def is_loopback(host: str) -> bool | None:
     return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
 
 
+def binds(options: ServeOptions) -> list[tuple[str, str]]:
+    """Every address the server listens on, with the flag that sets it: the main port and the iii ports."""
+    found = [("--host", options.host)]
+    if options.iii.enabled:
+        found.append(("--iii-host", options.iii.host))
+        if options.iii.rbac is not None and options.iii.rbac.host is not None:
+            found.append(("--iii-rbac-host", options.iii.rbac.host))
+    return found
+
+
 def check_bind(options: ServeOptions) -> None:
     """A server reachable from the network must require tokens, unless the operator insists (one-line refusal).
     A host that does not resolve passes here: binding it fails with its own one-line error."""
-    if options.auth or options.insecure_no_auth or is_loopback(options.host) is not False:
+    if options.auth or options.insecure_no_auth:
         return
-    raise InsecureBindError(
-        f"refusing to serve {options.host} without --auth: anyone who reaches it could read and write everything "
-        "(create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
-    )
+    for flag, host in binds(options):
+        if is_loopback(host) is False:
+            raise InsecureBindError(
+                f"refusing to serve {host} ({flag}) without --auth: anyone who reaches it could read and write "
+                "everything (create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
+            )
 
 
 def auth_mode(options: ServeOptions) -> str:
     if options.auth:
         return "auth: tokens required"
-    if is_loopback(options.host) is True:
+    if all(is_loopback(host) is True for _, host in binds(options)):
         return "auth: off (loopback only)"
     return "auth: OFF on a network address (--insecure-no-auth)"
 

@@ -9,18 +9,23 @@ import json
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
 from ripple import Store
+from ripple.errors import InsecureBindError
 from ripple.http.boundary import Boundary
+from ripple.http.serve import IiiOptions, ServeOptions, auth_mode, check_bind
 from ripple.iii.rbac import RbacConfig, RbacPort
 from ripple.iii.server import IIIServer
 from tests.conftest import SECOND
+from tests.security.test_tokens_cli import ripple
 
 APP_ORIGIN = "https://app.example"
 
@@ -89,3 +94,39 @@ async def test_the_trigger_and_stream_ports_stay_open_to_pages(iii: IIIServer) -
         answer = await client.get(f"http://127.0.0.1:{iii.http_port}/nothing",
                                   headers={"Origin": "http://evil.example", "Host": "evil.example"})
     assert answer.status_code == 404
+
+
+@pytest.mark.parametrize(("flags", "refused"), [
+    (("--iii", "--iii-host", "0.0.0.0"), "0.0.0.0 (--iii-host)"),
+    (("--iii", "--iii-rbac-port", "0", "--iii-rbac-host", "::"), ":: (--iii-rbac-host)"),
+])
+def test_a_network_iii_bind_without_auth_refuses_to_start(tmp_path: Path, flags: tuple[str, ...], refused: str) -> None:
+    result = ripple(tmp_path, "serve", "app.db", "--port", "0", *flags)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"refusing to serve {refused} without --auth" in result.stderr
+    assert not (tmp_path / "app.db").exists()  # refused before anything was opened
+
+
+OPEN = "auth: OFF on a network address (--insecure-no-auth)"
+
+
+@pytest.mark.parametrize(("iii", "rbac_host", "auth", "insecure", "mode"), [
+    (IiiOptions(enabled=True), None, False, False, "auth: off (loopback only)"),
+    (IiiOptions(enabled=False, host="0.0.0.0"), None, False, False, "auth: off (loopback only)"),  # no --iii: unused
+    (IiiOptions(enabled=True, host="0.0.0.0"), None, True, False, "auth: tokens required"),
+    (IiiOptions(enabled=True, host="0.0.0.0"), None, False, True, OPEN),
+    (IiiOptions(enabled=True), "10.1.2.3", False, True, OPEN),
+    (IiiOptions(enabled=True, host="10.1.2.3"), None, False, False, None),
+    (IiiOptions(enabled=True), "0.0.0.0", False, False, None),
+])
+def test_iii_bind_rules(iii: IiiOptions, rbac_host: str | None, auth: bool, insecure: bool, mode: str | None) -> None:
+    if rbac_host is not None:
+        iii = msgspec.structs.replace(iii, rbac=RbacPort(0, RbacConfig(), rbac_host))
+    options = ServeOptions(iii=iii, auth=auth, insecure_no_auth=insecure)
+    if mode is None:
+        with pytest.raises(InsecureBindError):
+            check_bind(options)
+    else:
+        check_bind(options)
+        assert auth_mode(options) == mode
