@@ -20,7 +20,6 @@ import importlib.util
 import ipaddress
 import logging
 import os
-import re
 import resource
 import signal
 import socket
@@ -46,7 +45,6 @@ from ripple.http.connections import (
     listening_socket,
     quiet_accept_errors,
 )
-from ripple.http.requests import REDACTED
 from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
@@ -287,28 +285,6 @@ def auth_mode(options: ServeOptions) -> str:
     return "auth: OFF on a network address (--insecure-no-auth)"
 
 
-_TOKEN_IN_QUERY = re.compile(r"(?<=[?&])token=[^&\s\"]*")
-
-
-class RedactTokens(logging.Filter):
-    """Access and WebSocket log lines carry the request's query string: replace a ``token=`` value with ``***``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
-            record.args = tuple(_TOKEN_IN_QUERY.sub(f"token={REDACTED}", a) if isinstance(a, str) else a
-                                for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_QUERY.sub(f"token={REDACTED}", record.msg)
-        return True
-
-
-def redact_tokens_in_logs() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
-
-
 def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -422,7 +398,6 @@ async def serve(options: ServeOptions) -> None:
                                  max_batch_body_bytes=limits.max_batch_body_bytes, metrics=options.metrics,
                                  access_log=options.access_log, iii_engine=None if iii is None else iii.engine,
                                  security=security, book=book)
-                redact_tokens_in_logs()
                 server = RippleServer(config_for(app, options), store)
                 server.on_ready = announce(options, iii)
                 server.install_signal_handlers()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -25,6 +26,8 @@ from ripple.http.serve import IiiOptions, ServeOptions, auth_mode, check_bind
 from ripple.iii.rbac import RbacConfig, RbacPort
 from ripple.iii.server import IIIServer
 from tests.conftest import SECOND
+from tests.http.test_serve import serving, stop
+from tests.security.conftest import new_token
 from tests.security.test_tokens_cli import ripple
 
 APP_ORIGIN = "https://app.example"
@@ -130,3 +133,39 @@ def test_iii_bind_rules(iii: IiiOptions, rbac_host: str | None, auth: bool, inse
     else:
         check_bind(options)
         assert auth_mode(options) == mode
+
+
+_III_LINE = re.compile(r"workers ws://[^:]+:(?P<worker>\d+), HTTP triggers http://[^:]+:(?P<http>\d+), streams "
+                       r"ws://[^:]+:(?P<stream>\d+), RBAC workers ws://[^:]+:(?P<rbac>\d+)")
+
+
+async def test_ripple_serve_guards_the_iii_ports_and_logs_no_token_at_debug(tmp_path: Path) -> None:
+    admin = new_token(tmp_path / "app.db", "admin", admin=True)
+    reader = new_token(tmp_path / "app.db", "reader", scopes=["a:r"], streams=["s:r"])
+    args = ("app.db", "--port", "0", "--auth", "--log-level", "debug", "--access-log", "--allow-origin", APP_ORIGIN,
+            "--iii", "--iii-worker-port", "0", "--iii-http-port", "0", "--iii-stream-port", "0",
+            "--iii-rbac-port", "0")
+    async with serving(tmp_path, *args) as (proc, url, _):
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30 * SECOND)).decode()
+        ports = _III_LINE.search(line)
+        assert ports is not None, line
+        worker, rbac, stream = (f"ws://127.0.0.1:{ports[name]}" for name in ("worker", "rbac", "stream"))
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        # the --allow-origin list of the main port holds on the worker and RBAC ports
+        assert (await handshake(f"{worker}/", {**as_admin, "Origin": "http://evil.example"}))[0] == 403
+        assert (await handshake(f"{rbac}/?token={reader}", {"Origin": "http://evil.example"}))[0] == 403
+        assert (await handshake(f"{worker}/", {**as_admin, "Origin": APP_ORIGIN}))[0] == 101
+        # a token on every port, in a header and in the query
+        assert (await handshake(f"{worker}/?token={admin}", {}))[0] == 101
+        assert (await handshake(f"{rbac}/?token={reader}&x=1", {}))[0] == 101
+        assert (await handshake(f"{rbac}/", {"Authorization": f"Bearer {reader}"}))[0] == 101
+        assert (await handshake(f"{stream}/stream/s/g?token={reader}", {}))[0] == 101
+        assert (await handshake(f"{stream}/stream/s/g", {"Authorization": f"Bearer {reader}"}))[0] == 101
+        async with websockets.connect(f"{url.replace('http', 'ws')}/v1/subscribe?scope=a&token={reader}") as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5 * SECOND))["type"] == "hello"
+        code, _, err = await stop(proc)
+    assert code == 0, err
+    assert " DEBUG " in err  # the debug log is on, and says something
+    for token in (admin, reader):
+        assert token not in err, "a token was logged"
