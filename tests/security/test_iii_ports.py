@@ -20,6 +20,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from ripple import Store
+from ripple.auth.book import TokenBook
 from ripple.errors import InsecureBindError
 from ripple.http.boundary import Boundary
 from ripple.http.serve import IiiOptions, ServeOptions, auth_mode, check_bind
@@ -169,3 +170,42 @@ async def test_ripple_serve_guards_the_iii_ports_and_logs_no_token_at_debug(tmp_
     assert " DEBUG " in err  # the debug log is on, and says something
     for token in (admin, reader):
         assert token not in err, "a token was logged"
+
+
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("/stream/s/g?after=-1", 400, "bad_request"),
+    ("/stream/s/g?after=x", 400, "bad_request"),
+    ("/stream/s/g?after=0&after=0", 400, "bad_request"),
+    ("/stream/s/g?after=99", 400, "offset_out_of_range"),
+    ("/stream/s/g?limit=1", 400, "bad_request"),
+    ("/nowhere", 404, "not_found"),
+])
+async def test_the_stream_port_refuses_bad_paths_with_the_json_error_body(
+    iii: IIIServer, path: str, status: int, code: str
+) -> None:
+    got, error = await handshake(f"ws://127.0.0.1:{iii.stream_port}{path}", {})
+    assert (got, error is not None and error["code"]) == (status, code), error
+    if code == "offset_out_of_range":
+        assert error is not None and error["detail"] == {"after": 99, "earliest": 1, "head": 0}
+
+
+async def test_two_token_parameters_are_refused_on_every_iii_port(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    admin, reader = new_token(db, "admin", admin=True), new_token(db, "reader", scopes=["a:r"], streams=["s:r"])
+    async with Store.open(db) as store:
+        book = TokenBook(db)
+        await book.start()
+        server = IIIServer(store, worker_port=0, http_port=0, stream_port=0, book=book, rbac=RbacPort(0, RbacConfig()))
+        try:
+            await server.start()
+            assert server.rbac_port is not None
+            for url, good in ((f"ws://127.0.0.1:{server.worker_port}/", admin),
+                              (f"ws://127.0.0.1:{server.rbac_port}/", reader),
+                              (f"ws://127.0.0.1:{server.stream_port}/stream/s/g", reader)):
+                for twice in (f"?token={good}&token={reader}", f"?token={reader}&token={good}"):
+                    got, error = await handshake(url + twice, {})
+                    assert (got, error and error["code"]) == (400, "bad_request"), (url, error)
+                assert (await handshake(f"{url}?token={good}", {}))[0] == 101
+        finally:
+            await server.close()
+            await book.close()
