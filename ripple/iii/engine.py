@@ -288,9 +288,7 @@ class Engine:
             if isinstance(mapped, IIIError):
                 log.warning("iii rbac: %s", mapped.message)
                 self.counters["rbac_refusals"] += 1
-                await self._send(worker, encode(ErrorFrame(mapped.code, mapped.message)))
-                return
-            if mapped is None:
+                await self._send(worker, encode(ErrorFrame(mapped.code, mapped.message)))  # SDKs ignore it
                 return
             message = mapped
         rejected = self.registry.add_function(worker.id, message)

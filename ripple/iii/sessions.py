@@ -158,18 +158,17 @@ async def _hook(engine: Engine, hook: str | None, data: dict[str, Any], what: st
     return result
 
 
-async def function_registration(
-    engine: Engine, session: Session, msg: RegisterFunction
-) -> RegisterFunction | IIIError | None:
-    """A session's ``registerfunction`` as it is to be registered (mapped by the hook, then prefixed), why not
-    (``FORBIDDEN``), or ``None`` when its hook denies it."""
+async def function_registration(engine: Engine, session: Session, msg: RegisterFunction) -> RegisterFunction | IIIError:
+    """A session's ``registerfunction`` as it is to be registered (mapped by the hook, then prefixed), or why not
+    (``FORBIDDEN``)."""
     if not session.auth.allow_function_registration:
         return IIIError(FORBIDDEN, f"function '{msg.id}' not registered: this session may not register functions")
     data = {"function_id": msg.id, "description": msg.description, "metadata": msg.metadata,
             "context": session.auth.context}
-    result = await _hook(engine, session.config.on_function_registration_function_id, data, f"function {msg.id}")
+    hook = session.config.on_function_registration_function_id
+    result = await _hook(engine, hook, data, f"function {msg.id}")
     if result is None:
-        return None
+        return IIIError(FORBIDDEN, f"function '{msg.id}' denied by {hook}")
     function_id = session.registered_id(_text(result, "function_id", msg.id))
     if function_id in session.config.own_functions():
         return IIIError(FORBIDDEN, f"function '{function_id}' not registered: the RBAC port's auth function, "
