@@ -465,6 +465,7 @@ class Engine:
             worker.pending.pop(invocation_id, None)
 
     def _from_session(self, worker_id: str) -> bool:
+        """Was a function registered by an RBAC session (or by a worker that is gone)? Then it is not trusted."""
         worker = self.workers.get(worker_id)
         return worker is None or worker.session is not None
 
