@@ -613,7 +613,8 @@ def restore_command(backup: str, db: str) -> None:
 @click.option("--iii-rbac-on-trigger-type-registration", metavar="FUNCTION_ID",
               help="A hook that maps or denies each trigger type an RBAC session registers.")
 @click.option("--auth", is_flag=True, help="Require a token on every request (see 'ripple token create').")
-@click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback --host without --auth.")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Allow a non-loopback --host, --iii-host or --iii-rbac-host without --auth.")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="Also answer to this Host name (repeatable; '*' turns the check off).")
 @click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",

@@ -6,22 +6,28 @@ record's ``extra`` fields as they are (``event``, ``reaction``, ``offset``, ``st
 traceback) when there is one. Notable events carry ``event``: ``startup``, ``shutdown``, ``request``, ``websocket``,
 ``overload``, ``overload_end``, ``overflow``, ``reaction_failure``, ``projection_failure``, ``refused_cascade``.
 
-Secrets are never written: the access log redacts the query's ``token`` and logs no header
-(:mod:`ripple.http.requests`); nothing else logs a request.
+Secrets are never written (DESIGN §15): the access log redacts the query's ``token`` and logs no header
+(:mod:`ripple.http.requests`), and :class:`RedactSecrets`, on the handler :func:`configure` installs, keeps them out of
+every other library's lines — the one place where log lines are redacted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 from contextvars import ContextVar
 from typing import Any, Literal, TextIO
 
 import msgspec
+import websockets
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+REDACTED = "<redacted>"  # what a secret's value is replaced by
 
 #: The id of the request being served (``None`` outside a request); set by :mod:`ripple.http.requests`.
 request_id: ContextVar[str | None] = ContextVar("ripple_request_id", default=None)
@@ -29,6 +35,30 @@ request_id: ContextVar[str | None] = ContextVar("ripple_request_id", default=Non
 # The attributes every LogRecord has: anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&])token=[^&\s\"]*")
+_WEBSOCKETS_CODE = os.path.dirname(websockets.__file__) + os.sep
+
+
+class RedactSecrets(logging.Filter):
+    """Tokens and credentials never reach the log, at any level:
+
+    - the websockets library's DEBUG trace is dropped, whichever logger carries it (its own on the iii ports,
+      uvicorn's on the main port): it holds every handshake's request line and headers (``Authorization: Bearer``,
+      ``?token=``, an app's API keys and cookies) and the start of every frame;
+    - a ``token=`` query value in any other line (uvicorn's WebSocket lines) is replaced by ``<redacted>``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO and record.pathname.startswith(_WEBSOCKETS_CODE):
+            return False
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(f"token={REDACTED}", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_QUERY.sub(f"token={REDACTED}", record.msg)
+        return True
 
 
 def timestamp(record: logging.LogRecord) -> str:
@@ -79,10 +109,11 @@ class TextFormatter(logging.Formatter):
 
 def configure(fmt: LogFormat = "text", level: LogLevel = "info", stream: TextIO | None = None) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in ``fmt``: ripple's at ``level`` and above, other libraries'
-    (uvicorn, websockets) at WARNING and above unless ``level`` is ``debug``. Replaces the root logger's handlers;
-    returns the new handler."""
+    (uvicorn, websockets) at WARNING and above unless ``level`` is ``debug``; secrets redacted (:class:`RedactSecrets`).
+    Replaces the root logger's handlers; returns the new handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,6 +1,8 @@
 """The browser boundary (DESIGN §15), on by default: what a web page may make a browser do to ripple.
 
-Wrapped around the app's ASGI handler, so it sees every request and WebSocket upgrade, routed or not:
+Wrapped around the app's ASGI handler, so it sees every request and WebSocket upgrade, routed or not. The iii worker
+and RBAC ports apply the same :meth:`Boundary.refusal` to every handshake (:mod:`ripple.iii.server`); the iii
+HTTP-trigger and stream ports keep iii's open behaviour toward browsers (DESIGN §15).
 
 - **Host.** Every request must name one of the server's names in ``Host``: the loopback names (``127.0.0.1``,
   ``localhost``, ``[::1]``), the address it binds to, and each ``--allow-host``. Anything else is DNS rebinding (a page
@@ -61,12 +63,22 @@ class Boundary(msgspec.Struct, frozen=True):
     cors_origins: frozenset[str] = frozenset()
 
     @classmethod
+    def listed(cls, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = (),
+               cors_origins: tuple[str, ...] = ()) -> Boundary:
+        """The rules of the allow lists alone: a port adds its own address with :meth:`serving`."""
+        hosts = set(LOOPBACK_NAMES) | {host_name(h) for h in allow_hosts}
+        return cls(frozenset(hosts), _origins(allow_origins), _origins(cors_origins))
+
+    @classmethod
     def for_bind(cls, bind_host: str, allow_hosts: tuple[str, ...] = (), allow_origins: tuple[str, ...] = (),
                  cors_origins: tuple[str, ...] = ()) -> Boundary:
-        hosts = set(LOOPBACK_NAMES) | {host_name(h) for h in allow_hosts}
-        if bind_host.strip().lower() not in WILDCARD_BINDS:
-            hosts.add(host_name(bind_host))
-        return cls(frozenset(hosts), _origins(allow_origins), _origins(cors_origins))
+        return cls.listed(allow_hosts, allow_origins, cors_origins).serving(bind_host)
+
+    def serving(self, bind_host: str) -> Boundary:
+        """These rules on a port bound to ``bind_host``: its address is one of its names (a wildcard adds none)."""
+        if bind_host.strip().lower() in WILDCARD_BINDS:
+            return self
+        return msgspec.structs.replace(self, hosts=self.hosts | {host_name(bind_host)})
 
     def host_allowed(self, host: str | None) -> bool:
         if "*" in self.hosts:
@@ -82,6 +94,20 @@ class Boundary(msgspec.Struct, frozen=True):
             return True
         scheme, sep, authority = origin.partition("://")
         return bool(sep) and scheme in ("http", "https") and host is not None and authority == host.strip().lower()
+
+    def refusal(self, host: str | None, origin: str | None, *, checks_origin: bool) -> RippleError | None:
+        """Why a request is refused (the ``Host`` it names; its ``Origin`` when ``checks_origin``: a WebSocket upgrade
+        or a write), or ``None``. One rule for every port that applies the boundary (the main port, the iii worker
+        and RBAC ports)."""
+        if not self.host_allowed(host):
+            return HostNotAllowedError(
+                f"this server does not answer to the host name {host_name(host or '')!r} (start it with --allow-host "
+                "to add a name)", detail={"host": host})
+        if checks_origin and origin is not None and not self.origin_allowed(origin, host):
+            return OriginNotAllowedError(
+                f"requests from the origin {origin!r} are not allowed (start the server with --allow-origin or "
+                "--cors-origin to allow it)", detail={"origin": origin})
+        return None
 
 
 def _origins(values: tuple[str, ...]) -> frozenset[str]:
@@ -117,17 +143,8 @@ def guard(inner: ASGIApp, boundary: Boundary, methods_of: MethodsOf) -> ASGIApp:
             await inner(scope, receive, send)
             return
         host = _header(scope, b"host")
-        refusal: RippleError | None = None
-        if not boundary.host_allowed(host):
-            refusal = HostNotAllowedError(
-                f"this server does not answer to the host name {host_name(host or '')!r} (start it with --allow-host "
-                "to add a name)", detail={"host": host})
         origin = _header(scope, b"origin")
-        if refusal is None and origin is not None and (kind == "websocket" or scope["method"] in UNSAFE_METHODS) \
-                and not boundary.origin_allowed(origin, host):
-            refusal = OriginNotAllowedError(
-                f"requests from the origin {origin!r} are not allowed (start the server with --allow-origin or "
-                "--cors-origin to allow it)", detail={"origin": origin})
+        refusal = boundary.refusal(host, origin, checks_origin=kind == "websocket" or scope["method"] in UNSAFE_METHODS)
         if refusal is not None:
             if kind == "websocket":
                 await deny_websocket(scope, send, refusal)

@@ -25,7 +25,7 @@ from typing import Any
 
 from litestar.types import ASGIApp
 
-from ripple.logs import request_id
+from ripple.logs import REDACTED, request_id
 from ripple.store.stats import Histogram
 
 log = logging.getLogger("ripple.access")
@@ -34,7 +34,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 # Query parameters whose value is a secret (DESIGN §15: the WebSocket token); matched case-insensitively.
 SECRET_PARAMS = frozenset({b"token", b"access_token"})
-REDACTED = "<redacted>"
 # ASGI messages and scopes as plain dicts: Litestar's TypedDicts make every key access a union check.
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -20,7 +20,6 @@ import importlib.util
 import ipaddress
 import logging
 import os
-import re
 import resource
 import signal
 import socket
@@ -46,7 +45,6 @@ from ripple.http.connections import (
     listening_socket,
     quiet_accept_errors,
 )
-from ripple.http.requests import REDACTED
 from ripple.iii.rbac import RbacPort
 from ripple.iii.server import IIIServer
 from ripple.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, MAX_BATCH_BODY_BYTES, MAX_BATCH_COMMANDS
@@ -133,8 +131,11 @@ class ServeOptions(msgspec.Struct, frozen=True):
     loop: Loop = "auto"
 
     def security(self) -> Security:
-        boundary = Boundary.for_bind(self.host, self.allow_hosts, self.allow_origins, self.cors_origins)
-        return Security(boundary, self.auth)
+        return Security(self.boundary().serving(self.host), self.auth)
+
+    def boundary(self) -> Boundary:
+        """The browser boundary's allow lists, for every port that applies it (each adds its own address)."""
+        return Boundary.listed(self.allow_hosts, self.allow_origins, self.cors_origins)
     retention: RetentionPolicy | None = None  # ripple serve --retain-*: compaction while serving
 
 
@@ -226,13 +227,16 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None) -> IIIServer | None:
+async def start_iii(store: Store, options: IiiOptions, book: TokenBook | None = None,
+                    boundary: Boundary | None = None) -> IIIServer | None:
     """Start the iii worker, HTTP-trigger and stream ports (DESIGN §9) when ``--iii`` is given (with ``book``:
-    workers and stream clients need tokens, ripple.iii.auth)."""
+    workers and stream clients need tokens, ripple.iii.auth; ``boundary``: the browser boundary's allow lists, for
+    the worker and RBAC ports)."""
     if not options.enabled:
         return None
     iii = IIIServer(store, host=options.host, worker_port=options.worker_port, http_port=options.http_port,
-                    stream_port=options.stream_port, strict=options.strict, book=book, rbac=options.rbac)
+                    stream_port=options.stream_port, strict=options.strict, book=book, rbac=options.rbac,
+                    boundary=boundary)
     await iii.start()
     return iii
 
@@ -251,45 +255,35 @@ def is_loopback(host: str) -> bool | None:
     return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
 
 
+def binds(options: ServeOptions) -> list[tuple[str, str]]:
+    """Every address the server listens on, with the flag that sets it: the main port and the iii ports."""
+    found = [("--host", options.host)]
+    if options.iii.enabled:
+        found.append(("--iii-host", options.iii.host))
+        if options.iii.rbac is not None and options.iii.rbac.host is not None:
+            found.append(("--iii-rbac-host", options.iii.rbac.host))
+    return found
+
+
 def check_bind(options: ServeOptions) -> None:
     """A server reachable from the network must require tokens, unless the operator insists (one-line refusal).
     A host that does not resolve passes here: binding it fails with its own one-line error."""
-    if options.auth or options.insecure_no_auth or is_loopback(options.host) is not False:
+    if options.auth or options.insecure_no_auth:
         return
-    raise InsecureBindError(
-        f"refusing to serve {options.host} without --auth: anyone who reaches it could read and write everything "
-        "(create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
-    )
+    for flag, host in binds(options):
+        if is_loopback(host) is False:
+            raise InsecureBindError(
+                f"refusing to serve {host} ({flag}) without --auth: anyone who reaches it could read and write "
+                "everything (create tokens with 'ripple token create' and add --auth, or add --insecure-no-auth)"
+            )
 
 
 def auth_mode(options: ServeOptions) -> str:
     if options.auth:
         return "auth: tokens required"
-    if is_loopback(options.host) is True:
+    if all(is_loopback(host) is True for _, host in binds(options)):
         return "auth: off (loopback only)"
     return "auth: OFF on a network address (--insecure-no-auth)"
-
-
-_TOKEN_IN_QUERY = re.compile(r"(?<=[?&])token=[^&\s\"]*")
-
-
-class RedactTokens(logging.Filter):
-    """Access and WebSocket log lines carry the request's query string: replace a ``token=`` value with ``***``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, str) and "token=" in a for a in record.args):
-            record.args = tuple(_TOKEN_IN_QUERY.sub(f"token={REDACTED}", a) if isinstance(a, str) else a
-                                for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_QUERY.sub(f"token={REDACTED}", record.msg)
-        return True
-
-
-def redact_tokens_in_logs() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
 
 
 def config_for(app: Any, options: ServeOptions) -> uvicorn.Config:
@@ -400,13 +394,12 @@ async def serve(options: ServeOptions) -> None:
             if book is not None:
                 await book.start()
                 store.on_close(book.close)
-            iii = await start_iii(store, options.iii, book)
+            iii = await start_iii(store, options.iii, book, options.boundary())
             try:
                 app = create_app(store, route_handlers=handlers, max_body_bytes=limits.max_body_bytes,
                                  max_batch_body_bytes=limits.max_batch_body_bytes, metrics=options.metrics,
                                  access_log=options.access_log, iii_engine=None if iii is None else iii.engine,
                                  security=security, book=book)
-                redact_tokens_in_logs()
                 server = RippleServer(config_for(app, options), store)
                 server.on_ready = announce(options, iii)
                 server.install_signal_handlers()

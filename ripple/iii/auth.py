@@ -26,7 +26,7 @@ from websockets.http11 import Request, Response
 
 from ripple.auth.book import TokenBook
 from ripple.auth.grants import Identity
-from ripple.errors import ForbiddenError, RippleError
+from ripple.errors import BadRequestError, ForbiddenError, RippleError
 from ripple.http.rest import ErrorBody, ErrorInfo, error_headers
 from ripple.iii.protocol import RegisterTrigger, StateTriggerConfig, StreamTriggerConfig, parse_trigger_config
 
@@ -34,16 +34,17 @@ _encode = msgspec.json.Encoder().encode
 
 
 def request_token(request: Request) -> str | None:
-    """``Authorization: Bearer …`` of a handshake, else its ``token`` query parameter."""
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
+    """``Authorization: Bearer …`` of a handshake (the first one), else its ``token`` query parameter. Two ``token``
+    parameters are refused (:class:`BadRequestError`), as on the main port: which one counts would be a guess."""
+    headers = request.headers.get_all("Authorization")
+    if headers:
+        scheme, _, token = headers[0].strip().partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
     query = urllib.parse.urlsplit(request.path).query
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if name == "token":
-            return value
-    return None
+    tokens = [value for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True) if name == "token"]
+    if len(tokens) > 1:
+        raise BadRequestError(f"query parameter 'token' given {len(tokens)} times", detail={"parameter": "token"})
+    return tokens[0] if tokens else None
 
 
 def refusal(connection: ServerConnection, exc: RippleError) -> Response:

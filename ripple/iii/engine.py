@@ -285,7 +285,10 @@ class Engine:
     async def _register_function(self, worker: Worker, message: RegisterFunction) -> None:
         if worker.session is not None:  # the RBAC port: its rules and hook, then its prefix (ripple.iii.sessions)
             mapped = await sessions.function_registration(self, worker.session, message)
-            if mapped is None:
+            if isinstance(mapped, IIIError):
+                log.warning("iii rbac: %s", mapped.message)
+                self.counters["rbac_refusals"] += 1
+                await self._send(worker, encode(ErrorFrame(mapped.code, mapped.message)))  # SDKs ignore it
                 return
             message = mapped
         rejected = self.registry.add_function(worker.id, message)
@@ -396,7 +399,8 @@ class Engine:
                     "context": session.auth.context}
             try:
                 reply = InvocationResultOut(msg.invocation_id or "", msg.function_id,
-                                            result=await self.invoke(middleware, data, metadata=msg.metadata))
+                                            result=await self.invoke(middleware, data, metadata=msg.metadata,
+                                                                     trusted=True))
             except IIIError as exc:
                 reply = InvocationResultOut(msg.invocation_id or "", msg.function_id, error=exc.body())
         else:
@@ -416,12 +420,17 @@ class Engine:
         traceparent: str | None = None,
         baggage: str | None = None,
         metadata: Any = None,
+        trusted: bool = False,
     ) -> Any:
-        """Call a built-in or a worker's function; raises :class:`IIIError`. A void call returns ``None`` at once."""
+        """Call a built-in or a worker's function; raises :class:`IIIError`. A void call returns ``None`` at once.
+        ``trusted``: the RBAC port's own functions (auth, middleware, hooks) are only ever a built-in or a function
+        of a main-port worker, never one an RBAC session registered."""
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             return await builtin(data)
         entry = self.registry.functions.get(function_id)
+        if trusted and entry is not None and self._from_session(entry.worker_id):
+            raise function_not_found(function_id)
         if entry is not None and entry.invocation is not None:  # an HTTP-invoked function: ripple calls its URL
             call = self.http_functions.call(function_id, parse_invocation(entry.invocation), data)
             if void:
@@ -454,6 +463,11 @@ class Engine:
                 ) from None
         finally:
             worker.pending.pop(invocation_id, None)
+
+    def _from_session(self, worker_id: str) -> bool:
+        """Was a function registered by an RBAC session (or by a worker that is gone)? Then it is not trusted."""
+        worker = self.workers.get(worker_id)
+        return worker is None or worker.session is not None
 
     def _on_result(self, worker: Worker, msg: InvocationResult) -> None:
         pending = worker.pending.get(msg.invocation_id)

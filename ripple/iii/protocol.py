@@ -716,6 +716,8 @@ def parse_stream_path(path: str) -> StreamPath | Literal["root"] | None:
             continue  # the access token (ripple.iii.auth)
         if name != "after":
             raise ValueError(f"unknown query parameter {name!r}")
+        if after is not None:
+            raise ValueError("query parameter 'after' given more than once")
         if not value.isdigit():
             raise ValueError(f"after must be a non-negative integer, got {value!r}")
         after = int(value)

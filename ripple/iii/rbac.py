@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from ripple.auth.grants import Identity
 from ripple.iii.protocol import FORBIDDEN, IIIError
 
 INFRASTRUCTURE = frozenset({
@@ -141,6 +142,14 @@ class RbacConfig(msgspec.Struct, frozen=True):
     on_trigger_registration_function_id: str | None = None
     on_trigger_type_registration_function_id: str | None = None
 
+    def own_functions(self) -> frozenset[str]:
+        """The ids this port calls to decide for its sessions (auth function, middleware, registration hooks): only a
+        worker of the main port may provide them; a session that registers one is refused."""
+        return frozenset(f for f in (self.auth_function_id, self.middleware_function_id,
+                                     self.on_function_registration_function_id,
+                                     self.on_trigger_registration_function_id,
+                                     self.on_trigger_type_registration_function_id) if f is not None)
+
 
 class RbacPort(msgspec.Struct, frozen=True):
     """The RBAC worker port: where it listens (``host`` ``None``: the other iii ports' host) and its rules."""
@@ -174,11 +183,16 @@ def parse_auth_result(value: Any) -> AuthResult:
         raise ValueError(f"auth function returned an invalid AuthResult: {exc}") from None
 
 
-def default_auth(token_name: str | None) -> AuthResult:
-    """A session's rights when the port has no auth function: the engine's defaults (registrations allowed; only
-    ``expose_functions`` gates calls), with the token's name as context for the middleware and hooks."""
-    return AuthResult(allow_trigger_type_registration=True,
-                      context={} if token_name is None else {"token": token_name})
+def default_auth(identity: Identity | None) -> AuthResult:
+    """A session's rights when the port has no auth function; ``expose_functions`` gates its calls. With a ripple
+    token it may register functions, triggers and trigger types only when the token is a worker token (``--worker``
+    or ``--admin``, what the main worker port takes): any other token only calls, so a read-only token cannot
+    publish a route on the public HTTP-trigger port. Without ``--auth`` (no identity) the engine's defaults hold:
+    registrations allowed. The token's name is the context for the middleware and hooks."""
+    registers = identity is None or identity.worker
+    return AuthResult(allow_function_registration=registers, allowed_trigger_types=None if registers else [],
+                      allow_trigger_type_registration=registers,
+                      context={} if identity is None else {"token": identity.name})
 
 
 class Session(msgspec.Struct, frozen=True):

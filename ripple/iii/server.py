@@ -7,6 +7,11 @@
 * the RBAC worker port (``rbac=RbacPort(...)``, off by default): a second worker port whose connections are sessions
   with the rights their auth function and ripple token give them (:mod:`ripple.iii.rbac`, :mod:`ripple.iii.sessions`).
 
+The worker and RBAC ports apply the main port's browser boundary (:class:`~ripple.http.boundary.Boundary`, the same
+``--allow-host``/``--allow-origin`` lists) to every handshake: a ``Host`` that is not one of the server's names → 421,
+a browser's foreign ``Origin`` (or ``null``) → 403, both before the upgrade. The iii SDKs send no ``Origin``. The
+HTTP-trigger and stream ports keep iii's open behaviour toward browsers (DESIGN §15).
+
 Byte channels (``/ws/channels/{id}?key=…``) are served on both worker ports and reached by their access key alone, as
 in the engine: the key is the capability, handed only to the two ends of a call (the Node SDK sends no headers on
 channel sockets).
@@ -29,6 +34,7 @@ from ripple.auth.book import TokenBook
 from ripple.auth.context import acting_as
 from ripple.auth.grants import Identity
 from ripple.errors import ForbiddenError, RippleError
+from ripple.http.boundary import Boundary
 from ripple.iii.auth import PortAuth, refusal, require_worker
 from ripple.iii.channels import parse_channel_path
 from ripple.iii.engine import DEFAULT_CALL_TIMEOUT, Engine, Worker
@@ -45,6 +51,14 @@ log = logging.getLogger("ripple.iii")
 MAX_WORKER_FRAME = 64 * 1024 * 1024  # SDK telemetry batches are large; the Python SDK allows 64 MiB
 HANDSHAKE_SLACK = 10.0  # seconds an RBAC handshake may take beyond its auth function's call timeout
 
+
+
+def boundary_refusal(boundary: Boundary, connection: ServerConnection, request: Request) -> Response | None:
+    """The browser boundary on a worker-port handshake (every one is a WebSocket upgrade, so ``Origin`` counts); with
+    repeated headers the first decides, as on the main port."""
+    host, origin = request.headers.get_all("Host"), request.headers.get_all("Origin")
+    exc = boundary.refusal(host[0] if host else None, origin[0] if origin else None, checks_origin=True)
+    return None if exc is None else refusal(connection, exc)
 
 
 class IIIServer:
@@ -64,9 +78,11 @@ class IIIServer:
         queue_policy: Policy | None = None,
         book: TokenBook | None = None,
         rbac: RbacPort | None = None,
+        boundary: Boundary | None = None,
     ) -> None:
         """``book``: the server's tokens (``--auth``): workers and stream clients then need one (ripple.iii.auth).
-        ``rbac``: also listen on the RBAC worker port."""
+        ``rbac``: also listen on the RBAC worker port. ``boundary``: the allow lists of the browser boundary
+        (``Boundary.listed(...)``; default: the loopback names, no other origin); each port adds its own address."""
         self.store = store
         self.host = host
         self.worker_port = worker_port
@@ -80,6 +96,9 @@ class IIIServer:
         self.http = HttpTriggerServer(HttpTriggerApp(self.engine), host, http_port)
         self.rbac = rbac
         self.rbac_port = None if rbac is None else rbac.port
+        rules = boundary or Boundary()
+        self._worker_boundary = rules.serving(host)
+        self._rbac_boundary = rules.serving(host if rbac is None else rbac.host or host)
         self._gate = None if rbac is None else SessionGate(self.engine, rbac.config, book)
         self._rbac_auth = None if rbac is None or book is None else PortAuth(book)  # ends revoked tokens' sessions
         self._sessions: dict[ServerConnection, tuple[Session, Identity | None]] = {}
@@ -166,7 +185,8 @@ class IIIServer:
     # -- the worker port
 
     async def _process_worker_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        refused = self._check_worker_path(connection, request)
+        refused = boundary_refusal(self._worker_boundary, connection, request) or self._check_worker_path(
+            connection, request)
         if refused is not None or self.auth is None or parse_channel_path(request.path) is not None:
             return refused  # a byte channel is reached by its access key alone
         found = await self.auth.authenticate(connection, request)
@@ -203,7 +223,8 @@ class IIIServer:
     # -- the RBAC port
 
     async def _process_rbac_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        refused = self._check_worker_path(connection, request)
+        refused = boundary_refusal(self._rbac_boundary, connection, request) or self._check_worker_path(
+            connection, request)
         if refused is not None or parse_channel_path(request.path) is not None:
             return refused
         assert self._gate is not None

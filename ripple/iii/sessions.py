@@ -107,7 +107,7 @@ class SessionGate:
         if self.config.auth_function_id is None:
             if self.book is not None and identity is None:
                 raise UnauthorizedError(NO_TOKEN)
-            auth = default_auth(None if identity is None else identity.name)
+            auth = default_auth(identity)
         else:
             auth = await self._ask(self.config.auth_function_id, request, address or "", identity)
         token_name = None if identity is None else identity.name
@@ -125,7 +125,7 @@ class SessionGate:
         if identity is not None:
             data["token"] = token_summary(identity)
         try:
-            return parse_auth_result(await self.engine.invoke(function_id, data))
+            return parse_auth_result(await self.engine.invoke(function_id, data, trusted=True))
         except (IIIError, ValueError) as exc:
             self.limiter.failed(address or "?")
             message = exc.message if isinstance(exc, IIIError) else str(exc)
@@ -147,7 +147,7 @@ async def _hook(engine: Engine, hook: str | None, data: dict[str, Any], what: st
     if hook is None:
         return {}
     try:
-        result = await engine.invoke(hook, data)
+        result = await engine.invoke(hook, data, trusted=True)
     except IIIError as exc:
         log.warning("iii rbac: %s denied by %s: %s %s", what, hook, exc.code, exc.message)
         return None
@@ -158,20 +158,25 @@ async def _hook(engine: Engine, hook: str | None, data: dict[str, Any], what: st
     return result
 
 
-async def function_registration(engine: Engine, session: Session, msg: RegisterFunction) -> RegisterFunction | None:
-    """A session's ``registerfunction`` as it is to be registered (mapped by the hook, then prefixed), or ``None``."""
+async def function_registration(engine: Engine, session: Session, msg: RegisterFunction) -> RegisterFunction | IIIError:
+    """A session's ``registerfunction`` as it is to be registered (mapped by the hook, then prefixed), or why not
+    (``FORBIDDEN``)."""
     if not session.auth.allow_function_registration:
-        log.warning("iii rbac: function %s refused: this session may not register functions", msg.id)
-        return None
+        return IIIError(FORBIDDEN, f"function '{msg.id}' not registered: this session may not register functions")
     data = {"function_id": msg.id, "description": msg.description, "metadata": msg.metadata,
             "context": session.auth.context}
-    result = await _hook(engine, session.config.on_function_registration_function_id, data, f"function {msg.id}")
+    hook = session.config.on_function_registration_function_id
+    result = await _hook(engine, hook, data, f"function {msg.id}")
     if result is None:
-        return None
+        return IIIError(FORBIDDEN, f"function '{msg.id}' denied by {hook}")
+    function_id = session.registered_id(_text(result, "function_id", msg.id))
+    if function_id in session.config.own_functions():
+        return IIIError(FORBIDDEN, f"function '{function_id}' not registered: the RBAC port's auth function, "
+                                   "middleware and hooks come from workers on the main worker port")
     description, metadata = result.get("description"), result.get("metadata")
     return msgspec.structs.replace(
         msg,
-        id=session.registered_id(_text(result, "function_id", msg.id)),
+        id=function_id,
         description=description if isinstance(description, str) else msg.description,
         metadata=msg.metadata if metadata is None else metadata,
     )

@@ -17,10 +17,9 @@ or the others.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -29,7 +28,14 @@ from websockets.http11 import Request, Response
 from ripple.core.events import Event
 from ripple.core.filter import Filter
 from ripple.core.names import item_scope
-from ripple.errors import ForbiddenError, OffsetOutOfRangeError, StoreClosedError
+from ripple.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    OffsetOutOfRangeError,
+    RippleError,
+    StoreClosedError,
+)
 from ripple.iii.auth import PortAuth, refusal
 from ripple.iii.items import sync_data
 from ripple.iii.protocol import (
@@ -174,22 +180,31 @@ class StreamServer:
         return None
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A handshake's path and ``?after=``: refusals carry the JSON error body, as the token refusals do."""
         try:
-            target = parse_stream_path(request.path)
-        except ValueError as exc:
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
-        if target is None:
-            message = "the stream server serves / and /stream/{stream}/{group}\n"
-            return connection.respond(http.HTTPStatus.NOT_FOUND, message)
-        if target != "root" and target.after is not None and target.after > self.store.head:
-            # A resume point the log has not reached would silently skip every event up to it (offset_out_of_range).
-            message = f"offset_out_of_range: after={target.after} is beyond the head ({self.store.head})\n"
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, message)
-        earliest = self.store.log_floor.stream_earliest
-        if target != "root" and target.after is not None and target.after < earliest - 1:
-            message = f"offset_out_of_range: after={target.after} is older than the earliest offset kept ({earliest})\n"
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, message)
+            self._target(request.path)
+        except RippleError as exc:
+            return refusal(connection, exc)
         return None
+
+    def _target(self, path: str) -> StreamPath | Literal["root"]:
+        try:
+            target = parse_stream_path(path)
+        except ValueError as exc:
+            raise BadRequestError(str(exc)) from None
+        if target is None:
+            raise NotFoundError("the stream server serves / and /stream/{stream}/{group}")
+        if target == "root" or target.after is None:
+            return target
+        head, earliest = self.store.head, self.store.log_floor.stream_earliest
+        detail = {"after": target.after, "earliest": earliest, "head": head}
+        if target.after > head:
+            # A resume point the log has not reached would silently skip every event up to it.
+            raise OffsetOutOfRangeError(f"after={target.after} is beyond the head ({head})", detail=detail)
+        if target.after < earliest - 1:
+            raise OffsetOutOfRangeError(
+                f"after={target.after} is older than the earliest offset kept ({earliest})", detail=detail)
+        return target
 
     async def _connection(self, ws: ServerConnection) -> None:
         target = parse_stream_path(ws.request.path if ws.request else "/")

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ripple.auth.grants import Identity
 from ripple.iii.rbac import (
     INFRASTRUCTURE,
     AuthResult,
@@ -97,4 +98,10 @@ def test_auth_results_take_the_engines_defaults() -> None:
     for bad in (None, "yes", {"allowed_functions": "a"}, {"context": []}):
         with pytest.raises(ValueError):
             parse_auth_result(bad)
-    assert default_auth("web").context == {"token": "web"} and default_auth(None).allow_trigger_type_registration
+    assert default_auth(Identity("web")).context == {"token": "web"}
+    assert default_auth(None).allow_trigger_type_registration  # no --auth: the engine's defaults
+    # a ripple token alone registers only when it is a worker token (admin tokens are worker tokens)
+    reader, worker = default_auth(Identity("web")), default_auth(Identity("svc", worker=True))
+    assert not reader.allow_function_registration and reader.allowed_trigger_types == []
+    assert not reader.allow_trigger_type_registration
+    assert worker.allow_function_registration and worker.allowed_trigger_types is None

@@ -1,6 +1,7 @@
 """The browser boundary from a real headless Chromium (DESIGN §15): a page on another origin cannot read a
 subscription or the state, nor write (fetch, a cross-site form, a no-cors POST to rebuild); a listed origin
-(``--cors-origin``) can; a DNS-rebound host name gets 421. The "other origin" is a second local HTTP server on
+(``--cors-origin``) can; a DNS-rebound host name gets 421; a page cannot open the iii worker or RBAC port unless its
+origin is listed. The "other origin" is a second local HTTP server on
 another port. Skipped, saying what to install, where Chromium or playwright is missing."""
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from ripple import Store
+from ripple.http.boundary import Boundary
 from ripple.http.serve import ServeOptions
+from ripple.iii.rbac import RbacConfig, RbacPort
+from ripple.iii.server import IIIServer
 from tests.conftest import SECOND
 from tests.security.conftest import Served, serving
 
@@ -170,3 +175,46 @@ async def test_a_rebound_host_name_gets_421(browser: Any, tmp_path: Path) -> Non
             assert same is not None and same.status == 200
         finally:
             await page.close()
+
+
+WORKER_ATTACK = """
+async (urls) => {
+  const out = {};
+  for (const url of urls) {
+    out[url] = await new Promise((resolve) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => ws.send(JSON.stringify({type: 'invokefunction', invocation_id: crypto.randomUUID(),
+        function_id: 'state::set', data: {scope: 'victim', key: 'k', value: {from: 'evil page'}}}));
+      ws.onmessage = (m) => { const type = JSON.parse(m.data).type; if (type !== 'workerregistered') resolve(type); };
+      ws.onerror = () => resolve('error');
+      ws.onclose = (c) => resolve('closed ' + c.code);
+    });
+  }
+  return out;
+}
+"""
+
+
+@pytest.mark.parametrize("listed", [False, True])
+async def test_a_page_cannot_open_the_iii_worker_ports(
+    browser: Any, elsewhere: str, tmp_path: Path, listed: bool
+) -> None:
+    """Without --auth, a worker connection reads and writes everything: only a listed origin may open one."""
+    boundary = Boundary.listed(allow_origins=(elsewhere,) if listed else ())
+    async with Store.open(tmp_path / "iii.db") as store, IIIServer(
+        store, worker_port=0, http_port=0, stream_port=0, rbac=RbacPort(0, RbacConfig()), boundary=boundary
+    ) as iii:
+        urls = [f"ws://127.0.0.1:{iii.worker_port}/", f"ws://127.0.0.1:{iii.rbac_port}/"]
+        page = await browser.new_page()
+        try:
+            page.set_default_timeout(15 * MS)
+            await page.goto(elsewhere + "/page.html")
+            result: dict[str, str] = await page.evaluate(WORKER_ATTACK, urls)
+        finally:
+            await page.close()
+        if listed:
+            assert result == {urls[0]: "invocationresult", urls[1]: "invocationresult"}, result
+            assert await store.get("victim", "k") == {"from": "evil page"}
+        else:
+            assert all(outcome in ("error", "closed 1006") for outcome in result.values()), result
+            assert store.head == 0
