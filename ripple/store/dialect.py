@@ -18,7 +18,8 @@ with ``?`` / ``?N`` / ``:name`` parameters. :func:`to_postgres` rewrites one sta
   lock, across every node.
 
 and by a table of whole statements where SQLite's syntax has no mechanical equivalent (:data:`REWRITTEN`): the head
-(``max(a, b)`` is ``greatest`` in PostgreSQL), subqueries in ``FROM`` (PostgreSQL 15 wants an alias), the event JSON
+(``max(a, b)`` is ``greatest`` in PostgreSQL), compound subqueries in ``FROM`` (PostgreSQL 15 wants each
+branch with its own ``LIMIT`` wrapped and aliased), the event JSON
 (SQLite's ``printf``/``json_quote`` vs ``format``/``to_json``, byte-identical: tests/store/test_event_json.py) and a
 page of it joined (``group_concat`` vs ``string_agg``), the
 catalogue (``sqlite_master`` vs ``pg_tables``).
@@ -73,18 +74,6 @@ SELECT * FROM (
   UNION ALL
   SELECT value, version, last_seq, 'created' FROM log_base WHERE scope = ?1 AND key = ?2) AS found
 ORDER BY 3 DESC LIMIT 1
-""",
-    sql.STATE_AT: """
-SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
-  SELECT scope, key, new_value, version, seq, event_type,
-         max(created0) OVER (PARTITION BY scope, key ORDER BY seq ROWS UNBOUNDED PRECEDING) AS created,
-         row_number() OVER (PARTITION BY scope, key ORDER BY seq DESC) AS rn
-    FROM (SELECT scope, key, value AS new_value, version, last_seq AS seq, 'created' AS event_type,
-                 created_seq AS created0 FROM log_base
-          UNION ALL
-          SELECT scope, key, new_value, version, seq, event_type, CASE WHEN event_type = 'created' THEN seq END
-            FROM events WHERE kind = 'state' AND seq <= ?) AS rows) AS ranked
- WHERE rn = 1 AND event_type != 'deleted'
 """,
     sql.LIST_SCOPE_AT: """
 WITH page(key, created) AS (

@@ -83,7 +83,7 @@ SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
                  created_seq AS created0 FROM log_base
           UNION ALL
           SELECT scope, key, new_value, version, seq, event_type, CASE WHEN event_type = 'created' THEN seq END
-            FROM events WHERE kind = 'state' AND seq <= ?))
+            FROM events WHERE kind = 'state' AND seq <= ?) AS timeline) AS ranked
  WHERE rn = 1 AND event_type != 'deleted'
 """
 # One scope as of offset :at, one page after a created cursor (:after): key, value, version, last_seq, created.
