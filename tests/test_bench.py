@@ -29,7 +29,7 @@ TINY: dict[str, list[str]] = {
     "time_travel.py": ["--keys", "300", "--samples", "2", "--requests", "20", "--clients", "2"],
     "postgres.py": ["--events", "600", "--subscribers", "3", "--rates", "20", "--seconds", "0.5"],
 }
-SUMMARIZED = {"write_throughput.py", "fanout.py", "rebuild.py", "http_writes.py"}
+SUMMARIZED = {"write_throughput.py", "fanout.py", "rebuild.py", "http_writes.py", "time_travel.py"}
 # Helpers of the benchmarks above, and scripts that are not throughput benchmarks and need what CI lacks (Chromium,
 # a checkout of iii's SDK suites, matplotlib for the dashboard's picture).
 NOT_BENCHMARKS = {"all.py", "summary.py", "wsclient.py", "console.py", "dashboard.py", "iii_suites.py"}
