@@ -237,25 +237,16 @@ class EntryRecord(msgspec.Struct, frozen=True):
 def scope_lines(conn: sqlite3.Connection, scope: str, at: int | None) -> Iterator[bytes]:
     """Every entry of a scope, in first-insertion order, as JSON lines."""
     validate_scope(scope)
-    if at is None:
-        last = 0
-        while True:
-            conn.execute("BEGIN")
-            try:
-                rows = conn.execute(sql.LIST_SCOPE, (scope, last, PAGE)).fetchall()
-            finally:
-                conn.execute("COMMIT")
-            for key, value, version, seq, created in rows:
-                yield _encode(EntryRecord(key, msgspec.Raw(value.encode()), version, seq))
-                last = created
-            if len(rows) < PAGE:
-                return
-    check_at(conn, at)
+    if at is not None:
+        check_at(conn, at)
     last = 0
     while True:
         conn.execute("BEGIN")
         try:
-            rows = conn.execute(sql.LIST_SCOPE_AT, sql.list_scope_at_params(scope, at, last, PAGE)).fetchall()
+            if at is None:
+                rows = conn.execute(sql.LIST_SCOPE, (scope, last, PAGE)).fetchall()
+            else:
+                rows = conn.execute(sql.LIST_SCOPE_AT, sql.list_scope_at_params(scope, at, last, PAGE)).fetchall()
         finally:
             conn.execute("COMMIT")
         for key, value, version, seq, created in rows:

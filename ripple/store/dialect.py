@@ -95,14 +95,7 @@ WITH page(key, created) AS (
                        ORDER BY l.seq DESC LIMIT 1)
        ORDER BY c.seq LIMIT :limit) AS log_keys) AS both_keys
   ORDER BY created LIMIT :limit)
-SELECT p.key, coalesce(e.new_value, b.value), coalesce(e.version, b.version), coalesce(e.seq, b.last_seq), p.created
-  FROM page p
-  LEFT JOIN events e ON e.seq = (SELECT m.seq FROM events m
-                                  WHERE m.scope = :scope AND m.key = p.key AND m.kind = 'state' AND m.seq <= :at
-                                  ORDER BY m.seq DESC LIMIT 1)
-  LEFT JOIN log_base b ON e.seq IS NULL AND b.scope = :scope AND b.key = p.key
- ORDER BY p.created
-""",
+""" + sql.LIST_SCOPE_AT_VALUES,
     "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?": (
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND substr(tablename, 1, ?) = ?"
     ),

@@ -86,6 +86,16 @@ SELECT scope, key, new_value AS value, version, seq AS last_seq, created FROM (
             FROM events WHERE kind = 'state' AND seq <= ?) AS timeline) AS ranked
  WHERE rn = 1 AND event_type != 'deleted'
 """
+# Each page key's value as of :at: its last event at or before :at, else its base row (shared with the dialect).
+LIST_SCOPE_AT_VALUES = """\
+SELECT p.key, coalesce(e.new_value, b.value), coalesce(e.version, b.version), coalesce(e.seq, b.last_seq), p.created
+  FROM page p
+  LEFT JOIN events e ON e.seq = (SELECT m.seq FROM events m
+                                  WHERE m.scope = :scope AND m.key = p.key AND m.kind = 'state' AND m.seq <= :at
+                                  ORDER BY m.seq DESC LIMIT 1)
+  LEFT JOIN log_base b ON e.seq IS NULL AND b.scope = :scope AND b.key = p.key
+ ORDER BY p.created
+"""
 # One scope as of offset :at, one page after a created cursor (:after): key, value, version, last_seq, created.
 # O(page), whatever the size of the scope: the keys come from walking creates in offset order (the partial index
 # events_scope_creates, after the base rows' incarnations), and a create is kept when it is its key's last create or
@@ -110,14 +120,7 @@ WITH page(key, created) AS (
                      ORDER BY l.seq DESC LIMIT 1)
      ORDER BY c.seq LIMIT :limit)
   ORDER BY created LIMIT :limit)
-SELECT p.key, coalesce(e.new_value, b.value), coalesce(e.version, b.version), coalesce(e.seq, b.last_seq), p.created
-  FROM page p
-  LEFT JOIN events e ON e.seq = (SELECT m.seq FROM events m
-                                  WHERE m.scope = :scope AND m.key = p.key AND m.kind = 'state' AND m.seq <= :at
-                                  ORDER BY m.seq DESC LIMIT 1)
-  LEFT JOIN log_base b ON e.seq IS NULL AND b.scope = :scope AND b.key = p.key
- ORDER BY p.created
-"""
+""" + LIST_SCOPE_AT_VALUES
 
 
 def list_scope_at_params(scope: str, at: int, after_created: int, limit: int) -> dict[str, Any]:
@@ -139,14 +142,19 @@ def base_page(f: Filter, after: int, upto: int, limit: int) -> tuple[str, list[A
     params: list[Any] = [after, upto]
     if f.kind == "stream":
         where.append("0")
+    names_where(f, where, params)
+    params.append(limit)
+    return BASE_AS_EVENTS.format(where=" AND ".join(where)), params
+
+
+def names_where(f: Filter, where: list[str], params: list[Any]) -> None:
+    """Add ``f``'s scope and key conditions (``IN`` lists, sorted so that equal filters give equal statements)."""
     if f.scopes:
         where.append(f"scope IN ({','.join('?' * len(f.scopes))})")
         params.extend(sorted(f.scopes))
     if f.keys:
         where.append(f"key IN ({','.join('?' * len(f.keys))})")
         params.extend(sorted(f.keys))
-    params.append(limit)
-    return BASE_AS_EVENTS.format(where=" AND ".join(where)), params
 
 
 def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns: str = EVENT_COLUMNS
@@ -171,12 +179,7 @@ def events_page(f: Filter, after: int, upto: int | None, limit: int, *, columns:
     if f.kind != "all":
         wanted.append("kind = ?")
         wanted_params.append(f.kind)
-    if f.scopes:
-        wanted.append(f"scope IN ({','.join('?' * len(f.scopes))})")
-        wanted_params.extend(sorted(f.scopes))
-    if f.keys:
-        wanted.append(f"key IN ({','.join('?' * len(f.keys))})")
-        wanted_params.extend(sorted(f.keys))
+    names_where(f, wanted, wanted_params)
     if f.item_scopes:  # a stream group: its sends, or any state event of its items' scope (Filter.item_scopes)
         items = f"kind = 'state' AND scope IN ({','.join('?' * len(f.item_scopes))})"
         where.append(f"(({' AND '.join(wanted) or '1=1'}) OR ({items}))")

@@ -75,12 +75,7 @@ async def read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
 async def _read_snapshot(store: Store, f: Filter) -> tuple[int, list[Any]]:
     where = ["1=1"]
     params: list[Any] = []
-    if f.scopes:
-        where.append(f"scope IN ({','.join('?' * len(f.scopes))})")
-        params.extend(sorted(f.scopes))
-    if f.keys:
-        where.append(f"key IN ({','.join('?' * len(f.keys))})")
-        params.extend(sorted(f.keys))
+    sql.names_where(f, where, params)
     async with store.reader.snapshot() as conn:
         head_rows = list(await conn.execute_fetchall(sql.HEAD))
         offset = int(head_rows[0][0])
