@@ -83,10 +83,14 @@ class StreamItems:
 
     # -- helpers
 
-    def _custom(self, operation: str, stream: str) -> str | None:
-        """``stream::<operation>(<stream>)`` when a worker registered it (the engine's routing), else ``None``."""
+    def _custom(self, operation: str, code: str, stream: str, group: str | None, *, write: bool) -> str | None:
+        """``stream::<operation>(<stream>)`` when a worker registered it (the engine's routing), else ``None``; a
+        call forwarded there is first checked against the caller's grants (:meth:`_allow`)."""
         function_id = f"stream::{operation}({stream})"
-        return function_id if self.engine.registry.owner(function_id) is not None else None
+        if self.engine.registry.owner(function_id) is None:
+            return None
+        self._allow(code, stream, group, write=write)
+        return function_id
 
     @staticmethod
     def _scope(code: str, stream: str, group: str) -> str:
@@ -130,9 +134,8 @@ class StreamItems:
     async def set(self, data: Any) -> Any:
         inp: StreamSetItemInput = parse_input("stream::set", data, StreamSetItemInput)
         scope = self._scope("STREAM_SET_ERROR", inp.stream_name, inp.group_id)
-        custom = self._custom("set", inp.stream_name)
+        custom = self._custom("set", "STREAM_SET_ERROR", inp.stream_name, inp.group_id, write=True)
         if custom is not None:
-            self._allow("STREAM_SET_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             new_value = self._result_field(custom, result, "new_value")
             await self._record(scope, inp.item_id, new_value)
@@ -146,9 +149,8 @@ class StreamItems:
     async def update(self, data: Any) -> Any:
         inp: StreamUpdateItemInput = parse_input("stream::update", data, StreamUpdateItemInput)
         scope = self._scope("STREAM_UPDATE_ERROR", inp.stream_name, inp.group_id)
-        custom = self._custom("update", inp.stream_name)
+        custom = self._custom("update", "STREAM_UPDATE_ERROR", inp.stream_name, inp.group_id, write=True)
         if custom is not None:
-            self._allow("STREAM_UPDATE_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             new_value = self._result_field(custom, result, "new_value")
             await self._record(scope, inp.item_id, new_value)
@@ -167,9 +169,8 @@ class StreamItems:
     async def delete(self, data: Any) -> Any:
         inp: StreamItemInput = parse_input("stream::delete", data, StreamItemInput)
         scope = self._scope("STREAM_DELETE_ERROR", inp.stream_name, inp.group_id)
-        custom = self._custom("delete", inp.stream_name)
+        custom = self._custom("delete", "STREAM_DELETE_ERROR", inp.stream_name, inp.group_id, write=True)
         if custom is not None:
-            self._allow("STREAM_DELETE_ERROR", inp.stream_name, inp.group_id, write=True)
             result = await self._forward(custom, inp)
             await self._record(scope, inp.item_id, None)  # the worker deleted it: so does the record (if any)
             # The engine fails a custom delete that answers nothing; ripple reads it as "nothing was there".
@@ -200,9 +201,8 @@ class StreamItems:
 
     async def get(self, data: Any) -> Any:
         inp: StreamItemInput = parse_input("stream::get", data, StreamItemInput)
-        custom = self._custom("get", inp.stream_name)
+        custom = self._custom("get", "STREAM_GET_ERROR", inp.stream_name, inp.group_id, write=False)
         if custom is not None:
-            self._allow("STREAM_GET_ERROR", inp.stream_name, inp.group_id, write=False)
             return await self._forward(custom, inp)
         scope = self._scope("STREAM_GET_ERROR", inp.stream_name, inp.group_id)
         value = await self._read(scope, inp.item_id, "STREAM_GET_ERROR")
@@ -210,9 +210,8 @@ class StreamItems:
 
     async def list_items(self, data: Any) -> Any:
         inp: StreamGroupInput = parse_input("stream::list", data, StreamGroupInput)
-        custom = self._custom("list", inp.stream_name)
+        custom = self._custom("list", "STREAM_GET_GROUP_ERROR", inp.stream_name, inp.group_id, write=False)
         if custom is not None:
-            self._allow("STREAM_GET_GROUP_ERROR", inp.stream_name, inp.group_id, write=False)
             return await self._forward(custom, inp)
         return await self.values(self._scope("STREAM_GET_GROUP_ERROR", inp.stream_name, inp.group_id))
 
@@ -224,9 +223,8 @@ class StreamItems:
 
     async def list_groups(self, data: Any) -> Any:
         inp: StreamNameInput = parse_input("stream::list_groups", data, StreamNameInput)
-        custom = self._custom("list_groups", inp.stream_name)
+        custom = self._custom("list_groups", "STREAM_LIST_GROUPS_ERROR", inp.stream_name, None, write=False)
         if custom is not None:
-            self._allow("STREAM_LIST_GROUPS_ERROR", inp.stream_name, None, write=False)
             return await self._forward(custom, inp)
         prefix = items_prefix(inp.stream_name)
         try:
